@@ -1,0 +1,84 @@
+"""Real sample images from scikit-image's bundled data (available offline, BSD licensed).
+
+Every image used for parity is a real photograph resized (aspect-preserving cover + centre crop)
+to the export size, so parity measures the model on image statistics, not only noise.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import numpy as np
+
+# Colour photographs bundled inside the scikit-image wheel (no download needed).
+SAMPLE_FILES = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg", "hubble_deep_field.jpg", "ihc.png")
+
+
+def sample_dir() -> str:
+    import skimage.data
+
+    return os.path.dirname(skimage.data.__file__)
+
+
+@lru_cache(maxsize=None)
+def available_samples() -> tuple[str, ...]:
+    """Paths of the bundled sample photographs that exist in the installed scikit-image."""
+    d = sample_dir()
+    return tuple(os.path.join(d, f) for f in SAMPLE_FILES if os.path.isfile(os.path.join(d, f)))
+
+
+def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
+    """HWC float image -> HWC with ``channels`` channels (gray = ITU-R 601 luma; 6 = stereo pair stand-in)."""
+    if img.ndim == 2:
+        img = img[..., None]
+    img = img[..., :3]
+    if img.shape[-1] == 1:
+        img = np.repeat(img, 3, axis=-1)
+    if channels == 3:
+        return img
+    if channels == 1:
+        return (img @ np.array([0.299, 0.587, 0.114], dtype=img.dtype))[..., None]
+    if channels == 6:
+        # dual-pixel input (left/right views); a one-pixel shift stands in for the disparity
+        return np.concatenate([img, np.roll(img, 1, axis=1)], axis=-1)
+    raise ValueError(f"unsupported channel count {channels}")
+
+
+def load_image(path: str, channels: int) -> np.ndarray:
+    """Read an image file as float32 HWC in [0, 1] with ``channels`` channels."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        arr = np.asarray(im, dtype=np.float32) / 255.0
+    return to_channels(arr, channels)
+
+
+def fit(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize (cover) and centre-crop an HWC image to exactly height x width."""
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    scale = max(height / h, width / w)
+    nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
+    if (nh, nw) != (h, w):
+        chans = [
+            np.asarray(Image.fromarray(img[..., c]).resize((nw, nh), Image.BICUBIC), dtype=np.float32)
+            for c in range(img.shape[-1])
+        ]
+        img = np.clip(np.stack(chans, axis=-1), 0.0, 1.0)
+    top, left = (nh - height) // 2, (nw - width) // 2
+    return img[top : top + height, left : left + width]
+
+
+def sample_images(count: int, channels: int, height: int, width: int) -> list[np.ndarray]:
+    """``count`` real sample images as float32 NCHW arrays of shape (1, channels, height, width)."""
+    paths = available_samples()
+    if not paths:
+        raise RuntimeError("scikit-image sample images not found; reinstall scikit-image")
+    out = []
+    for i in range(count):
+        img = fit(load_image(paths[i % len(paths)], channels), height, width)
+        out.append(np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32))
+    return out

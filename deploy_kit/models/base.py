@@ -1,0 +1,92 @@
+"""The one small interface every architecture file implements (imports torch: load lazily).
+
+A model file (``nafnet.py``, ``restormer.py``, ``pvt.py``) defines the official PyTorch modules
+and one ``ADAPTER`` object, an instance of a :class:`ModelAdapter` subclass. The pipeline only
+talks to adapters, so adding a model never touches export/precision/engine/parity code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..specs import ExportRequest, ModelSpec, Variant
+
+
+class ModelAdapter:
+    """Bridges one architecture to the pipeline. Subclasses override the marked methods."""
+
+    spec: ModelSpec
+
+    # --- construction ---------------------------------------------------------------
+    def build(self, variant: Variant) -> nn.Module:
+        """Return the official architecture for ``variant`` (eval mode, FP32, CPU)."""
+        raise NotImplementedError
+
+    def detect_hparams(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        """Recover constructor kwargs from checkpoint keys/shapes.
+
+        Raises:
+            CheckpointError: the keys are not this architecture's (say which keys are missing).
+        """
+        raise NotImplementedError
+
+    def randomize_(self, model: nn.Module, seed: int) -> None:
+        """Random weights where every branch contributes (no zero-initialised residual scales)."""
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(_default_random(name, p, gen))
+
+    # --- shapes and I/O ---------------------------------------------------------------
+    def in_channels(self, variant: Variant) -> int:
+        return int(variant.kwargs().get("img_channel", variant.kwargs().get("inp_channels", 3)))
+
+    def input_names(self, req: ExportRequest) -> list[str]:
+        return ["input"]
+
+    def output_names(self, req: ExportRequest) -> list[str]:
+        return ["output"]
+
+    def output_kind(self, req: ExportRequest) -> str:
+        """``"image"`` (PSNR in [0,1]), ``"logits"`` or ``"features"`` (cosine)."""
+        return "image"
+
+    # --- the two forms parity compares ---------------------------------------------------
+    def wrap(self, model: nn.Module, req: ExportRequest, *, static: bool) -> nn.Module:
+        """Return a module mapping the (1, C, H, W) input to the output(s) at the request size.
+
+        Args:
+            model: the loaded official model.
+            req: the export request (size, TLC, options).
+            static: False gives the eager reference (TLC as upstream computes it, shape-generic);
+                True gives the export form (TLC unrolled to static ops for exactly H x W).
+        """
+        raise NotImplementedError
+
+    def fp32_islands(self, req: ExportRequest) -> list[str]:
+        """Regexes on ONNX node names whose nodes stay FP32 inside FP16 graphs (overflow sites)."""
+        return []
+
+    def sample_inputs(self, req: ExportRequest, count: int = 2) -> list[np.ndarray]:
+        """Representative inputs (real sample images, model's channel count) as float32 NCHW."""
+        from ..data.samples import sample_images
+
+        ch = self.in_channels(self.resolve_variant(req))
+        return sample_images(count, ch, req.height, req.width)
+
+    def resolve_variant(self, req: ExportRequest) -> Variant:
+        return self.spec.variant(req.variant)
+
+
+def _default_random(name: str, p: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Kaiming-like weights, small non-zero biases, norms near 1, scales clearly non-zero."""
+    if p.ndim >= 2:
+        fan_in = max(1, p[0].numel())
+        return torch.randn(p.shape, generator=gen) * (1.0 / fan_in) ** 0.5
+    if name.endswith("weight"):  # norm affine weights
+        return 1.0 + 0.1 * torch.randn(p.shape, generator=gen)
+    return 0.05 * torch.randn(p.shape, generator=gen)

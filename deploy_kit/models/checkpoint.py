@@ -1,0 +1,106 @@
+"""Load official checkpoints safely and pick the variant they were trained as."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+from ..specs import ModelSpec, Variant
+from .base import ModelAdapter
+
+# BasicSR writes {'params': sd} (or params_ema), DeiT/PVT {'model': sd}, MPRNet {'state_dict': sd}.
+_WRAPPER_KEYS = ("params_ema", "params", "model", "state_dict", "net", "network")
+
+
+@dataclass
+class LoadedModel:
+    """A ready model plus how it was obtained (printed in the run summary and manifest)."""
+
+    model: nn.Module
+    variant: Variant
+    weights: str | None
+    note: str
+
+
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """Read a checkpoint with ``torch.load(weights_only=True)`` and unwrap it to a flat state dict.
+
+    Raises:
+        CheckpointError: missing file, not a torch checkpoint, or no tensor dict inside.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f"weights file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise CheckpointError(
+            f"cannot read {path} as a PyTorch checkpoint ({first[:160]}); pass an official .pth file"
+        ) from exc
+    if isinstance(obj, Mapping):
+        for key in _WRAPPER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                obj = inner
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(
+            f"{path} holds no state dict (expected tensors, or one under 'params'/'model'/'state_dict')"
+        )
+    return {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def match_variant(spec: ModelSpec, hparams: dict[str, Any]) -> Variant:
+    """The registered variant with exactly these hyper-parameters, else a 'custom' one."""
+    frozen = Variant.make("custom", hparams)
+    for v in spec.variants:
+        if v.hparams == frozen.hparams:
+            return v
+    return Variant.make("custom", hparams, summary="hyper-parameters read from the checkpoint")
+
+
+def load_model(adapter: ModelAdapter, variant_name: str | None, weights: str | None, seed: int = 0) -> LoadedModel:
+    """Build the model, from a checkpoint or with random (non-degenerate) weights.
+
+    Args:
+        adapter: the architecture's adapter.
+        variant_name: requested variant, or None to infer it from the checkpoint (or use the default).
+        weights: checkpoint path or None for random weights.
+        seed: random-weight seed.
+
+    Raises:
+        CheckpointError: unreadable file, other architecture, or a checkpoint that contradicts
+            the requested variant (missing/unexpected keys listed).
+    """
+    spec = adapter.spec
+    if weights is None:
+        variant = spec.variant(variant_name or spec.default_variant)
+        model = adapter.build(variant)
+        adapter.randomize_(model, seed)
+        return LoadedModel(model.eval(), variant, None, f"random weights (seed {seed}); pass --weights for real output")
+
+    sd = read_state_dict(weights)
+    detected = match_variant(spec, adapter.detect_hparams(sd))
+    variant = spec.variant(variant_name) if variant_name else detected
+    model = adapter.build(variant)
+    result = model.load_state_dict(sd, strict=False)
+    problems = []
+    if result.missing_keys:
+        problems.append(f"missing {len(result.missing_keys)} keys (e.g. {', '.join(result.missing_keys[:3])})")
+    if result.unexpected_keys:
+        problems.append(f"unexpected {len(result.unexpected_keys)} keys (e.g. {', '.join(result.unexpected_keys[:3])})")
+    if not problems:
+        for k, v in model.state_dict().items():
+            if k in sd and tuple(sd[k].shape) != tuple(v.shape):
+                problems.append(f"shape of {k} is {tuple(sd[k].shape)}, {variant.name} needs {tuple(v.shape)}")
+                break
+    if problems:
+        hint = f"; the checkpoint looks like '{detected.name}', drop --variant" if variant_name and detected.name != variant_name else ""
+        raise CheckpointError(f"{weights} does not fit {spec.name} {variant.name}: {'; '.join(problems)}{hint}")
+    note = f"weights {os.path.basename(weights)}" + (" (variant inferred from the checkpoint)" if not variant_name else "")
+    return LoadedModel(model.eval(), variant, weights, note)

@@ -1,0 +1,197 @@
+"""NAFNet (megvii-research/NAFNet, MIT) with its exact state-dict layout, and NAFNetLocal (TLC).
+
+Written from the architecture description in ../shared/reference/models.md §1. LayerNorm2d is
+plain tensor ops over the channel axis (eps 1e-6): upstream's custom autograd.Function does not
+export on older PyTorch (megvii-research/NAFNet#30), and plain ops let the FP16 pass find the
+norm by its node names and keep it FP32.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CheckpointError
+from ..specs import ExportRequest, Variant
+from ..tlc import LocalAvgPoolEager, LocalAvgPoolStatic
+from .base import ModelAdapter
+from .registry import NAFNET
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over channels at each pixel (biased variance, eps 1e-6), then affine."""
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mu = x.mean(1, keepdim=True)
+        d = x - mu
+        var = (d * d).mean(1, keepdim=True)
+        y = d / torch.sqrt(var + self.eps)
+        return self.weight.view(1, -1, 1, 1) * y + self.bias.view(1, -1, 1, 1)
+
+
+class SimpleGate(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = x.chunk(2, dim=1)
+        return a * b
+
+
+class NAFBlock(nn.Module):
+    def __init__(self, c: int, dw_expand: int = 2, ffn_expand: int = 2):
+        super().__init__()
+        dw = c * dw_expand
+        self.conv1 = nn.Conv2d(c, dw, 1)
+        self.conv2 = nn.Conv2d(dw, dw, 3, padding=1, groups=dw)
+        self.conv3 = nn.Conv2d(dw // 2, c, 1)
+        self.sca = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(dw // 2, dw // 2, 1))
+        self.sg = SimpleGate()
+        ffn = c * ffn_expand
+        self.conv4 = nn.Conv2d(c, ffn, 1)
+        self.conv5 = nn.Conv2d(ffn // 2, c, 1)
+        self.norm1 = LayerNorm2d(c)
+        self.norm2 = LayerNorm2d(c)
+        self.dropout1 = nn.Identity()
+        self.dropout2 = nn.Identity()
+        self.beta = nn.Parameter(torch.zeros((1, c, 1, 1)))
+        self.gamma = nn.Parameter(torch.zeros((1, c, 1, 1)))
+
+    def _sca(self, x: torch.Tensor) -> torch.Tensor:
+        pool = self.sca[0]
+        s = self.sca[1](pool(x))
+        finish = getattr(pool, "finish", None)
+        return finish(s) if finish is not None else s
+
+    def forward(self, inp: torch.Tensor) -> torch.Tensor:
+        x = self.conv2(self.conv1(self.norm1(inp)))
+        x = self.sg(x)
+        x = x * self._sca(x)
+        x = self.dropout1(self.conv3(x))
+        y = inp + x * self.beta
+        x = self.conv5(self.sg(self.conv4(self.norm2(y))))
+        return y + self.dropout2(x) * self.gamma
+
+
+class NAFNet(nn.Module):
+    """The official NAFNet topology (additive skips, zero pad bottom/right to 2**levels)."""
+
+    def __init__(self, img_channel=3, width=16, middle_blk_num=1, enc_blk_nums=(), dec_blk_nums=()):
+        super().__init__()
+        self.intro = nn.Conv2d(img_channel, width, 3, padding=1)
+        self.ending = nn.Conv2d(width, img_channel, 3, padding=1)
+        self.encoders, self.decoders = nn.ModuleList(), nn.ModuleList()
+        self.middle_blks, self.ups, self.downs = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        chan = width
+        for n in enc_blk_nums:
+            self.encoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(n)]))
+            self.downs.append(nn.Conv2d(chan, 2 * chan, 2, 2))
+            chan *= 2
+        self.middle_blks = nn.Sequential(*[NAFBlock(chan) for _ in range(middle_blk_num)])
+        for n in dec_blk_nums:
+            self.ups.append(nn.Sequential(nn.Conv2d(chan, chan * 2, 1, bias=False), nn.PixelShuffle(2)))
+            chan //= 2
+            self.decoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(n)]))
+        self.padder_size = 2 ** len(self.encoders)
+
+    def block_levels(self):
+        """(block, downscale factor of its feature map) for every NAFBlock."""
+        n = len(self.encoders)
+        for i, seq in enumerate(self.encoders):
+            yield from ((b, 2**i) for b in seq)
+        yield from ((b, 2**n) for b in self.middle_blks)
+        for i, seq in enumerate(self.decoders):
+            yield from ((b, 2 ** (n - 1 - i)) for b in seq)
+
+    def forward(self, inp: torch.Tensor) -> torch.Tensor:
+        h, w = inp.shape[-2:]
+        p = self.padder_size
+        x_in = F.pad(inp, (0, (p - w % p) % p, 0, (p - h % p) % p))
+        x = self.intro(x_in)
+        skips = []
+        for enc, down in zip(self.encoders, self.downs):
+            x = enc(x)
+            skips.append(x)
+            x = down(x)
+        x = self.middle_blks(x)
+        for dec, up, skip in zip(self.decoders, self.ups, skips[::-1]):
+            x = dec(up(x) + skip)
+        x = self.ending(x) + x_in
+        return x[..., :h, :w]
+
+
+def padded_size(h: int, w: int, multiple: int) -> tuple[int, int]:
+    return h + (multiple - h % multiple) % multiple, w + (multiple - w % multiple) % multiple
+
+
+class NAFNetAdapter(ModelAdapter):
+    spec = NAFNET
+
+    def build(self, variant: Variant) -> nn.Module:
+        return NAFNet(**variant.kwargs()).eval()
+
+    def detect_hparams(self, sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        need = ("intro.weight", "ending.weight", "middle_blks.0.conv1.weight")
+        missing = [k for k in need if k not in sd]
+        if missing:
+            sample = ", ".join(list(sd)[:3])
+            raise CheckpointError(
+                f"not a NAFNet checkpoint: missing {', '.join(missing)} (its first keys are: {sample})"
+            )
+
+        def count(prefix: str, level: int | None = None) -> int:
+            pat = re.compile(rf"^{prefix}\.{level}\.(\d+)\." if level is not None else rf"^{prefix}\.(\d+)\.")
+            idx = {int(m.group(1)) for k in sd if (m := pat.match(k))}
+            return max(idx) + 1 if idx else 0
+
+        levels = len({int(k.split(".")[1]) for k in sd if k.startswith("downs.")})
+        return dict(
+            img_channel=int(sd["intro.weight"].shape[1]),
+            width=int(sd["intro.weight"].shape[0]),
+            middle_blk_num=count("middle_blks"),
+            enc_blk_nums=[count("encoders", i) for i in range(levels)],
+            dec_blk_nums=[count("decoders", i) for i in range(levels)],
+        )
+
+    def randomize_(self, model: nn.Module, seed: int) -> None:
+        super().randomize_(model, seed)
+        gen = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                # upstream initialises beta/gamma to 0, which makes every block an identity:
+                # random weights for parity must let every branch contribute.
+                if name.endswith(("beta", "gamma")):
+                    p.copy_(0.1 + 0.2 * torch.rand(p.shape, generator=gen))
+            # a small residual keeps the random output image-like (input + correction), so
+            # PSNR over data range 1 measures the same thing it does for trained weights
+            model.ending.weight.mul_(0.1)
+
+    def in_channels(self, variant: Variant) -> int:
+        return int(variant.kwargs()["img_channel"])
+
+    def wrap(self, model: nn.Module, req: ExportRequest, *, static: bool) -> nn.Module:
+        import copy
+
+        net = copy.deepcopy(model).eval()
+        if req.tlc is not None:
+            hp, wp = padded_size(req.height, req.width, net.padder_size)
+            for block, down in net.block_levels():
+                kernel = req.tlc.kernel(down)
+                block.sca[0] = (
+                    LocalAvgPoolStatic(kernel, (hp // down, wp // down)) if static else LocalAvgPoolEager(kernel)
+                )
+        return net
+
+    def fp32_islands(self, req: ExportRequest) -> list[str]:
+        # LayerNorm2d statistics (variance over C can exceed the FP16 range on real activations).
+        return [r"/norm[12]/"]
+
+
+ADAPTER = NAFNetAdapter()

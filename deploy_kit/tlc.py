@@ -1,0 +1,189 @@
+"""TLC (Test-time Local Converter): the eager reference and the static unrolled export form.
+
+Official semantics (megvii-research/TLC ``local_arch.py``, NAFNet's copy of it):
+
+* A TLC site's kernel is frozen from the training size, never from the test image:
+  ``K = feature_size_at_train_size * base // train`` (384/192/96/48/24 by level for 256/384).
+* Pooling: when K covers both feature dims the result is the plain global average. Otherwise it
+  is the stride-1 *valid* box mean with kernel (min(h, K), min(w, K)), replicate-padded back to
+  (h, w) with ((k-1)//2, k//2) per axis.
+* Restormer attention: static windows per axis (count ceil(n/k), evenly stepped, last clamped to
+  the edge), attention per window, overlaps averaged.
+
+The eager reference computes the box mean with the integral image (as upstream does, but in
+float64 so the reference is not the noisier side). The export form is two 1-D AveragePools
+(1 x k2 then k1 x 1): exact, free of CumSum, and each window far below TensorRT's
+100 000-element pooling limit (a single 384 x 384 pool is 147 456; NVIDIA/TensorRT#2094).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+# ---------------------------------------------------------------------------------------
+# pooling (NAFNet SCA, and any AdaptiveAvgPool2d(1) site)
+# ---------------------------------------------------------------------------------------
+class LocalAvgPoolEager(nn.Module):
+    """Eager TLC pooling, shape-generic, as upstream computes it (integral image + replicate pad)."""
+
+    def __init__(self, kernel: tuple[int, int]):
+        super().__init__()
+        self.kernel = tuple(int(k) for k in kernel)
+
+    def extra_repr(self) -> str:
+        return f"kernel={self.kernel}, eager"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        kh, kw = self.kernel
+        if kh >= h and kw >= w:
+            return F.adaptive_avg_pool2d(x, 1)
+        k1, k2 = min(h, kh), min(w, kw)
+        s = F.pad(x.double().cumsum(-1).cumsum(-2), (1, 0, 1, 0))
+        box = s[..., k1:, k2:] - s[..., :-k1, k2:] - s[..., k1:, :-k2] + s[..., :-k1, :-k2]
+        out = (box / (k1 * k2)).to(x.dtype)
+        oh, ow = out.shape[-2:]
+        pad = ((w - ow) // 2, (w - ow + 1) // 2, (h - oh) // 2, (h - oh + 1) // 2)
+        return F.pad(out, pad, mode="replicate")
+
+    def finish(self, y: torch.Tensor) -> torch.Tensor:
+        """Post-conv hook (the eager form already padded before the conv, as upstream)."""
+        return y
+
+
+class LocalAvgPoolStatic(nn.Module):
+    """TLC pooling unrolled for one fixed feature size (h, w): only static ONNX ops.
+
+    ``forward`` returns the *valid* map (or 1 x 1 in the global case); ``finish`` replicate-pads
+    it back to (h, w). The caller runs its 1 x 1 conv in between: a 1 x 1 conv commutes with edge
+    padding, so this is exact and the conv runs on the smaller map (as TLC's MPRNetLocal does).
+    """
+
+    def __init__(self, kernel: tuple[int, int], size: tuple[int, int]):
+        super().__init__()
+        kh, kw = (int(k) for k in kernel)
+        h, w = (int(s) for s in size)
+        self.kernel, self.size = (kh, kw), (h, w)
+        self.is_global = kh >= h and kw >= w
+        self.k1, self.k2 = min(h, kh), min(w, kw)
+        oh, ow = h - self.k1 + 1, w - self.k2 + 1
+        self.pads = ((w - ow) // 2, (w - ow + 1) // 2, (h - oh) // 2, (h - oh + 1) // 2)
+
+    def extra_repr(self) -> str:
+        mode = "global" if self.is_global else f"window=({self.k1},{self.k2}) pads={self.pads}"
+        return f"kernel={self.kernel}, size={self.size}, {mode}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != self.size:
+            raise RuntimeError(f"static TLC pool built for {self.size}, got {tuple(x.shape[-2:])}")
+        if self.is_global:
+            return F.adaptive_avg_pool2d(x, 1)
+        if self.k2 > 1:
+            x = F.avg_pool2d(x, (1, self.k2), stride=1)
+        if self.k1 > 1:
+            x = F.avg_pool2d(x, (self.k1, 1), stride=1)
+        return x
+
+    def finish(self, y: torch.Tensor) -> torch.Tensor:
+        if self.is_global or not any(self.pads):
+            return y
+        return F.pad(y, self.pads, mode="replicate")
+
+
+def pool_windows(module: nn.Module) -> list[tuple[int, int]]:
+    """Every AveragePool window a module will emit (for the TensorRT 100 000 limit check)."""
+    out = []
+    for m in module.modules():
+        if isinstance(m, LocalAvgPoolStatic) and not m.is_global:
+            out += [(1, m.k2), (m.k1, 1)]
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# windows (Restormer-Local attention)
+# ---------------------------------------------------------------------------------------
+def window_starts(n: int, kernel: int) -> tuple[int, list[int]]:
+    """Window size and start offsets along one axis, by the TLC ``grids`` rule.
+
+    The count is ceil(n / k); windows are evenly stepped, the last one clamped to end at n.
+
+    Returns:
+        (k, starts) with k = min(n, kernel).
+    """
+    k = min(n, kernel)
+    count = (n - 1) // k + 1
+    if count == 1:
+        return k, [0]
+    step = math.ceil((n - k) / (count - 1) - 1e-8)
+    starts: list[int] = []
+    i = 0
+    while True:
+        if i + k >= n:
+            starts.append(n - k)
+            break
+        starts.append(i)
+        i += step
+    return k, starts
+
+
+def cut_windows(x: torch.Tensor, k: tuple[int, int], rows: list[int], cols: list[int]) -> torch.Tensor:
+    """Static slices of a (1, C, H, W) map, stacked on the batch axis (row-major order)."""
+    kh, kw = k
+    return torch.cat([x[..., i : i + kh, j : j + kw] for i in rows for j in cols], dim=0)
+
+
+class WindowMerge(nn.Module):
+    """Average overlapping window outputs back onto the (H, W) canvas with static ops only.
+
+    Windows are padded to the canvas and summed (separably: columns within a row band, then the
+    bands), then multiplied by a constant reciprocal-count map. No ScatterND / index_put / Loop.
+    """
+
+    def __init__(self, size: tuple[int, int], k: tuple[int, int], rows: list[int], cols: list[int]):
+        super().__init__()
+        h, w = size
+        kh, kw = k
+        self.size, self.k, self.rows, self.cols = (h, w), (kh, kw), list(rows), list(cols)
+        rc = torch.zeros(h)
+        cc = torch.zeros(w)
+        for i in rows:
+            rc[i : i + kh] += 1
+        for j in cols:
+            cc[j : j + kw] += 1
+        self.register_buffer("inv_count", (1.0 / rc)[:, None] * (1.0 / cc)[None, :], persistent=False)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        h, w = self.size
+        kh, kw = self.k
+        if len(self.rows) == 1 and len(self.cols) == 1 and (kh, kw) == (h, w):
+            return y
+        nc = len(self.cols)
+        total = None
+        for r, i in enumerate(self.rows):
+            band = None
+            for c, j in enumerate(self.cols):
+                part = F.pad(y[r * nc + c : r * nc + c + 1], (j, w - j - kw, 0, 0))
+                band = part if band is None else band + part
+            band = F.pad(band, (0, 0, i, h - i - kh))
+            total = band if total is None else total + band
+        return total * self.inv_count
+
+
+def merge_windows_eager(y: torch.Tensor, size: tuple[int, int], k: tuple[int, int], rows, cols) -> torch.Tensor:
+    """Upstream-style merge (canvas += window, count += 1, divide): the eager reference."""
+    h, w = size
+    kh, kw = k
+    canvas = y.new_zeros((1, y.shape[1], h, w))
+    count = y.new_zeros((1, 1, h, w))
+    n = 0
+    for i in rows:
+        for j in cols:
+            canvas[..., i : i + kh, j : j + kw] += y[n : n + 1]
+            count[..., i : i + kh, j : j + kw] += 1
+            n += 1
+    return canvas / count
