@@ -1,0 +1,92 @@
+"""TensorRT 10 / 11 vs TensorRT-RTX: every flavour difference lives in this one module.
+
+Dispatch is by the real installed version, never by guessing from names.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from ..errors import UsageError
+from .base import EngineBackend
+
+# TensorRT-RTX ahead-of-time targets (CPU-only build when no CURRENT is requested).
+RTX_TARGETS = {"sm75": "SM75", "sm80": "SM80", "sm86": "SM86", "sm89": "SM89", "sm120": "SM120"}
+
+
+class TensorRTRTX(EngineBackend):
+    """TensorRT for RTX: builds ahead of time on a machine without a GPU (CPU-only AOT).
+
+    INT8 is documented only as weight-only GEMM on RTX, so Q/DQ convolutions do not become
+    INT8 kernels there; INT8 speed is a TensorRT (desktop, Jetson) feature.
+    """
+
+    name = "tensorrt-rtx"
+    module = "tensorrt_rtx"
+
+    def major(self) -> str:
+        return "rtx" + self.version().split(".")[0]
+
+    def configure(self, trt: ModuleType, builder, config, options: dict[str, Any]) -> dict[str, Any]:
+        # ITimingCache has no effect on RTX and forces a GPU query (blocks CPU-only AOT); the
+        # JIT kernels are cached at run time by the runtime cache instead (runtime/session.py).
+        targets = options.get("compute_capabilities") or ()
+        chosen = []
+        if targets:
+            config.num_compute_capabilities = len(targets)
+            for i, t in enumerate(targets):
+                key = RTX_TARGETS.get(t.lower())
+                if key is None:
+                    raise UsageError(f"unknown compute capability '{t}'; choose from {', '.join(RTX_TARGETS)}")
+                config.set_compute_capability(getattr(trt.ComputeCapability, key), i)
+                chosen.append(t.lower())
+        return {"compute_capabilities": chosen or ["default (sm86, sm89, sm120 portable)"], "build": "ahead-of-time (CPU)"}
+
+
+class TensorRT(EngineBackend):
+    """TensorRT 10.x (JetPack 6/7) and 11.x (desktop, JetPack 7.2.2+): builds on the target GPU."""
+
+    name = "tensorrt"
+    module = "tensorrt"
+
+    def major(self) -> str:
+        return "trt" + self.version().split(".")[0]
+
+    def configure(self, trt: ModuleType, builder, config, options: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        cache_path = options.get("timing_cache")
+        if cache_path:
+            import os
+
+            blob = open(cache_path, "rb").read() if os.path.exists(cache_path) else b""
+            cache = config.create_timing_cache(blob)
+            config.set_timing_cache(cache, ignore_mismatch=False)
+            out["timing_cache"] = cache_path
+            options["_timing_cache_obj"] = cache
+        dla = options.get("dla_core")
+        if dla is not None:
+            if builder.num_DLA_cores == 0:
+                raise UsageError("--dla-core was given but this device has no DLA (Jetson Orin/Xavier only)")
+            config.default_device_type = trt.DeviceType.DLA
+            config.DLA_core = int(dla)
+            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+            out["dla_core"] = int(dla)
+        return out
+
+    def build(self, onnx_path: str, plan_path: str, **options: Any):
+        ok, why = self.can_run()
+        if not ok:
+            from ..errors import EngineBuildError
+
+            raise EngineBuildError(
+                f"the tensorrt backend builds on the target GPU and none is usable here ({why}); "
+                "use --backend tensorrt-rtx for an ahead-of-time build, or build on the device"
+            )
+        result = super().build(onnx_path, plan_path, **options)
+        cache = options.get("_timing_cache_obj")
+        if cache is not None:
+            from ..fsutil import write_bytes
+
+            write_bytes(options["timing_cache"], bytes(memoryview(cache.serialize())))
+        return result

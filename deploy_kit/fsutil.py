@@ -1,0 +1,48 @@
+"""Artifacts are written to a temp file beside the target and renamed when complete."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_target(path: str) -> Iterator[str]:
+    """Yield a temp path in the target's directory; rename it onto ``path`` only on success.
+
+    A failure (or Ctrl-C) leaves no partial file at ``path`` and removes the temp file.
+    """
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(directory, exist_ok=True)
+    base = os.path.basename(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".part", dir=directory)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def write_text(path: str, text: str) -> None:
+    with atomic_target(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    with atomic_target(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+
+def human_size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

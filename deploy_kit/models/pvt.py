@@ -1,0 +1,407 @@
+"""PVT v1 (whai362/PVT, Apache-2.0) with its exact state-dict layout, and its export forms.
+
+Written from the architecture description in ../shared/reference/models.md §4 (no upstream code
+copied). Keys: ``patch_embed{1..4}.proj/.norm``, ``pos_embed{1..4}``, ``block{i}.{j}.norm1``,
+``.attn.q/.kv/.proj``, ``.attn.sr/.attn.norm`` (stages with SR ratio > 1), ``.norm2``,
+``.mlp.fc1/.fc2``, then ``norm``, ``cls_token``, ``head``.
+
+Two heads (``--head``):
+
+* ``cls`` (default): the classifier, ``logits`` (1, num_classes).
+* ``features``: the detection backbone of upstream ``detection/pvt.py``: four NCHW maps at
+  strides 4/8/16/32 (``feat1``..``feat4``), no cls token (so the cls slot of ``pos_embed4`` is
+  dropped), no final norm, no head.
+
+Positional embeddings at other sizes follow upstream's refactored ``_get_pos_embed``: the
+embedding is viewed as its training grid (``img_size // stride``) and bilinearly resized
+(``align_corners=False``, no antialias) to the grid of the input; the stage-4 cls slot is kept as
+is. Upstream decides "resize or not" by comparing with the *stage-1* patch count, which makes it
+run identity-size resizes at the training size and crash at e.g. 448x448 (stage 2 then has
+stage 1's training patch count). Here a stage is resized exactly when its grid differs from its
+training grid; an identity-size bilinear resize is an exact copy, so the numbers equal upstream
+wherever upstream runs.
+
+The wrapped module (:meth:`PVTAdapter.wrap`) takes a [0, 1] RGB image and applies the ImageNet
+mean/std normalisation itself (its first ops), like the other deploy-kit models. With
+``static=True`` the resized embeddings are computed once and stored as constant buffers, so the
+exported graph has no Resize of parameters (reference §5.12, pytorch/pytorch#124884).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CheckpointError, UsageError
+from ..specs import ExportRequest, Variant
+from .base import ModelAdapter
+from .pvt_spec import PVT
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TOTAL_STRIDE = 32
+
+
+# --------------------------------------------------------------------------------------------
+# official modules
+# --------------------------------------------------------------------------------------------
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()  # exact (erf) form, as upstream
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SRAttention(nn.Module):
+    """Spatial-reduction attention: keys/values from the token map shrunk R x R by a strided conv."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, sr_ratio: int):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.sr_ratio = sr_ratio
+        if sr_ratio > 1:
+            self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
+            self.norm = nn.LayerNorm(dim)  # default eps 1e-5, as upstream
+
+    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        b, n, c = x.shape
+        nh = self.num_heads
+        q = self.q(x).reshape(b, n, nh, c // nh).transpose(1, 2)  # (B, nh, N, d)
+        if self.sr_ratio > 1:
+            m = x.transpose(1, 2).reshape(b, c, h, w)
+            m = self.sr(m).flatten(2).transpose(1, 2)
+            m = self.norm(m)
+        else:
+            m = x
+        kv = self.kv(m).reshape(b, -1, 2, nh, c // nh).permute(2, 0, 3, 1, 4)  # (2, B, nh, M, d)
+        k, v = kv[0], kv[1]
+        attn = (q @ k.transpose(-2, -1)) * self.scale
+        attn = attn.softmax(dim=-1)
+        out = (attn @ v).transpose(1, 2).reshape(b, n, c)
+        return self.proj(out)
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, sr_ratio: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = SRAttention(dim, num_heads, qkv_bias, sr_ratio)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), h, w)
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping P x P patches -> tokens (B, N, C) -> LayerNorm (eps 1e-5)."""
+
+    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.grid = (img_size // patch_size, img_size // patch_size)  # training grid
+        self.num_patches = self.grid[0] * self.grid[1]
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        x = self.proj(x)
+        h, w = x.shape[-2:]
+        return self.norm(x.flatten(2).transpose(1, 2)), h, w
+
+
+def resize_pos_embed(pos: torch.Tensor, train_grid: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
+    """Upstream ``_get_pos_embed`` semantics for one stage (patch slots only).
+
+    Args:
+        pos: (1, th*tw, C) embedding laid out row-major on the training grid.
+        train_grid: (th, tw).
+        grid: (h, w) of the input's token map.
+
+    Returns:
+        (1, h*w, C); ``pos`` itself when the grids are equal (a same-size bilinear resize is an
+        exact copy, so this equals upstream's identity-size interpolate).
+    """
+    if tuple(grid) == tuple(train_grid):
+        return pos
+    th, tw = train_grid
+    c = pos.shape[-1]
+    img = pos.reshape(1, th, tw, c).permute(0, 3, 1, 2)
+    img = F.interpolate(img, size=tuple(grid), mode="bilinear", align_corners=False)
+    return img.flatten(2).transpose(1, 2)
+
+
+class PyramidVisionTransformer(nn.Module):
+    """The official PVT v1 classifier (``classification/pvt.py`` layout and semantics).
+
+    ``forward`` is the eager upstream form: it takes an ImageNet-normalised image (any size whose
+    sides are multiples of 32) and resizes the positional embeddings at forward time.
+    """
+
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 4,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        embed_dims=(64, 128, 320, 512),
+        num_heads=(1, 2, 5, 8),
+        mlp_ratios=(8, 8, 4, 4),
+        qkv_bias: bool = True,
+        depths=(2, 2, 2, 2),
+        sr_ratios=(8, 4, 2, 1),
+    ):
+        super().__init__()
+        self.num_classes = num_classes
+        self.depths = list(depths)
+        self.embed_dims = list(embed_dims)
+        size, chans = img_size, in_chans
+        for i in range(4):
+            p = patch_size if i == 0 else 2
+            pe = PatchEmbed(size, p, chans, embed_dims[i])
+            setattr(self, f"patch_embed{i + 1}", pe)
+            slots = pe.num_patches + (1 if i == 3 else 0)  # stage 4 carries the cls slot
+            setattr(self, f"pos_embed{i + 1}", nn.Parameter(torch.zeros(1, slots, embed_dims[i])))
+            blocks = [Block(embed_dims[i], num_heads[i], mlp_ratios[i], qkv_bias, sr_ratios[i]) for _ in range(depths[i])]
+            setattr(self, f"block{i + 1}", nn.ModuleList(blocks))
+            size, chans = size // p, embed_dims[i]
+        self.norm = nn.LayerNorm(embed_dims[3], eps=1e-6)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dims[3]))
+        self.head = nn.Linear(embed_dims[3], num_classes) if num_classes > 0 else nn.Identity()
+
+    # -- pieces shared by the eager and the static forms --------------------------------------
+    def patch_embed(self, i: int) -> PatchEmbed:
+        return getattr(self, f"patch_embed{i + 1}")
+
+    def stage_pos_embed(self, i: int, grid: tuple[int, int], with_cls: bool) -> torch.Tensor:
+        """Stage ``i``'s (0-based) positional embedding resized to ``grid`` (cls slot first if asked)."""
+        pos = getattr(self, f"pos_embed{i + 1}")
+        if i < 3:
+            return resize_pos_embed(pos, self.patch_embed(i).grid, grid)
+        patch = resize_pos_embed(pos[:, 1:], self.patch_embed(3).grid, grid)
+        return torch.cat([pos[:, :1], patch], dim=1) if with_cls else patch
+
+    def run(self, x: torch.Tensor, with_cls: bool, pos_embeds=None):
+        """Run the four stages.
+
+        Args:
+            x: normalised image (B, C, H, W).
+            with_cls: classifier form (cls token before stage 4) or detection form.
+            pos_embeds: four precomputed embeddings for exactly this size, or None to resize
+                at forward time.
+
+        Returns:
+            (list of the four NCHW stage outputs, stage-4 tokens incl. the cls token or None).
+        """
+        feats, tokens = [], None
+        for i in range(4):
+            t, h, w = self.patch_embed(i)(x)
+            cls = with_cls and i == 3
+            pos = pos_embeds[i] if pos_embeds is not None else self.stage_pos_embed(i, (h, w), cls)
+            if cls:
+                t = torch.cat([self.cls_token.expand(t.shape[0], -1, -1), t], dim=1)
+            t = t + pos
+            for blk in getattr(self, f"block{i + 1}"):
+                t = blk(t, h, w)
+            if cls:
+                tokens = t
+                t = t[:, 1:]
+            # The returned map and the next stage's input are built by two different op
+            # sequences on purpose: a graph output that also feeds another node is mis-typed by
+            # onnxconverter-common 1.16 convert_float_to_float16(keep_io_types=True) (the
+            # consumer Conv gets the FP32 output, "Type parameter (T) of Optype (Conv) bound to
+            # different types"), and distinct ops cannot be merged back into one tensor.
+            feats.append(t.transpose(1, 2).reshape(t.shape[0], -1, h, w))
+            if i < 3:
+                x = t.reshape(t.shape[0], h, w, -1).permute(0, 3, 1, 2)
+        return feats, tokens
+
+    def classify(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(tokens)[:, 0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, tokens = self.run(x, with_cls=True)
+        return self.classify(tokens)
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Detection-backbone form (upstream ``detection/pvt.py``): four NCHW maps."""
+        return self.run(x, with_cls=False)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# the module the pipeline exports
+# --------------------------------------------------------------------------------------------
+class PVTWrapped(nn.Module):
+    """[0, 1] RGB image -> logits, or the four stage maps; ImageNet normalisation inside.
+
+    Args:
+        net: the official model (used as is; the wrapper is built on a copy).
+        head: ``"cls"`` or ``"features"``.
+        size: (H, W) to precompute the positional embeddings for (static form), or None for the
+            eager form, which resizes them at forward time for whatever size it is given.
+    """
+
+    def __init__(self, net: PyramidVisionTransformer, head: str, size: tuple[int, int] | None):
+        super().__init__()
+        self.net = net
+        self.head = head
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.static = size is not None
+        if self.static:
+            h, w = size
+            with torch.no_grad():
+                for i in range(4):
+                    stride = net.patch_embed(0).patch_size * 2**i
+                    pos = net.stage_pos_embed(i, (h // stride, w // stride), head == "cls")
+                    # a plain constant: tracing records it as an initializer, no Resize left
+                    self.register_buffer(f"pos{i + 1}", pos.detach().clone().contiguous(), persistent=False)
+
+    def pos_embeds(self):
+        return [getattr(self, f"pos{i + 1}") for i in range(4)] if self.static else None
+
+    def forward(self, x: torch.Tensor):
+        x = (x - self.mean) / self.std
+        if self.head == "cls":
+            _, tokens = self.net.run(x, with_cls=True, pos_embeds=self.pos_embeds())
+            return self.net.classify(tokens)
+        feats, _ = self.net.run(x, with_cls=False, pos_embeds=self.pos_embeds())
+        return tuple(feats)
+
+
+def check_size(height: int, width: int) -> None:
+    """Raise a one-line UsageError unless both sides are positive multiples of 32."""
+    bad = [(n, v) for n, v in (("height", height), ("width", width)) if v <= 0 or v % TOTAL_STRIDE]
+    if not bad:
+        return
+
+    def fix(v: int) -> str:
+        lo = (v // TOTAL_STRIDE) * TOTAL_STRIDE
+        hi = lo + TOTAL_STRIDE
+        return f"{lo} or {hi}" if lo > 0 else f"{hi}"
+
+    hint = "; ".join(f"{n}: use {fix(v)}" for n, v in bad) if len(bad) > 1 else f"use {fix(bad[0][1])}"
+    raise UsageError(
+        f"PVT needs height and width divisible by {TOTAL_STRIDE} (total stride); got {height}x{width} — {hint}"
+    )
+
+
+class PVTAdapter(ModelAdapter):
+    spec = PVT
+
+    def build(self, variant: Variant) -> nn.Module:
+        return PyramidVisionTransformer(**variant.kwargs()).eval()
+
+    def detect_hparams(self, sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        need = ["patch_embed1.proj.weight", "pos_embed1", "block1.0.attn.q.weight", "block1.0.attn.kv.weight"]
+        need += [f"patch_embed{i}.proj.weight" for i in (2, 3, 4)] + ["pos_embed4", "cls_token", "head.weight"]
+        missing = [k for k in need if k not in sd]
+        if missing:
+            sample = ", ".join(list(sd)[:3])
+            raise CheckpointError(
+                f"not a PVT v1 classifier checkpoint: missing {', '.join(missing[:4])}"
+                f"{' …' if len(missing) > 4 else ''} (its first keys are: {sample})"
+            )
+        dims = [int(sd[f"patch_embed{i}.proj.weight"].shape[0]) for i in range(1, 5)]
+        depths, srs, ratios = [], [], []
+        for i in range(1, 5):
+            idx = {int(m.group(1)) for k in sd if (m := re.match(rf"^block{i}\.(\d+)\.", k))}
+            if not idx:
+                raise CheckpointError(f"not a PVT v1 checkpoint: stage {i} has no block{i}.* keys")
+            depths.append(max(idx) + 1)
+            sr = sd.get(f"block{i}.0.attn.sr.weight")
+            srs.append(int(sr.shape[-1]) if sr is not None else 1)
+            hidden = int(sd[f"block{i}.0.mlp.fc1.weight"].shape[0])
+            r = hidden / dims[i - 1]
+            ratios.append(int(r) if r == int(r) else r)
+        patch = int(sd["patch_embed1.proj.weight"].shape[-1])
+        n1 = int(sd["pos_embed1"].shape[1])
+        side = math.isqrt(n1)
+        if side * side != n1:
+            raise CheckpointError(f"pos_embed1 has {n1} slots, not a square grid; cannot infer the training size")
+        hp: dict[str, Any] = dict(
+            img_size=side * patch,
+            patch_size=patch,
+            in_chans=int(sd["patch_embed1.proj.weight"].shape[1]),
+            num_classes=int(sd["head.weight"].shape[0]),
+            embed_dims=dims,
+            mlp_ratios=ratios,
+            qkv_bias="block1.0.attn.q.bias" in sd,
+            depths=depths,
+            sr_ratios=srs,
+        )
+        hp["num_heads"] = self._heads_for(hp)
+        return hp
+
+    def _heads_for(self, hp: dict[str, Any]) -> list[int]:
+        """Head counts are not in a state dict: take them from the registered variant with the
+        same shapes, else the official rule (head dim 64, as in every released PVT)."""
+        for v in self.spec.variants:
+            kw = v.kwargs()
+            heads = kw.pop("num_heads")
+            if Variant.make("x", kw).hparams == Variant.make("x", hp).hparams:
+                return heads
+        return [max(1, d // 64) for d in hp["embed_dims"]]
+
+    def randomize_(self, model: nn.Module, seed: int) -> None:
+        super().randomize_(model, seed)
+        gen = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                # the generic rule scales (1, N, C) tensors by 1/sqrt(N*C), which would make the
+                # positional embeddings (and so their resizing) invisible; give them the scale of
+                # the token features so a wrong resize shows in every output
+                if name.startswith("pos_embed") or name == "cls_token":
+                    p.copy_(0.5 * torch.randn(p.shape, generator=gen))
+
+    def in_channels(self, variant: Variant) -> int:
+        return int(variant.kwargs().get("in_chans", 3))
+
+    def output_names(self, req: ExportRequest) -> list[str]:
+        if self._head(req) == "cls":
+            return ["logits"]
+        return [f"feat{i}" for i in range(1, 5)]
+
+    def output_kind(self, req: ExportRequest) -> str:
+        return "logits" if self._head(req) == "cls" else "features"
+
+    def wrap(self, model: nn.Module, req: ExportRequest, *, static: bool) -> nn.Module:
+        """[0, 1] image -> outputs at ``req`` size; ImageNet normalisation is inside the module.
+
+        Raises:
+            UsageError: height/width not multiples of 32, or an unknown ``head`` option.
+        """
+        check_size(req.height, req.width)
+        head = self._head(req)
+        net = copy.deepcopy(model).eval()
+        return PVTWrapped(net, head, (req.height, req.width) if static else None).eval()
+
+    def fp32_islands(self, req: ExportRequest) -> list[str]:
+        return []
+
+    @staticmethod
+    def _head(req: ExportRequest) -> str:
+        head = req.option("head", "cls")
+        if head not in ("cls", "features"):
+            raise UsageError(f"unknown PVT head '{head}'; choose cls or features")
+        return head
+
+
+ADAPTER = PVTAdapter()

@@ -1,0 +1,264 @@
+"""Parity: candidate outputs (ONNX Runtime, TensorRT) against the PyTorch FP32 reference.
+
+Every gate is evaluated and every failure collected before anything raises; tolerances come
+from the model spec (:class:`deploy_kit.specs.Tolerance`), never from this module. Backends that
+could not run are reported as skipped with the reason, never as a pass.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .specs import Tolerance
+
+
+@dataclass
+class OutputMetrics:
+    name: str
+    max_abs: float
+    mean_abs: float
+    ref_max_abs: float
+    psnr: float | None = None  # image outputs: data range 1
+    cosine: float | None = None
+    psnr_norm: float | None = None  # feature outputs: data range = reference's range
+    top1_agreement: float | None = None  # logits
+    nonfinite: int = 0
+
+
+@dataclass
+class Gate:
+    what: str
+    value: float
+    limit: float
+    ok: bool
+
+    def text(self) -> str:
+        op = "<=" if "max abs" in self.what else ">="
+        return f"{self.what} {_fmt(self.value)} {op} {_fmt(self.limit)}: {'ok' if self.ok else 'FAIL'}"
+
+
+@dataclass
+class Check:
+    """One candidate (backend x precision) against the reference."""
+
+    backend: str
+    precision: str
+    artifact: str
+    status: str  # pass | fail | skipped
+    reason: str = ""
+    outputs: list[OutputMetrics] = field(default_factory=list)
+    gates: list[Gate] = field(default_factory=list)
+    heatmap: str | None = None
+
+
+@dataclass
+class ParityReport:
+    model: str
+    variant: str
+    input_shape: list[int]
+    tlc: dict | None
+    reference: str
+    inputs: list[str]
+    checks: list[Check] = field(default_factory=list)
+
+    def failures(self) -> list[str]:
+        out = []
+        for c in self.checks:
+            if c.status == "fail":
+                bad = [g.text() for g in c.gates if not g.ok] or [c.reason]
+                out.append(f"{c.backend} {c.precision}: {'; '.join(bad)}")
+        return out
+
+    def passed(self) -> bool:
+        return not self.failures()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["passed"] = self.passed()
+        return _clean(d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def table(self) -> str:
+        """Aligned text table, one row per output of each check."""
+        head = ("backend", "prec", "output", "max abs", "mean abs", "PSNR dB", "cosine", "status")
+        rows = []
+        for c in self.checks:
+            if c.status == "skipped":
+                rows.append((c.backend, c.precision, "-", "-", "-", "-", "-", f"skipped: {c.reason}"))
+                continue
+            for m in c.outputs:
+                psnr = m.psnr if m.psnr is not None else m.psnr_norm
+                top1 = f" top1 {m.top1_agreement:.0%}" if m.top1_agreement is not None else ""
+                rows.append((c.backend, c.precision, m.name, _fmt(m.max_abs), _fmt(m.mean_abs), _fmt(psnr, 2), _fmt(m.cosine, 6), c.status + top1))
+        widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head) - 1)]
+        lines = ["  ".join(str(v).ljust(w) for v, w in zip(r[:-1], widths)) + "  " + str(r[-1]) for r in [head] + rows]
+        return "\n".join(lines)
+
+    def to_markdown(self) -> str:
+        lines = [
+            f"# Parity: {self.model} {self.variant} {self.input_shape}",
+            "",
+            f"Reference: {self.reference}. TLC: {json.dumps(self.tlc) if self.tlc else 'off'}. Inputs: {', '.join(self.inputs)}.",
+            "",
+            "| backend | precision | output | max abs | mean abs | PSNR dB | cosine | status |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for c in self.checks:
+            if c.status == "skipped":
+                lines.append(f"| {c.backend} | {c.precision} | - | - | - | - | - | skipped: {c.reason} |")
+            for m in c.outputs:
+                psnr = m.psnr if m.psnr is not None else m.psnr_norm
+                lines.append(f"| {c.backend} | {c.precision} | {m.name} | {_fmt(m.max_abs)} | {_fmt(m.mean_abs)} | {_fmt(psnr, 2)} | {_fmt(m.cosine, 6)} | {c.status} |")
+        lines.append("")
+        for c in self.checks:
+            for g in c.gates:
+                lines.append(f"- {c.backend} {c.precision}: {g.text()}")
+        return "\n".join(lines) + "\n"
+
+
+def metrics(name: str, ref: np.ndarray, cand: np.ndarray, kind: str) -> OutputMetrics:
+    """Error metrics of ``cand`` against ``ref`` (both float arrays of the same shape)."""
+    ref = np.asarray(ref, dtype=np.float64)
+    cand = np.asarray(cand, dtype=np.float64)
+    if ref.shape != cand.shape:
+        raise ValueError(f"output {name}: shape {cand.shape} differs from the reference {ref.shape}")
+    nonfinite = int((~np.isfinite(cand)).sum())
+    diff = np.abs(np.where(np.isfinite(cand), cand, np.inf) - ref)
+    mse = float(np.mean((cand - ref) ** 2)) if nonfinite == 0 else math.inf
+    m = OutputMetrics(
+        name=name,
+        max_abs=float(diff.max()),
+        mean_abs=float(diff.mean()),
+        ref_max_abs=float(np.abs(ref).max()),
+        nonfinite=nonfinite,
+    )
+    a, b = ref.ravel(), cand.ravel()
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+    m.cosine = float(a @ b / denom) if denom > 0 and nonfinite == 0 else (1.0 if denom == 0 and not a.any() and not b.any() else 0.0)
+    if kind == "image":
+        m.psnr = _psnr(mse, 1.0)
+    else:
+        rng = float(ref.max() - ref.min())
+        m.psnr_norm = _psnr(mse, rng if rng > 0 else 1.0)
+    if kind == "logits":
+        r1 = ref.reshape(ref.shape[0], -1).argmax(-1)
+        c1 = cand.reshape(cand.shape[0], -1).argmax(-1)
+        m.top1_agreement = float((r1 == c1).mean())
+    return m
+
+
+def evaluate(
+    backend: str,
+    precision: str,
+    artifact: str,
+    names: Sequence[str],
+    refs: Sequence[Sequence[np.ndarray]],
+    cands: Sequence[Sequence[np.ndarray]],
+    kind: str,
+    tol: Tolerance,
+) -> Check:
+    """Compare every output of every input and apply the spec's gates for ``precision``.
+
+    Args:
+        refs, cands: per input, the list of outputs (same order as ``names``).
+        kind: ``image`` | ``features`` | ``logits``.
+
+    Returns:
+        A Check whose status is ``pass`` or ``fail``; all gates are listed either way.
+    """
+    outs: list[OutputMetrics] = []
+    for j, name in enumerate(names):
+        ref = np.concatenate([r[j] for r in refs], axis=0)
+        cand = np.concatenate([c[j] for c in cands], axis=0)
+        outs.append(metrics(name, ref, cand, kind))
+    gates: list[Gate] = []
+    for m in outs:
+        if m.nonfinite:
+            gates.append(Gate(f"{m.name} non-finite values", m.nonfinite, 0, False))
+        if precision == "fp32":
+            value = m.max_abs / m.ref_max_abs if tol.fp32_relative and m.ref_max_abs > 0 else m.max_abs
+            label = "max abs / max |ref|" if tol.fp32_relative else "max abs"
+            gates.append(Gate(f"{m.name} {label}", value, tol.fp32_max_abs, value <= tol.fp32_max_abs))
+            continue
+        min_psnr = tol.fp16_min_psnr if precision == "fp16" else tol.int8_min_psnr
+        min_cos = tol.fp16_min_cosine if precision == "fp16" else tol.int8_min_cosine
+        if kind == "image" and min_psnr is not None:
+            gates.append(Gate(f"{m.name} PSNR dB", m.psnr, min_psnr, m.psnr >= min_psnr))
+        if min_cos is not None:
+            gates.append(Gate(f"{m.name} cosine", m.cosine, min_cos, m.cosine >= min_cos))
+        if m.top1_agreement is not None:
+            gates.append(Gate(f"{m.name} top-1 agreement", m.top1_agreement, 1.0, m.top1_agreement >= 1.0))
+    status = "pass" if all(g.ok for g in gates) else "fail"
+    return Check(backend, precision, artifact, status, outputs=outs, gates=gates)
+
+
+def skipped(backend: str, precision: str, artifact: str, reason: str) -> Check:
+    return Check(backend, precision, artifact, "skipped", reason=reason)
+
+
+def run_onnxruntime(path: str, inputs: Sequence[np.ndarray], input_name: str = "input", threads: int = 0) -> list[list[np.ndarray]]:
+    """Run an ONNX file on ONNX Runtime's CPU provider for each input."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    return [sess.run(None, {input_name: x}) for x in inputs]
+
+
+def write_heatmap(path: str, ref: np.ndarray, cand: np.ndarray) -> str:
+    """PNG of |candidate - reference| (max over channels) of the first batch item, scaled to its max."""
+    from PIL import Image
+
+    from .fsutil import atomic_target
+
+    diff = np.abs(np.asarray(cand, np.float64) - np.asarray(ref, np.float64))[0]
+    diff = diff.max(axis=0) if diff.ndim == 3 else diff
+    diff = np.nan_to_num(diff, nan=0.0, posinf=0.0)
+    peak = float(diff.max()) or 1.0
+    v = diff / peak
+    # black -> red -> yellow -> white ramp
+    rgb = np.stack([np.clip(3 * v, 0, 1), np.clip(3 * v - 1, 0, 1), np.clip(3 * v - 2, 0, 1)], axis=-1)
+    with atomic_target(path) as tmp:
+        Image.fromarray((rgb * 255).astype(np.uint8)).save(tmp, format="PNG")
+    return path
+
+
+def _psnr(mse: float, data_range: float) -> float:
+    if mse == 0:
+        return math.inf
+    if not math.isfinite(mse):
+        return -math.inf
+    return 10.0 * math.log10(data_range * data_range / mse)
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        if digits != 3:
+            return f"{v:.{digits}f}"
+        return f"{v:.3g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+    return str(v)
+
+
+def _clean(obj):
+    """JSON-safe: inf/nan become strings."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "inf" if obj > 0 else ("-inf" if obj < 0 else "nan")
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    return obj

@@ -1,0 +1,86 @@
+"""FP16 graph with FP32 islands, for strongly typed engines (TensorRT 10/11, TensorRT-RTX).
+
+Uses onnxconverter-common's maintained converter with a node block list (the model adapter
+names its overflow sites: LayerNorm statistics, L2 normalisations, softmax). onnxruntime's own
+copy of the converter produced duplicate node names with a block list on this graph family
+(../shared/DESIGN.md §2), so it is not used; the output is validated either way.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+
+from ..fsutil import atomic_target
+
+
+@dataclass
+class FP16Report:
+    kept_fp32: list[str] = field(default_factory=list)
+    patterns: list[str] = field(default_factory=list)
+    fp16_nodes: int = 0
+    casts: int = 0
+
+    def line(self) -> str:
+        return (
+            f"{self.fp16_nodes} nodes FP16, {len(self.kept_fp32)} kept FP32 "
+            f"(patterns {', '.join(self.patterns) or 'none'}), {self.casts} casts"
+        )
+
+    def as_dict(self) -> dict:
+        return {
+            "kept_fp32": self.kept_fp32,
+            "patterns": self.patterns,
+            "fp16_nodes": self.fp16_nodes,
+            "casts": self.casts,
+        }
+
+
+def select_nodes(model, patterns: list[str]) -> list[str]:
+    """Names of the nodes whose name matches any regex in ``patterns``."""
+    regs = [re.compile(p) for p in patterns]
+    return [n.name for n in model.graph.node if any(r.search(n.name) for r in regs)]
+
+
+def convert_fp16(src: str, dst: str, fp32_patterns: list[str]) -> FP16Report:
+    """Write an FP16 copy of ``src`` with FP32 graph I/O and FP32 islands.
+
+    Args:
+        src: FP32 ONNX path (only read).
+        dst: destination path (written atomically).
+        fp32_patterns: regexes on node names kept in FP32 (the model's overflow sites).
+
+    Returns:
+        FP16Report listing the nodes kept FP32.
+
+    Raises:
+        RuntimeError: the converter produced an invalid graph (a bug; keeps its traceback).
+    """
+    import onnx
+    from onnxconverter_common import float16
+
+    model = onnx.load(src)
+    block = select_nodes(model, fp32_patterns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it warns for every clamped initializer value
+        out = float16.convert_float_to_float16(
+            model,
+            keep_io_types=True,
+            node_block_list=block,
+            # keep only what the converter's default block list needs beyond ours
+            op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST),
+        )
+    names = [n.name for n in out.graph.node if n.name]
+    if len(names) != len(set(names)):
+        raise RuntimeError("FP16 conversion produced duplicate node names")
+    onnx.checker.check_model(out)
+    with atomic_target(dst) as tmp:
+        onnx.save(out, tmp)
+    casts = sum(1 for n in out.graph.node if n.op_type == "Cast")
+    return FP16Report(
+        kept_fp32=block,
+        patterns=list(fp32_patterns),
+        fp16_nodes=len(out.graph.node) - casts - len(block),
+        casts=casts,
+    )
