@@ -88,19 +88,25 @@ def load_model(adapter: ModelAdapter, variant_name: str | None, weights: str | N
     detected = match_variant(spec, adapter.detect_hparams(sd))
     variant = spec.variant(variant_name) if variant_name else detected
     model = adapter.build(variant)
-    result = model.load_state_dict(sd, strict=False)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
     problems = []
-    if result.missing_keys:
-        problems.append(f"missing {len(result.missing_keys)} keys (e.g. {', '.join(result.missing_keys[:3])})")
-    if result.unexpected_keys:
-        problems.append(f"unexpected {len(result.unexpected_keys)} keys (e.g. {', '.join(result.unexpected_keys[:3])})")
-    if not problems:
-        for k, v in model.state_dict().items():
-            if k in sd and tuple(sd[k].shape) != tuple(v.shape):
-                problems.append(f"shape of {k} is {tuple(sd[k].shape)}, {variant.name} needs {tuple(v.shape)}")
-                break
+    if missing:
+        problems.append(f"missing {len(missing)} keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} keys (e.g. {', '.join(unexpected[:3])})")
+    wrong = [k for k, v in expected.items() if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
+    if wrong:
+        k = wrong[0]
+        problems.append(f"{len(wrong)} shape mismatches (e.g. {k} is {tuple(sd[k].shape)}, {variant.name} needs {tuple(expected[k].shape)})")
     if problems:
         hint = f"; the checkpoint looks like '{detected.name}', drop --variant" if variant_name and detected.name != variant_name else ""
         raise CheckpointError(f"{weights} does not fit {spec.name} {variant.name}: {'; '.join(problems)}{hint}")
-    note = f"weights {os.path.basename(weights)}" + (" (variant inferred from the checkpoint)" if not variant_name else "")
+    model.load_state_dict(sd, strict=True)
+    note = f"weights {os.path.basename(weights)}"
+    if not variant_name:
+        twins = [v.name for v in spec.variants if v.hparams == variant.hparams and v.name != variant.name]
+        note += " (variant inferred from the checkpoint"
+        note += f"; same architecture as {', '.join(twins)}: pass --variant to name it)" if twins else ")"
     return LoadedModel(model.eval(), variant, weights, note)

@@ -1,0 +1,1 @@
+"""Small trained demo checkpoints (see README.md) and the script that trains them."""

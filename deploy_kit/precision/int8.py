@@ -1,0 +1,558 @@
+"""INT8 as explicit Q/DQ in the ONNX graph (onnxruntime ``quantize_static``), plus the legacy cache.
+
+TensorRT 11 dropped implicit INT8 (calibrators, ``BuilderFlag.INT8``): precision lives in the graph
+as QuantizeLinear/DequantizeLinear pairs and every engine is strongly typed (DESIGN.md §2). The
+recipe follows what TensorRT runs as INT8 (reference/deployment.md §5.2, ModelOpt's options):
+
+* S8S8, symmetric activations and weights (TensorRT's scheme has zero-point 0), per-channel
+  weights, float biases (``QuantizeBias: False``);
+* only weighted ops are quantized (Conv, ConvTranspose, MatMul with a constant B, Gemm), inputs
+  only (no Q/DQ on their outputs): quantizing Mul/Add/ReduceMean as well cost accuracy for no
+  TensorRT speed-up (measured in DESIGN.md §2 and again in deploy_kit/demo/README.md);
+* the first and last weighted layers stay float (pixel input and pixel output are the most
+  sensitive tensors of a restoration net), and so does every node matching the model's FP32
+  islands (``fp32_patterns``).
+
+Activation ranges are computed once for *every* float tensor of the graph and cached under
+``~/.cache/deploy-kit/calib`` (``$XDG_CACHE_HOME`` respected), keyed by the sha256 of (model bytes,
+calibration-set digest, method, onnxruntime version, extra key): a second run skips calibration
+and writes a bit-identical graph. Having all tensors also gives the legacy TensorRT ≤ 10
+implicit-INT8 calibration cache for JetPack users who build with ``trtexec --int8 --calib``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shlex
+import struct
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import CalibrationError, UsageError
+from .calibration import CalibrationSet
+
+METHODS = ("minmax", "entropy", "percentile")
+REMAINDERS = ("fp32", "fp16")
+#: Weighted ops TensorRT runs as INT8 kernels when fed by Q/DQ. MatMul only with a constant B
+#: (``MatMulConstBOnly``): activation x activation products (attention) stay float.
+DEFAULT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+#: TensorRT version named in the legacy cache header: JetPack 6.1/6.2 ship TensorRT 10.3, the
+#: newest JetPack line that still has implicit INT8 and is the main Orin target.
+LEGACY_TRT_VERSION = "10.3.0"
+#: Histogram-based calibrators keep whole intermediate tensors in memory until they are binned:
+#: feed them this many inputs per pass.
+_HIST_CHUNK = 1
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    """How to quantize.
+
+    Attributes:
+        method: activation-range calibration: ``minmax`` (max |x| seen), ``entropy`` (KL
+            threshold, TensorRT's legacy default) or ``percentile`` (``percentile`` of |x|).
+        remainder: precision of the nodes left unquantized: ``fp32`` or ``fp16``.
+        fp32_patterns: regexes on node names kept out of quantization (the model's FP32 islands).
+        exclude_first_last: keep the first and last weighted layers (pixel in/out) in float.
+        cache_dir: activation-range cache directory; None → ``$XDG_CACHE_HOME/deploy-kit/calib``
+            (``~/.cache/deploy-kit/calib``).
+        op_types: op types to quantize (see :data:`DEFAULT_OP_TYPES`).
+        percentile: the percentile used by ``method="percentile"``.
+        legacy_trt_version: TensorRT version written in the legacy cache header (it must equal the
+            device's TensorRT, which otherwise ignores the cache).
+        threads: onnxruntime intra-op threads for calibration (0 = onnxruntime's default).
+    """
+
+    method: str = "minmax"
+    remainder: str = "fp32"
+    fp32_patterns: tuple[str, ...] = ()
+    exclude_first_last: bool = True
+    cache_dir: str | None = None
+    op_types: tuple[str, ...] = DEFAULT_OP_TYPES
+    percentile: float = 99.999
+    legacy_trt_version: str = LEGACY_TRT_VERSION
+    threads: int = 0
+
+    def validate(self) -> None:
+        """Raises UsageError for values outside the allowed sets (never guessed)."""
+        if self.method not in METHODS:
+            raise UsageError(f"unknown INT8 calibration method '{self.method}'; choose one of: {', '.join(METHODS)}")
+        if self.remainder not in REMAINDERS:
+            raise UsageError(f"unknown INT8 remainder precision '{self.remainder}'; choose fp32 or fp16")
+        if not 50.0 < self.percentile <= 100.0:
+            raise UsageError(f"percentile {self.percentile} must be in (50, 100]")
+        for pat in self.fp32_patterns:
+            try:
+                re.compile(pat)
+            except re.error as exc:
+                raise UsageError(f"bad FP32 node pattern {pat!r} ({exc})") from exc
+
+
+def default_cache_dir() -> str:
+    """``$XDG_CACHE_HOME/deploy-kit/calib``, or ``~/.cache/deploy-kit/calib``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "deploy-kit", "calib")
+
+
+# ---------------------------------------------------------------------------------------------
+# graph inspection
+# ---------------------------------------------------------------------------------------------
+def _weighted(node, initializers: set[str], op_types: Sequence[str]) -> bool:
+    """A node of ``op_types`` whose weight (input 1) is a constant: the layers that get INT8."""
+    return node.op_type in op_types and len(node.input) > 1 and node.input[1] in initializers
+
+
+def first_last_weighted(model, op_types: Sequence[str] = DEFAULT_OP_TYPES) -> tuple[list[str], list[str]]:
+    """Names of the weighted layers nearest the graph input and the graph output.
+
+    "First" layers read a graph input through float-only paths (Pad, Slice, Cast…, no other
+    weighted layer in between); "last" layers reach a graph output that way (NAFNet: ``intro``
+    and ``ending``; the global residual ``+ x`` does not count as a layer).
+    """
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    producers = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    graph_inputs = {i.name for i in g.input if i.name not in inits}
+    graph_outputs = {o.name for o in g.output}
+
+    def reaches_input(tensor: str, seen: set[str]) -> bool:
+        if tensor in graph_inputs:
+            return True
+        node = producers.get(tensor)
+        if node is None or node.name in seen or _weighted(node, inits, op_types):
+            return False
+        seen.add(node.name)
+        return any(reaches_input(t, seen) for t in node.input if t and t not in inits)
+
+    def reaches_output(tensor: str, seen: set[str]) -> bool:
+        if tensor in graph_outputs:
+            return True
+        for node in consumers.get(tensor, []):
+            if node.name in seen or _weighted(node, inits, op_types):
+                continue
+            seen.add(node.name)
+            if any(reaches_output(t, seen) for t in node.output):
+                return True
+        return False
+
+    weighted = [n for n in g.node if _weighted(n, inits, op_types)]
+    first = [n.name for n in weighted if reaches_input(n.input[0], set())]
+    last = [n.name for n in weighted if any(reaches_output(o, set()) for o in n.output)]
+    return first, last
+
+
+def exclusions(model, opts: Int8Options) -> tuple[list[str], list[str]]:
+    """(excluded weighted layers, every node name passed to ``nodes_to_exclude``)."""
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    pats = [re.compile(p) for p in opts.fp32_patterns]
+    by_pattern = [n.name for n in g.node if any(p.search(n.name) for p in pats)]
+    first, last = first_last_weighted(model, opts.op_types) if opts.exclude_first_last else ([], [])
+    names = list(dict.fromkeys(first + last + by_pattern))
+    weighted = {n.name for n in g.node if _weighted(n, inits, opts.op_types)}
+    return [n for n in names if n in weighted], names
+
+
+def quantized_layers(model, op_types: Sequence[str] = DEFAULT_OP_TYPES) -> list[str]:
+    """Layers of ``op_types`` whose activation input comes from a DequantizeLinear (i.e. run INT8)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    out = []
+    for n in model.graph.node:
+        if n.op_type in op_types and n.input:
+            p = producers.get(n.input[0])
+            if p is not None and p.op_type == "DequantizeLinear":
+                out.append(n.name)
+    return out
+
+
+def _scales_sha256(model) -> str:
+    """sha256 over the Q/DQ graph's scale initializers (name + float32 bytes), sorted by name."""
+    from onnx import numpy_helper
+
+    scale_inputs = {n.input[1] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
+    h = hashlib.sha256()
+    for init in sorted((i for i in model.graph.initializer if i.name in scale_inputs), key=lambda i: i.name):
+        h.update(init.name.encode())
+        h.update(np.ascontiguousarray(numpy_helper.to_array(init), dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# calibration (all float tensors, cached)
+# ---------------------------------------------------------------------------------------------
+class _Reader:
+    """onnxruntime CalibrationDataReader over a slice of the calibration arrays."""
+
+    def __init__(self, name: str, arrays: Sequence[np.ndarray]):
+        self._name = name
+        self._it: Iterator[np.ndarray] = iter(arrays)
+        self._n = len(arrays)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        arr = next(self._it, None)
+        return None if arr is None else {self._name: arr}
+
+    def __len__(self) -> int:
+        return self._n
+
+
+def _method_enum(method: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[method]
+
+
+@contextlib.contextmanager
+def _quiet_ort_logging():
+    """quantize_static logs a 'consider pre-processing' warning on the root logger for every call:
+    pre-processing (ORT graph fusions) is deliberately skipped so the Q/DQ graph stays portable
+    to TensorRT, so the warning is noise here."""
+    root = logging.getLogger()
+    old = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(old)
+
+
+def calibrate(src: str, calib: CalibrationSet, opts: Int8Options, cache_file: str) -> None:
+    """Run onnxruntime's calibrator over every float tensor of ``src`` and save the ranges.
+
+    The file is onnxruntime's own JSON calibration cache (``save_tensors_data``), which
+    ``quantize_static(calibration_cache_path=…)`` reads back, written atomically.
+    """
+    import onnxruntime as ort
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    name = _input_name_and_check(src, calib)
+    method = _method_enum(opts.method)
+    extra: dict[str, Any] = {}
+    if opts.method == "percentile":
+        extra = {"percentile": opts.percentile, "symmetric": True}
+    elif opts.method == "entropy":
+        extra = {"symmetric": True}
+    with tempfile.TemporaryDirectory(prefix="deploy-kit-calib-") as tmp, _quiet_ort_logging():
+        calibrator = create_calibrator(
+            src,
+            None,  # every float tensor: the Q/DQ graph needs Conv inputs, the legacy cache needs all
+            augmented_model_path=os.path.join(tmp, "augmented.onnx"),
+            calibrate_method=method,
+            extra_options=extra,
+        )
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        if opts.threads:
+            so.intra_op_num_threads = opts.threads
+            so.inter_op_num_threads = 1
+        calibrator.infer_session = ort.InferenceSession(
+            calibrator.augmented_model_path, sess_options=so, providers=["CPUExecutionProvider"]
+        )
+        chunk = len(calib.arrays) if opts.method == "minmax" else _HIST_CHUNK
+        for start in range(0, len(calib.arrays), chunk):
+            calibrator.collect_data(_Reader(name, calib.arrays[start : start + chunk]))
+        ranges = calibrator.compute_data()
+        del calibrator
+    save_tensors_data(ranges, cache_file)
+
+
+def _input_name_and_check(src: str, calib: CalibrationSet) -> str:
+    import onnx
+
+    model = onnx.load(src, load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise UsageError(f"{src} has {len(inputs)} inputs; INT8 calibration supports single-input image models")
+    if not calib.arrays:
+        raise CalibrationError("the calibration set is empty; load it with load_calibration_set")
+    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inputs[0].type.tensor_type.shape.dim]
+    shape = tuple(calib.arrays[0].shape)
+    if len(dims) != len(shape) or any(d not in (-1, s) for d, s in zip(dims, shape)):
+        want = "x".join(str(d) if d >= 0 else "?" for d in dims)
+        raise CalibrationError(
+            f"calibration arrays are {'x'.join(map(str, shape))} but {inputs[0].name} of {os.path.basename(src)} "
+            f"is {want}; load the set at the export size and channel count"
+        )
+    return inputs[0].name
+
+
+def _cache_key(src: str, calib: CalibrationSet, opts: Int8Options, extra: str) -> str:
+    import onnxruntime as ort
+
+    h = hashlib.sha256()
+    with open(src, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    method = opts.method + (f"@{opts.percentile:g}" if opts.method == "percentile" else "")
+    for part in (calib.digest, method, f"ort-{ort.__version__}", "all-tensors/1", extra):
+        h.update(b"\0" + part.encode())
+    return h.hexdigest()
+
+
+def load_ranges(cache_file: str) -> dict[str, float]:
+    """amax = max(|lowest|, |highest|) per tensor from an onnxruntime calibration cache file."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    data = load_tensors_data(cache_file)
+    out = {}
+    for name, td in data.items():
+        lo, hi = td.range_value
+        both = np.concatenate([np.ravel(np.asarray(lo, np.float64)), np.ravel(np.asarray(hi, np.float64))])
+        out[name] = float(np.max(np.abs(both)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the legacy TensorRT <= 10 calibration cache
+# ---------------------------------------------------------------------------------------------
+def trt_version_number(version: str) -> int:
+    """TensorRT's NV_TENSORRT_VERSION integer: 8.6.1 → 8601, 10.3.0 → 100300.
+
+    TensorRT 10 changed the encoding from major*1000 to major*10000 (+ minor*100 + patch).
+    """
+    parts = [int(p) for p in (version.split(".") + ["0", "0"])[:3]]
+    major, minor, patch = parts
+    return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
+
+
+def write_legacy_calibration_cache(
+    ranges: dict[str, float], path: str, *, trt_version: str = LEGACY_TRT_VERSION
+) -> None:
+    """Write a TensorRT implicit-INT8 calibration cache (text, what IInt8EntropyCalibrator2 writes).
+
+    Format (header names the TensorRT version and algorithm; the builder ignores a cache whose
+    header does not match its own version)::
+
+        TRT-100300-EntropyCalibration2
+        input: 3c010204
+        /intro/Conv_output_0: 3d8f5c29
+
+    one line per tensor: ``name: <hex of the float32 scale's bit pattern>``, i.e. the big-endian
+    bytes of the IEEE-754 value, with scale = amax / 127. Written atomically.
+
+    Args:
+        ranges: amax (max |x|) per tensor name (ONNX tensor names are TensorRT's tensor names).
+        path: output file.
+        trt_version: the TensorRT version that will read it (e.g. "10.3.0" on JetPack 6.x).
+    """
+    lines = [f"TRT-{trt_version_number(trt_version)}-EntropyCalibration2"]
+    for name in sorted(ranges):
+        if ":" in name or "\n" in name:  # the format splits on ':'; such names cannot be represented
+            continue
+        scale = float(ranges[name]) / 127.0
+        lines.append(f"{name}: {struct.pack('>f', scale).hex()}")
+    _atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def read_legacy_calibration_cache(path: str) -> tuple[str, dict[str, float]]:
+    """(header, amax per tensor) from a TensorRT calibration cache (the inverse of the writer)."""
+    with open(path, encoding="utf-8") as fh:
+        header = fh.readline().strip()
+        if not header.startswith("TRT-"):
+            raise CalibrationError(f"{path} is not a TensorRT calibration cache (header {header[:40]!r})")
+        out = {}
+        for line in fh:
+            if not line.strip():
+                continue
+            name, _, value = line.rstrip("\n").rpartition(":")
+            scale = struct.unpack(">f", bytes.fromhex(value.strip().rjust(8, "0")))[0]
+            out[name] = scale * 127.0
+    return header, out
+
+
+def legacy_cache_path(src: str) -> str:
+    """Where the legacy cache goes: next to the FP32 ONNX, ``<stem>.int8.calib``."""
+    return os.path.splitext(src)[0] + ".int8.calib"
+
+
+def trtexec_command(src: str, cache: str, excluded: Sequence[str], remainder: str) -> str:
+    """The ``trtexec`` line (TensorRT ≤ 10, e.g. JetPack 6) that builds an implicit-INT8 engine."""
+    engine = os.path.splitext(src)[0] + ".int8-implicit.tensorrt10.plan"
+    parts = ["trtexec", f"--onnx={src}", "--int8"]
+    if remainder == "fp16":
+        parts.append("--fp16")
+    parts += [f"--calib={cache}"]
+    if excluded:
+        parts += ["--precisionConstraints=obey", "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in excluded)]
+    parts.append(f"--saveEngine={engine}")
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# the public entry point
+# ---------------------------------------------------------------------------------------------
+def quantize_int8(src: str, dst: str, calib: CalibrationSet, opts: Int8Options, *, cache_key_extra: str = "") -> dict:
+    """Write an explicit-Q/DQ INT8 ONNX of ``src`` to ``dst``, and the legacy cache next to ``src``.
+
+    Args:
+        src: FP32 ONNX (exported and simplified at the export size).
+        dst: output path; written through a temporary file and ``os.replace`` (never half-written).
+        calib: the calibration set (arrays at the model's input shape).
+        opts: method, remainder precision, FP32 islands, first/last exclusion, cache directory.
+        cache_key_extra: anything else the ranges depend on (e.g. TLC settings already baked into
+            ``src`` need nothing; a caller-side preprocessing version would go here).
+
+    Returns:
+        Report dict: ``quantized_nodes``, ``excluded`` (weighted layers kept float), ``method``,
+        ``cache`` ("hit" | "miss"), ``cache_file``, ``scales_sha256``, ``legacy_cache``, ``trtexec``,
+        plus ``op_types``, ``remainder``, ``calibration`` and ``seconds``.
+
+    Raises:
+        UsageError: bad options, multi-input models.
+        CalibrationError: the calibration arrays do not fit the model input.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    opts.validate()
+    t0 = time.time()
+    if not os.path.isfile(src):
+        raise UsageError(f"ONNX file not found: {src}")
+    _input_name_and_check(src, calib)
+    cache_dir = opts.cache_dir or default_cache_dir()
+    os.makedirs(cache_dir, exist_ok=True)
+    key = _cache_key(src, calib, opts, cache_key_extra)
+    cache_file = os.path.join(cache_dir, f"{key}.json")
+    hit = _cache_usable(cache_file)
+    if not hit:
+        calibrate(src, calib, opts, cache_file)
+
+    model = onnx.load(src)
+    excluded, nodes_to_exclude = exclusions(model, opts)
+    extra = {
+        "ActivationSymmetric": True,
+        "WeightSymmetric": True,
+        "QuantizeBias": False,  # TensorRT takes float biases and folds them itself
+        "MatMulConstBOnly": True,
+        # inputs only: a Q/DQ on a conv output helps only when the consumer is INT8 too
+        "OpTypesToExcludeOutputQuantization": list(opts.op_types),
+        "QDQOpTypePerChannelSupportToAxis": {"ConvTranspose": 1},
+    }
+    out_dir = os.path.dirname(os.path.abspath(dst))
+    os.makedirs(out_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".int8-", suffix=".onnx")
+    os.close(fd)
+    try:
+        with _quiet_ort_logging():
+            quantize_static(
+                src,
+                tmp,
+                calibration_data_reader=None,
+                calibration_cache_path=cache_file,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(opts.op_types),
+                per_channel=True,
+                reduce_range=False,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=nodes_to_exclude,
+                calibrate_method=_method_enum(opts.method),
+                extra_options=extra,
+            )
+        qmodel = onnx.load(tmp)
+        layers = quantized_layers(qmodel, opts.op_types)
+        if opts.remainder == "fp16":
+            _fp16_remainder(tmp, layers, opts)
+            qmodel = onnx.load(tmp)
+        qmodel.metadata_props.add(key="deploy_kit.int8", value=json.dumps(
+            {"method": opts.method, "remainder": opts.remainder, "calibration": calib.description,
+             "calibration_digest": calib.digest, "excluded": excluded}))
+        onnx.checker.check_model(qmodel)
+        onnx.save(qmodel, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+    ranges = load_ranges(cache_file)
+    islands = _pattern_outputs(model, opts.fp32_patterns)
+    legacy = legacy_cache_path(src)
+    write_legacy_calibration_cache({k: v for k, v in ranges.items() if k not in islands}, legacy,
+                                   trt_version=opts.legacy_trt_version)
+    return {
+        "quantized_nodes": len(layers),
+        "excluded": excluded,
+        "method": opts.method,
+        "cache": "hit" if hit else "miss",
+        "cache_file": cache_file,
+        "scales_sha256": _scales_sha256(qmodel),
+        "legacy_cache": legacy,
+        "trtexec": trtexec_command(src, legacy, excluded, opts.remainder),
+        "op_types": list(opts.op_types),
+        "remainder": opts.remainder,
+        "calibration": calib.description,
+        "seconds": round(time.time() - t0, 2),
+    }
+
+
+def _cache_usable(path: str) -> bool:
+    if not os.path.isfile(path):
+        return False
+    try:
+        from onnxruntime.quantization.calibrate import load_tensors_data
+
+        load_tensors_data(path)
+    except Exception:  # noqa: BLE001 - a truncated/foreign cache is recomputed, never trusted
+        return False
+    return True
+
+
+def _pattern_outputs(model, patterns: Sequence[str]) -> set[str]:
+    """Tensors produced by FP32-island nodes: left out of the legacy cache so that TensorRT's
+    implicit INT8 cannot pick INT8 for them (it needs a scale to do so)."""
+    pats = [re.compile(p) for p in patterns]
+    return {o for n in model.graph.node if any(p.search(n.name) for p in pats) for o in n.output}
+
+
+def _fp16_remainder(path: str, int8_layers: Sequence[str], opts: Int8Options) -> None:
+    """Convert the unquantized remainder to FP16 in place with the project's FP16 pass.
+
+    Q/DQ nodes and the INT8 layers they feed stay FP32 so that TensorRT still fuses
+    DequantizeLinear → Conv into an INT8 kernel (a Cast in between would break the fusion).
+    """
+    try:
+        from .fp16 import convert_fp16
+    except ImportError as exc:
+        raise UsageError(
+            "remainder fp16 needs deploy_kit.precision.fp16, which this build lacks; use remainder fp32"
+        ) from exc
+    keep = list(opts.fp32_patterns) + [r"_(Quantize|Dequantize)Linear(_\d+)?$"]
+    keep += [f"^{re.escape(n)}$" for n in int8_layers]
+    fd, tmp2 = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".int8fp16-", suffix=".onnx")
+    os.close(fd)
+    try:
+        convert_fp16(path, tmp2, keep)
+        os.replace(tmp2, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp2)
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,139 @@
+"""Quality table: what each precision costs, in the two numbers a user cares about.
+
+For every ONNX (fp32 / fp16 / int8 of one export), on held-out (degraded, clean) pairs, with
+onnxruntime on the CPU:
+
+* ``psnr_vs_fp32``: output PSNR against the FP32 ONNX output on the same input (the parity
+  number; raw outputs, no clipping, data range 1);
+* ``restoration_psnr``: PSNR of the output, clipped to [0, 1] as a saved image would be, against
+  the clean target (the task number), with ``input_psnr`` (degraded input vs target) for scale;
+* ``restoration_drop``: FP32 restoration PSNR minus this precision's (positive = worse).
+
+All values are means of per-pair PSNR (dB).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import UsageError
+
+
+def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
+    """PSNR in dB of ``a`` against ``b`` (inf when identical)."""
+    diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    mse = float(np.mean(diff * diff))
+    if mse == 0.0:
+        return math.inf
+    return 10.0 * math.log10(data_range * data_range / mse)
+
+
+def _session(path: str, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    return ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def _run(sess, input_name: str, x: np.ndarray) -> np.ndarray:
+    inp = next((i for i in sess.get_inputs() if i.name == input_name), None)
+    if inp is None:
+        names = ", ".join(i.name for i in sess.get_inputs())
+        raise UsageError(f"the model has no input named '{input_name}' (inputs: {names})")
+    feed = x.astype(np.float16) if inp.type == "tensor(float16)" else x.astype(np.float32, copy=False)
+    return np.asarray(sess.run(None, {input_name: feed})[0], dtype=np.float32)
+
+
+def quality_table(
+    onnx_by_precision: dict[str, str],
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    input_name: str = "input",
+    threads: int = 0,
+) -> dict:
+    """Measure every precision against FP32 and against the clean targets.
+
+    Args:
+        onnx_by_precision: precision name → ONNX path; must contain ``"fp32"`` (the reference).
+        pairs: (degraded input, clean target), each (1, C, H, W) float32 in [0, 1]
+            (:func:`deploy_kit.precision.calibration.eval_pairs`).
+        input_name: the models' input name.
+        threads: onnxruntime intra-op threads (0 = onnxruntime's default).
+
+    Returns:
+        ``{precision: {"psnr_vs_fp32", "restoration_psnr", "restoration_drop", "input_psnr",
+        "min_psnr_vs_fp32", "pairs"}}`` in the order given (fp32 first), PSNRs in dB.
+
+    Raises:
+        UsageError: no ``fp32`` entry, no pairs, or a model without ``input_name``.
+    """
+    if "fp32" not in onnx_by_precision:
+        raise UsageError("quality_table needs the fp32 ONNX as the reference (key 'fp32')")
+    if not pairs:
+        raise UsageError("quality_table needs at least one (input, target) pair")
+    order = ["fp32"] + [p for p in onnx_by_precision if p != "fp32"]
+    ref_sess = _session(onnx_by_precision["fp32"], threads)
+    refs = [_run(ref_sess, input_name, x) for x, _ in pairs]
+    del ref_sess
+    input_psnr = float(np.mean([psnr(x, y) for x, y in pairs]))
+    table: dict[str, dict] = {}
+    for prec in order:
+        if prec == "fp32":
+            outs = refs
+        else:
+            sess = _session(onnx_by_precision[prec], threads)
+            outs = [_run(sess, input_name, x) for x, _ in pairs]
+            del sess
+        vs_ref = [psnr(o, r) for o, r in zip(outs, refs)]
+        task = [psnr(np.clip(o, 0.0, 1.0), y) for o, (_, y) in zip(outs, pairs)]
+        table[prec] = {
+            "psnr_vs_fp32": _mean(vs_ref),
+            "min_psnr_vs_fp32": float(min(vs_ref)),
+            "restoration_psnr": _mean(task),
+            "input_psnr": input_psnr,
+            "pairs": len(pairs),
+        }
+    base = table["fp32"]["restoration_psnr"]
+    for row in table.values():
+        row["restoration_drop"] = base - row["restoration_psnr"]
+    return table
+
+
+def _mean(values: Sequence[float]) -> float:
+    """Mean of per-pair PSNR (inf when any pair is bit-identical, e.g. FP32 against itself)."""
+    return float(np.mean(values))
+
+
+def format_quality_table(table: dict) -> str:
+    """Aligned text table of :func:`quality_table`'s result."""
+    head = ("precision", "PSNR vs FP32", "min vs FP32", "restoration PSNR", "drop", "input PSNR")
+    rows = [head]
+    for prec, r in table.items():
+        rows.append((
+            prec,
+            _fmt(r["psnr_vs_fp32"]),
+            _fmt(r["min_psnr_vs_fp32"]),
+            _fmt(r["restoration_psnr"]),
+            f"{r['restoration_drop']:+.3f}",
+            _fmt(r["input_psnr"]),
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = []
+    for k, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    n = next(iter(table.values()))["pairs"] if table else 0
+    lines.append(f"(dB, mean over {n} held-out pairs; drop = FP32 restoration PSNR - this one)")
+    return "\n".join(lines)
+
+
+def _fmt(v: float) -> str:
+    return "inf" if math.isinf(v) else f"{v:.2f}"

@@ -1,0 +1,104 @@
+"""The real CLI, end to end on a tiny NAFNet: artifacts, parity gates, engine, bad inputs."""
+
+import json
+import os
+
+import onnx
+import pytest
+import torch
+
+from deploy_kit._deps import available
+
+needs_rtx = pytest.mark.skipif(not available("tensorrt_rtx"), reason="tensorrt-rtx not installed")
+TINY = ["--variant", "tiny", "--height", "72", "--width", "100", "--train-size", "32"]
+
+
+@needs_rtx
+def test_export_fp16_end_to_end(cli, tmp_path):
+    out = tmp_path / "out"
+    r = cli("export", "nafnet", *TINY, "--fp16", "--backend", "tensorrt-rtx", "--out", out)
+    assert r.returncode == 0, r.stderr
+    stem = out / "nafnet-tiny-72x100-tlc"
+    for suffix in (".fp32.onnx", ".fp16.onnx", ".fp16.rtx1.plan", ".fp16.rtx1.plan.json", ".fp16.parity.json", ".fp16.parity.md", ".fp16.heatmap.png"):
+        assert (out / (stem.name + suffix)).is_file(), suffix
+    report = json.loads((out / (stem.name + ".fp16.parity.json")).read_text())
+    assert report["passed"] is True
+    by = {(c["backend"], c["precision"]): c for c in report["checks"]}
+    assert by[("onnxruntime", "fp32")]["outputs"][0]["max_abs"] <= 1e-4
+    assert by[("onnxruntime", "fp16")]["outputs"][0]["psnr"] >= 50
+    assert by[("tensorrt-rtx", "fp16")]["status"] in ("skipped", "pass")
+    for p in ("fp32", "fp16"):
+        ops = {n.op_type for n in onnx.load(str(out / f"{stem.name}.{p}.onnx")).graph.node}
+        assert not ops & {"CumSum", "Loop", "If", "ScatterND"}
+        assert "AveragePool" in ops  # TLC local pooling really engaged at this size
+    manifest = json.loads((out / (stem.name + ".fp16.rtx1.plan.json")).read_text())
+    assert manifest["tlc"] == {"train_size": [32, 32], "base_size": [48, 48]}
+    assert manifest["backend"]["name"] == "tensorrt-rtx" and manifest["input_shape"] == [1, 3, 72, 100]
+    assert "parity: all gates passed" in r.stdout and "random weights" in r.stdout
+    assert not [f for f in os.listdir(out) if f.startswith(".")]  # no temp/work files left
+
+
+def test_export_no_tlc_and_verify(cli, tmp_path):
+    out = tmp_path / "o"
+    r = cli("export", "nafnet", *TINY[:-2], "--no-tlc", "--backend", "none", "--out", out)
+    assert r.returncode == 0, r.stderr
+    onnx_path = out / "nafnet-tiny-72x100.fp32.onnx"
+    ops = {n.op_type for n in onnx.load(str(onnx_path)).graph.node}
+    assert "AveragePool" not in ops and "GlobalAveragePool" in ops
+    v = cli("verify", onnx_path)
+    assert v.returncode == 0, v.stderr
+    assert "onnxruntime" in v.stdout and "pass" in v.stdout
+
+
+def test_official_params_checkpoint_gives_same_outputs_and_variant(cli, tmp_path):
+    from deploy_kit.models import get_adapter
+    from deploy_kit.models.checkpoint import load_model
+    from deploy_kit.parity import run_onnxruntime
+    from deploy_kit.specs import ExportRequest
+
+    adapter = get_adapter("nafnet")
+    model = load_model(adapter, "tiny-notlc", None, seed=7).model
+    ck = tmp_path / "NAFNet-tiny.pth"
+    torch.save({"params": model.state_dict()}, ck)
+    out = tmp_path / "o"
+    r = cli("export", "nafnet", "--weights", ck, "--height", "48", "--width", "64", "--backend", "none", "--out", out)
+    assert r.returncode == 0, r.stderr
+    onnx_path = out / "nafnet-tiny-notlc-48x64.fp32.onnx"  # variant inferred from the checkpoint
+    x = torch.rand(1, 3, 48, 64)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    got = run_onnxruntime(str(onnx_path), [x.numpy()])[0][0]
+    assert abs(got - ref).max() < 1e-4
+
+
+def _assert_one_line_error(r, needle, out):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert needle in lines[0], lines[0]
+    assert "Traceback" not in r.stderr
+    assert not out.exists() or not any(out.rglob("*.onnx")) and not any(out.rglob("*.plan"))
+
+
+def test_bad_inputs_one_line_exit_2_no_artifacts(cli, tmp_path):
+    out = tmp_path / "o"
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(os.urandom(2048))
+    other = tmp_path / "other.pth"
+    torch.save({"params": {"patch_embed.proj.weight": torch.zeros(8, 3, 3, 3)}}, other)
+    cases = [
+        (["--weights", tmp_path / "missing.pth"], "weights file not found"),
+        (["--weights", garbage], "cannot read"),
+        (["--weights", other], "not a NAFNet checkpoint"),
+        (["--height", "0"], "must be positive"),
+        (["--width", "-16"], "must be positive"),
+        (["--variant", "gopro-w99"], "unknown nafnet variant 'gopro-w99'"),
+        (["--fp16", "--int8"], "mutually exclusive"),
+        (["--no-tlc", "--train-size", "128"], "--train-size only applies with TLC"),
+        (["--height", "abc"], "is not a valid integer"),
+    ]
+    for args, needle in cases:
+        _assert_one_line_error(cli("export", "nafnet", *args, "--backend", "none", "--out", out), needle, out)
+    _assert_one_line_error(cli("export", "resnet50", "--out", out), "unknown model 'resnet50'", out)
+    _assert_one_line_error(cli("verify", tmp_path / "nothing.onnx"), "artifact not found", out)
+    _assert_one_line_error(cli("verify", garbage), "not a readable ONNX file", out)

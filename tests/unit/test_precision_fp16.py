@@ -1,0 +1,33 @@
+import numpy as np
+import onnx
+import torch
+
+from deploy_kit.export import export_onnx
+from deploy_kit.models import get_adapter
+from deploy_kit.models.checkpoint import load_model
+from deploy_kit.parity import metrics, run_onnxruntime
+from deploy_kit.precision.fp16 import convert_fp16
+from deploy_kit.specs import ExportRequest, TLCConfig
+
+ADAPTER = get_adapter("nafnet")
+
+
+def test_fp16_graph_keeps_islands_fp32_and_io_fp32(tmp_path):
+    req = ExportRequest("nafnet", "tiny", 64, 80, precision="fp16", tlc=TLCConfig.from_train_size(32))
+    model = load_model(ADAPTER, "tiny", None).model
+    src = str(tmp_path / "m.onnx")
+    x = torch.rand(1, 3, 64, 80)
+    export_onnx(ADAPTER.wrap(model, req, static=True), x, src, input_names=["input"], output_names=["output"], metadata={})
+    dst = str(tmp_path / "m16.onnx")
+    rep = convert_fp16(src, dst, ADAPTER.fp32_islands(req))
+    assert rep.kept_fp32 and all("/norm" in n for n in rep.kept_fp32)
+    g = onnx.load(dst).graph
+    f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    assert g.input[0].type.tensor_type.elem_type == f32 and g.output[0].type.tensor_type.elem_type == f32
+    conv_weights = {n.input[1] for n in g.node if n.op_type == "Conv"}
+    inits = {i.name: i.data_type for i in g.initializer}
+    assert {inits[w] for w in conv_weights if w in inits} == {f16}
+    ref = run_onnxruntime(src, [x.numpy()])[0][0]
+    out = run_onnxruntime(dst, [x.numpy()])[0][0]
+    m = metrics("output", ref, out, "image")
+    assert m.nonfinite == 0 and m.psnr > 50
