@@ -38,8 +38,9 @@ class Gate:
     ok: bool
 
     def text(self) -> str:
-        op = "<=" if "max abs" in self.what else ">="
-        return f"{self.what} {_fmt(self.value)} {op} {_fmt(self.limit)}: {'ok' if self.ok else 'FAIL'}"
+        op = "<=" if "max abs" in self.what or "non-finite" in self.what else ">="
+        digits = 7 if "cosine" in self.what else 3  # 0.99995 must not print as 1
+        return f"{self.what} {_fmt(self.value, digits)} {op} {_fmt(self.limit, digits)}: {'ok' if self.ok else 'FAIL'}"
 
 
 @dataclass

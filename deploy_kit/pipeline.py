@@ -129,8 +129,8 @@ def run_export(
 
     t0 = stage("load model")
     loaded = load_model(adapter, None if req.variant == "custom" else req.variant, req.weights, req.seed)
-    if req.variant != loaded.variant.name:
-        req = _replace(req, variant=loaded.variant.name)
+    if req.variant != loaded.variant.name or loaded.variant.name == "custom":
+        req = _replace(req, variant=loaded.variant.name, hparams=loaded.variant.hparams if loaded.variant.name == "custom" else ())
         res.request = req
     res.notes.append(loaded.note)
     finish("load model", t0, f"{spec.name} {loaded.variant.name}, {loaded.note}")
@@ -146,7 +146,7 @@ def run_export(
     exportable = adapter.wrap(loaded.model, req, static=True)
     with torch.no_grad():
         refs = [[o.numpy() for o in _as_list(reference(torch.from_numpy(x)))] for x in inputs]
-    ref_desc = f"PyTorch {torch.__version__} FP32 eager" + (" with TLC (integral-image reference)" if req.tlc else "")
+    ref_desc = f"PyTorch {torch.__version__} FP32 eager{adapter.reference_label(req)}"
     finish("reference", t0, f"{len(inputs)} sample images, {ref_desc}")
 
     metadata = {

@@ -159,6 +159,7 @@ class ExportRequest:
     weights: str | None = None
     options: tuple[tuple[str, str], ...] = ()
     seed: int = 0
+    hparams: tuple[tuple[str, Any], ...] = ()  # only for variant "custom" (read from a checkpoint)
 
     def option(self, key: str, default: str | None = None) -> str | None:
         return dict(self.options).get(key, default)

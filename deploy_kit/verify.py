@@ -6,7 +6,7 @@ import json
 import os
 
 from .errors import UsageError
-from .specs import ExportRequest, TLCConfig
+from .specs import ExportRequest, TLCConfig, _freeze
 
 
 def request_from_metadata(meta: dict, precision: str) -> ExportRequest:
@@ -24,6 +24,7 @@ def request_from_metadata(meta: dict, precision: str) -> ExportRequest:
             weights=meta.get("weights"),
             options=tuple(sorted((meta.get("options") or {}).items())),
             seed=int(meta.get("seed") or 0),
+            hparams=tuple(sorted((k, _freeze(v)) for k, v in (meta.get("hparams") or {}).items())) if meta["variant"] == "custom" else (),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(f"the artifact has no deploy-kit metadata ({exc}); verify only reads deploy-kit exports") from exc
@@ -73,7 +74,7 @@ def verify_artifact(path: str, samples: int = 2):
     with torch.no_grad():
         refs = [[o.numpy() for o in _as_list(reference(torch.from_numpy(x)))] for x in inputs]
     report = parity.ParityReport(req.model, req.variant, list(inputs[0].shape), meta.get("tlc"),
-                                 f"PyTorch {torch.__version__} FP32 eager", [f"sample image {i}" for i in range(len(inputs))])
+                                 f"PyTorch {torch.__version__} FP32 eager{adapter.reference_label(req)}", [f"sample image {i}" for i in range(len(inputs))])
     names, kind = adapter.output_names(req), adapter.output_kind(req)
     if is_plan:
         from .engine import get_backend

@@ -67,6 +67,10 @@ class ModelAdapter:
         """
         raise NotImplementedError
 
+    def reference_label(self, req: ExportRequest) -> str:
+        """How the eager reference computes TLC (printed in reports)."""
+        return " with TLC" if req.tlc else ""
+
     def fp32_islands(self, req: ExportRequest) -> list[str]:
         """Regexes on ONNX node names whose nodes stay FP32 inside FP16 graphs (overflow sites)."""
         return []
@@ -79,6 +83,9 @@ class ModelAdapter:
         return sample_images(count, ch, req.height, req.width)
 
     def resolve_variant(self, req: ExportRequest) -> Variant:
+        """The request's variant; a checkpoint's "custom" hyper-parameters travel in ``req.hparams``."""
+        if req.variant == "custom" and req.hparams:
+            return Variant("custom", req.hparams)
         return self.spec.variant(req.variant)
 
 

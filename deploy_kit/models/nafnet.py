@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..specs import ExportRequest, Variant
-from ..tlc import LocalAvgPoolEager, LocalAvgPoolStatic
+from ..tlc import LocalAvgPoolEager, LocalAvgPoolStatic, SeparableGlobalMean
 from .base import ModelAdapter
 from .registry import NAFNET
 
@@ -180,14 +180,19 @@ class NAFNetAdapter(ModelAdapter):
         import copy
 
         net = copy.deepcopy(model).eval()
-        if req.tlc is not None:
-            hp, wp = padded_size(req.height, req.width, net.padder_size)
-            for block, down in net.block_levels():
+        hp, wp = padded_size(req.height, req.width, net.padder_size)
+        for block, down in net.block_levels():
+            if req.tlc is not None:
                 kernel = req.tlc.kernel(down)
                 block.sca[0] = (
                     LocalAvgPoolStatic(kernel, (hp // down, wp // down)) if static else LocalAvgPoolEager(kernel)
                 )
+            elif static:
+                block.sca[0] = SeparableGlobalMean()
         return net
+
+    def reference_label(self, req: ExportRequest) -> str:
+        return " with TLC (integral-image box mean + replicate pad, as upstream)" if req.tlc else ""
 
     def fp32_islands(self, req: ExportRequest) -> list[str]:
         # LayerNorm2d statistics (variance over C can exceed the FP16 range on real activations).

@@ -1,4 +1,4 @@
-"""PVT v1 (whai362/PVT, Apache-2.0) with its exact state-dict layout, and its export forms.
+"""PVT v1 and v2 (whai362/PVT, Apache-2.0) with their exact state-dict layouts and export forms.
 
 Written from the architecture description in ../shared/reference/models.md §4 (no upstream code
 copied). Keys: ``patch_embed{1..4}.proj/.norm``, ``pos_embed{1..4}``, ``block{i}.{j}.norm1``,
@@ -25,6 +25,11 @@ The wrapped module (:meth:`PVTAdapter.wrap`) takes a [0, 1] RGB image and applie
 mean/std normalisation itself (its first ops), like the other deploy-kit models. With
 ``static=True`` the resized embeddings are computed once and stored as constant buffers, so the
 exported graph has no Resize of parameters (reference §5.12, pytorch/pytorch#124884).
+
+PVT v2 (``v2-*`` variants, reference §4.4) shares the blocks: overlapping patch embeddings, a
+depthwise conv in the MLP (``mlp.dwconv.dwconv``), ``norm{i}`` per stage, no positional
+embeddings. b2-li's ``AdaptiveAvgPool2d(7)`` becomes :class:`StaticAdaptiveAvgPool` in the static
+form. Height and width must be multiples of 32 for every variant (:func:`check_size`).
 """
 
 from __future__ import annotations
@@ -46,26 +51,49 @@ from .pvt_spec import PVT
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TOTAL_STRIDE = 32
+POOL_SIZE = 7  # PVT v2 linear SRA: AdaptiveAvgPool2d(7)
 
 
 # --------------------------------------------------------------------------------------------
 # official modules
 # --------------------------------------------------------------------------------------------
 class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
+    """fc1, GELU, fc2 (v1). With ``dwconv`` (v2): fc1, [ReLU if linear], 3x3 depthwise, GELU, fc2."""
+
+    def __init__(self, dim: int, hidden: int, dwconv: bool = False, linear: bool = False):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
+        if dwconv:
+            self.dwconv = DWConv(hidden)
+        self.relu = nn.ReLU() if linear else None
         self.act = nn.GELU()  # exact (erf) form, as upstream
         self.fc2 = nn.Linear(hidden, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        x = self.fc1(x)
+        if self.relu is not None:
+            x = self.relu(x)
+        if hasattr(self, "dwconv"):
+            x = self.dwconv(x, h, w)
+        return self.fc2(self.act(x))
+
+
+class DWConv(nn.Module):
+    """PVT v2's 3x3 depthwise conv on the token map (key ``mlp.dwconv.dwconv``)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim)
+
+    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        b, n, c = x.shape
+        return self.dwconv(x.transpose(1, 2).reshape(b, c, h, w)).flatten(2).transpose(1, 2)
 
 
 class SRAttention(nn.Module):
     """Spatial-reduction attention: keys/values from the token map shrunk R x R by a strided conv."""
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, sr_ratio: int):
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, sr_ratio: int, linear: bool = False):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
@@ -75,7 +103,13 @@ class SRAttention(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.sr_ratio = sr_ratio
-        if sr_ratio > 1:
+        self.linear = linear
+        if linear:  # PVT v2 linear SRA: pool to 7x7, 1x1 conv, LayerNorm, GELU (every stage)
+            self.pool = nn.AdaptiveAvgPool2d(POOL_SIZE)
+            self.sr = nn.Conv2d(dim, dim, kernel_size=1, stride=1)
+            self.norm = nn.LayerNorm(dim)
+            self.act = nn.GELU()
+        elif sr_ratio > 1:
             self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
             self.norm = nn.LayerNorm(dim)  # default eps 1e-5, as upstream
 
@@ -83,7 +117,11 @@ class SRAttention(nn.Module):
         b, n, c = x.shape
         nh = self.num_heads
         q = self.q(x).reshape(b, n, nh, c // nh).transpose(1, 2)  # (B, nh, N, d)
-        if self.sr_ratio > 1:
+        if self.linear:
+            m = x.transpose(1, 2).reshape(b, c, h, w)
+            m = self.sr(self.pool(m)).flatten(2).transpose(1, 2)
+            m = self.act(self.norm(m))
+        elif self.sr_ratio > 1:
             m = x.transpose(1, 2).reshape(b, c, h, w)
             m = self.sr(m).flatten(2).transpose(1, 2)
             m = self.norm(m)
@@ -98,28 +136,36 @@ class SRAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, sr_ratio: int):
+    def __init__(self, dim, num_heads, mlp_ratio, qkv_bias, sr_ratio, v2: bool = False, linear: bool = False):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = SRAttention(dim, num_heads, qkv_bias, sr_ratio)
+        self.attn = SRAttention(dim, num_heads, qkv_bias, sr_ratio, linear)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), dwconv=v2, linear=linear)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), h, w)
-        return x + self.mlp(self.norm2(x))
+        return x + self.mlp(self.norm2(x), h, w)
 
 
 class PatchEmbed(nn.Module):
-    """Non-overlapping P x P patches -> tokens (B, N, C) -> LayerNorm (eps 1e-5)."""
+    """Patches -> tokens (B, N, C) -> LayerNorm (eps 1e-5).
 
-    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int):
+    v1: non-overlapping P x P patches. v2 (``overlap``): kernel P, the given stride, padding P//2.
+    """
+
+    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, stride: int | None = None):
         super().__init__()
         self.patch_size = patch_size
-        self.grid = (img_size // patch_size, img_size // patch_size)  # training grid
+        self.stride = stride or patch_size
+        self.padding = 0 if stride is None else patch_size // 2
+        self.grid = (img_size // patch_size, img_size // patch_size)  # v1 training grid
         self.num_patches = self.grid[0] * self.grid[1]
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, self.stride, self.padding)
         self.norm = nn.LayerNorm(embed_dim)
+
+    def out_size(self, n: int) -> int:
+        return (n + 2 * self.padding - self.patch_size) // self.stride + 1
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         x = self.proj(x)
@@ -139,7 +185,7 @@ def resize_pos_embed(pos: torch.Tensor, train_grid: tuple[int, int], grid: tuple
         (1, h*w, C); ``pos`` itself when the grids are equal (a same-size bilinear resize is an
         exact copy, so this equals upstream's identity-size interpolate).
     """
-    if False:
+    if tuple(grid) == tuple(train_grid):
         return pos
     th, tw = train_grid
     c = pos.shape[-1]
@@ -245,26 +291,136 @@ class PyramidVisionTransformer(nn.Module):
         return self.run(x, with_cls=False)[0]
 
 
+class PyramidVisionTransformerV2(nn.Module):
+    """The official PVT v2 classifier (``classification/pvt_v2.py`` layout and semantics).
+
+    Overlapping patch embeddings (7/4/3 then 3/2/1), no positional embeddings or cls token, a 3x3
+    depthwise conv in every MLP, ``norm{i}`` after each stage, mean of the stage-4 tokens into
+    ``head``. ``linear=True`` is ``pvt_v2_b2_li``. The module itself runs at any size; the
+    adapter still asks for multiples of 32, like v1, so every variant follows one rule.
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        embed_dims=(64, 128, 320, 512),
+        num_heads=(1, 2, 5, 8),
+        mlp_ratios=(8, 8, 4, 4),
+        qkv_bias: bool = True,
+        depths=(3, 4, 6, 3),
+        sr_ratios=(8, 4, 2, 1),
+        linear: bool = False,
+    ):
+        super().__init__()
+        self.num_classes = num_classes
+        chans = in_chans
+        for i in range(4):
+            pe = PatchEmbed(0, 7 if i == 0 else 3, chans, embed_dims[i], stride=4 if i == 0 else 2)
+            setattr(self, f"patch_embed{i + 1}", pe)
+            blocks = [
+                Block(embed_dims[i], num_heads[i], mlp_ratios[i], qkv_bias, sr_ratios[i], v2=True, linear=linear)
+                for _ in range(depths[i])
+            ]
+            setattr(self, f"block{i + 1}", nn.ModuleList(blocks))
+            setattr(self, f"norm{i + 1}", nn.LayerNorm(embed_dims[i], eps=1e-6))
+            chans = embed_dims[i]
+        self.head = nn.Linear(embed_dims[3], num_classes) if num_classes > 0 else nn.Identity()
+
+    def patch_embed(self, i: int) -> PatchEmbed:
+        return getattr(self, f"patch_embed{i + 1}")
+
+    def grids(self, height: int, width: int) -> list[tuple[int, int]]:
+        """Token-map size of each stage for an input of height x width."""
+        out = []
+        for i in range(4):
+            pe = self.patch_embed(i)
+            height, width = pe.out_size(height), pe.out_size(width)
+            out.append((height, width))
+        return out
+
+    def run(self, x: torch.Tensor, with_cls: bool = False, pos_embeds=None):
+        """The four normed NCHW stage maps and the normed stage-4 tokens (no cls token in v2)."""
+        feats, t = [], None
+        for i in range(4):
+            t, h, w = self.patch_embed(i)(x)
+            for blk in getattr(self, f"block{i + 1}"):
+                t = blk(t, h, w)
+            t = getattr(self, f"norm{i + 1}")(t)
+            # two op sequences on purpose (see PyramidVisionTransformer.run)
+            feats.append(t.transpose(1, 2).reshape(t.shape[0], -1, h, w))
+            if i < 3:
+                x = t.reshape(t.shape[0], h, w, -1).permute(0, 3, 1, 2)
+        return feats, t
+
+    def classify(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(tokens.mean(dim=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.run(x)[1])
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.run(x)[0]
+
+
+def adaptive_pool_matrix(n: int, out: int) -> torch.Tensor:
+    """(out, n) averaging matrix of PyTorch's adaptive average pooling along one axis.
+
+    Bin i covers [floor(i*n/out), ceil((i+1)*n/out)) -- PyTorch's rule, valid for any n
+    (including n < out, where bins repeat, and n not divisible by out, where they overlap).
+    """
+    m = torch.zeros(out, n, dtype=torch.float64)
+    for i in range(out):
+        start, end = (i * n) // out, -((-(i + 1) * n) // out)
+        m[i, start:end] = 1.0 / (end - start)
+    return m.float()
+
+
+class StaticAdaptiveAvgPool(nn.Module):
+    """``AdaptiveAvgPool2d(out)`` for one fixed input size: two MatMuls with constant matrices.
+
+    The TorchScript exporter only exports adaptive pooling when the output size divides the input
+    (pytorch/pytorch#42653, #64806, #109370), and PVT v2-li pools every stage to 7x7, so e.g. a
+    256x256 input (grids 64/32/16/8) cannot be exported as is. Separable row/column averaging
+    matrices are exact for every size and are plain GEMMs for TensorRT.
+    """
+
+    def __init__(self, out: int, size: tuple[int, int]):
+        super().__init__()
+        self.register_buffer("rows", adaptive_pool_matrix(size[0], out), persistent=False)
+        self.register_buffer("cols_t", adaptive_pool_matrix(size[1], out).t().contiguous(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(torch.matmul(self.rows, x), self.cols_t)
+
+
 # --------------------------------------------------------------------------------------------
 # the module the pipeline exports
 # --------------------------------------------------------------------------------------------
 class PVTWrapped(nn.Module):
-    """[0, 1] RGB image -> logits, or the four stage maps; ImageNet normalisation inside.
+    """[0, 1] RGB image -> logits, or the four stage maps; ImageNet normalisation inside (v1 and v2).
 
     Args:
         net: the official model (used as is; the wrapper is built on a copy).
         head: ``"cls"`` or ``"features"``.
-        size: (H, W) to precompute the positional embeddings for (static form), or None for the
-            eager form, which resizes them at forward time for whatever size it is given.
+        size: (H, W) to precompute the positional embeddings (v1) or the 7x7 pooling matrices
+            (v2-li) for (static form), or None for the eager form, which resizes/pools at forward
+            time for whatever size it is given.
     """
 
-    def __init__(self, net: PyramidVisionTransformer, head: str, size: tuple[int, int] | None):
+    def __init__(self, net: nn.Module, head: str, size: tuple[int, int] | None):
         super().__init__()
         self.net = net
         self.head_kind = head
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.static = size is not None
+        self.static = size is not None and isinstance(net, PyramidVisionTransformer)
+        if size is not None and isinstance(net, PyramidVisionTransformerV2):
+            # v2 has no positional embeddings; the static form only freezes the linear-SRA pools
+            for i, grid in enumerate(net.grids(*size)):
+                for blk in getattr(net, f"block{i + 1}"):
+                    if blk.attn.linear:
+                        blk.attn.pool = StaticAdaptiveAvgPool(POOL_SIZE, grid)
         if self.static:
             h, w = size
             with torch.no_grad():
@@ -307,16 +463,21 @@ class PVTAdapter(ModelAdapter):
     spec = PVT
 
     def build(self, variant: Variant) -> nn.Module:
-        return PyramidVisionTransformer(**variant.kwargs()).eval()
+        kw = variant.kwargs()
+        if kw.pop("version", 1) == 2:
+            return PyramidVisionTransformerV2(**kw).eval()
+        return PyramidVisionTransformer(**kw).eval()
 
     def detect_hparams(self, sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-        need = ["patch_embed1.proj.weight", "pos_embed1", "block1.0.attn.q.weight", "block1.0.attn.kv.weight"]
-        need += [f"patch_embed{i}.proj.weight" for i in (2, 3, 4)] + ["pos_embed4", "cls_token", "head.weight"]
+        v2 = "block1.0.mlp.dwconv.dwconv.weight" in sd and "pos_embed1" not in sd
+        need = ["block1.0.attn.q.weight", "block1.0.attn.kv.weight", "block1.0.mlp.fc1.weight", "head.weight"]
+        need += [f"patch_embed{i}.proj.weight" for i in (1, 2, 3, 4)]
+        need += [f"norm{i}.weight" for i in (1, 2, 3, 4)] if v2 else ["pos_embed1", "pos_embed4", "cls_token"]
         missing = [k for k in need if k not in sd]
         if missing:
             sample = ", ".join(list(sd)[:3])
             raise CheckpointError(
-                f"not a PVT v1 classifier checkpoint: missing {', '.join(missing[:4])}"
+                f"not a PVT {'v2' if v2 else 'v1'} classifier checkpoint: missing {', '.join(missing[:4])}"
                 f"{' …' if len(missing) > 4 else ''} (its first keys are: {sample})"
             )
         dims = [int(sd[f"patch_embed{i}.proj.weight"].shape[0]) for i in range(1, 5)]
@@ -324,21 +485,13 @@ class PVTAdapter(ModelAdapter):
         for i in range(1, 5):
             idx = {int(m.group(1)) for k in sd if (m := re.match(rf"^block{i}\.(\d+)\.", k))}
             if not idx:
-                raise CheckpointError(f"not a PVT v1 checkpoint: stage {i} has no block{i}.* keys")
+                raise CheckpointError(f"not a PVT checkpoint: stage {i} has no block{i}.* keys")
             depths.append(max(idx) + 1)
             sr = sd.get(f"block{i}.0.attn.sr.weight")
             srs.append(int(sr.shape[-1]) if sr is not None else 1)
-            hidden = int(sd[f"block{i}.0.mlp.fc1.weight"].shape[0])
-            r = hidden / dims[i - 1]
+            r = int(sd[f"block{i}.0.mlp.fc1.weight"].shape[0]) / dims[i - 1]
             ratios.append(int(r) if r == int(r) else r)
-        patch = int(sd["patch_embed1.proj.weight"].shape[-1])
-        n1 = int(sd["pos_embed1"].shape[1])
-        side = math.isqrt(n1)
-        if side * side != n1:
-            raise CheckpointError(f"pos_embed1 has {n1} slots, not a square grid; cannot infer the training size")
         hp: dict[str, Any] = dict(
-            img_size=side * patch,
-            patch_size=patch,
             in_chans=int(sd["patch_embed1.proj.weight"].shape[1]),
             num_classes=int(sd["head.weight"].shape[0]),
             embed_dims=dims,
@@ -347,6 +500,18 @@ class PVTAdapter(ModelAdapter):
             depths=depths,
             sr_ratios=srs,
         )
+        if v2:
+            # linear SRA has a 1x1 `sr` at every stage; its SR ratios are then unused (and not in
+            # the checkpoint): keep the official [8, 4, 2, 1] that pvt_v2_b2_li is built with
+            linear = srs == [1, 1, 1, 1] and "block4.0.attn.sr.weight" in sd
+            hp.update(version=2, linear=linear, sr_ratios=[8, 4, 2, 1] if linear else srs)
+        else:
+            patch = int(sd["patch_embed1.proj.weight"].shape[-1])
+            n1 = int(sd["pos_embed1"].shape[1])
+            side = math.isqrt(n1)
+            if side * side != n1:
+                raise CheckpointError(f"pos_embed1 has {n1} slots, not a square grid; cannot infer the training size")
+            hp.update(img_size=side * patch, patch_size=patch)
         hp["num_heads"] = self._heads_for(hp)
         return hp
 
@@ -374,6 +539,19 @@ class PVTAdapter(ModelAdapter):
     def in_channels(self, variant: Variant) -> int:
         return int(variant.kwargs().get("in_chans", 3))
 
+    def sample_inputs(self, req: ExportRequest, count: int = 2):
+        """RGB sample photographs in [0, 1] (the wrapper normalises them itself).
+
+        Always 3 channels, without looking the variant up, so a checkpoint whose shapes match no
+        registered row (variant ``custom``) works too.
+        """
+        from ..data.samples import sample_images
+
+        return sample_images(count, 3, req.height, req.width)
+
+    def reference_label(self, req: ExportRequest) -> str:
+        return " (PVT positional embeddings resized / v2-li pooling done at forward time, as upstream)"
+
     def output_names(self, req: ExportRequest) -> list[str]:
         if self._head(req) == "cls":
             return ["logits"]
@@ -384,6 +562,15 @@ class PVTAdapter(ModelAdapter):
 
     def wrap(self, model: nn.Module, req: ExportRequest, *, static: bool) -> nn.Module:
         """[0, 1] image -> outputs at ``req`` size; ImageNet normalisation is inside the module.
+
+        Args:
+            model: the loaded official model (copied, never modified).
+            req: size and ``head`` option (``cls`` -> logits, ``features`` -> feat1..feat4).
+            static: False: eager reference (embeddings resized / v2-li pooled at forward time);
+                True: export form with the resized embeddings / pooling matrices as constants.
+
+        Returns:
+            a :class:`PVTWrapped` module in eval mode.
 
         Raises:
             UsageError: height/width not multiples of 32, or an unknown ``head`` option.
@@ -398,11 +585,12 @@ class PVTAdapter(ModelAdapter):
 
         Measured (onnxconverter-common 1.16, keep_io_types, ORT CPU, random weights, 6 sample
         photos, official tiny at 224): 1 - cosine vs FP32 was 5.8e-7 with no island, 4.1e-7 with
-        the LayerNorms FP32, 6.0e-7 with the softmaxes FP32 (top-1 6/6 everywhere). With the
-        residual stream scaled 3x (trained-like growth) LayerNorm islands halved the error
-        (8.7e-6 -> 4.7e-6); softmax islands never helped: exp runs on max-subtracted input (no
-        overflow possible) and the remaining error comes from FP16 q/k, which an island on the
-        softmax or on q@k^T does not remove. So the softmaxes stay FP16.
+        the LayerNorms FP32, 6.0e-7 with the softmaxes FP32 (top-1 6/6 everywhere). With
+        trained-like magnitudes (residual branches x3, q/k x2: attention logits and LayerNorm
+        inputs up to ~22) LayerNorm islands halved the error (8.7e-6 -> 4.7e-6); softmax islands
+        never helped (8.1e-6): exp runs on max-subtracted input (no overflow possible) and the
+        remaining error comes from FP16 q/k, which an island on the softmax or on q@k^T does not
+        remove. So the softmaxes stay FP16.
         """
         return [r"/LayerNormalization(_\d+)?$"]
 

@@ -506,6 +506,9 @@ class RestormerAdapter(ModelAdapter):
                 block.attn.window = StaticWindows(kernel, (hp // down, wp // down)) if static else EagerWindows(kernel)
         return net
 
+    def reference_label(self, req: ExportRequest) -> str:
+        return " with TLC (Restormer-Local windows merged by index writes, as upstream)" if req.tlc else ""
+
     def fp32_islands(self, req: ExportRequest) -> list[str]:
         # Node names come from the TorchScript exporter's module scopes, e.g.
         # /encoder_level1/encoder_level1.0/attn/q_norm/ReduceSum (global) or

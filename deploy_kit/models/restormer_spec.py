@@ -38,30 +38,35 @@ def _hp(base: dict, *, ch_in: int = 3, ch_out: int = 3, ln: str = "WithBias", du
 
 
 V = Variant.make
+# Variant.extra: what INT8 calibration images are degraded with (``degradation``, parsed by
+# precision/calibration.py) so activation ranges match the task's inputs. Deraining and
+# defocus have no synthetic stand-in there and calibrate on clean crops; real denoising uses
+# Gaussian noise as a stand-in for sensor noise.
+_GAUSS25 = {"noise_sigma": 25, "degradation": "noise:25"}
 
 RESTORMER = ModelSpec(
     name="restormer",
     module="deploy_kit.models.restormer",
     summary="Restormer (CVPR 2022) restoration transformer; motion deblurring uses TLC (Restormer-Local) by default",
     variants=(
-        V("motion-deblurring", _hp(_FULL), tlc_default=True,
-          summary="GoPro motion deblur, WithBias LN (motion_deblurring.pth); TLC on by default"),
+        V("motion-deblurring", _hp(_FULL), tlc_default=True, extra={"degradation": "blur:9"},
+          summary="GoPro motion deblur, WithBias LN (motion_deblurring.pth)"),
         V("deraining", _hp(_FULL), summary="rain streak removal, WithBias LN (deraining.pth)"),
         V("single-defocus", _hp(_FULL),
           summary="single-image defocus deblur, WithBias LN (single_image_defocus_deblurring.pth)"),
         V("dual-pixel-defocus", _hp(_FULL, ch_in=6, dual=True),
           summary="dual-pixel defocus deblur, 6-ch L/R input, 3-ch output (dual_pixel_defocus_deblurring.pth)"),
-        V("gaussian-color-denoising", _hp(_FULL, ln="BiasFree"), extra={"noise_sigma": 25},
+        V("gaussian-color-denoising", _hp(_FULL, ln="BiasFree"), extra=_GAUSS25,
           summary="Gaussian colour denoising, BiasFree LN (gaussian_color_denoising_blind.pth / _sigma{15,25,50})"),
-        V("gaussian-gray-denoising", _hp(_FULL, ch_in=1, ch_out=1, ln="BiasFree"), extra={"noise_sigma": 25},
+        V("gaussian-gray-denoising", _hp(_FULL, ch_in=1, ch_out=1, ln="BiasFree"), extra=_GAUSS25,
           summary="Gaussian grey denoising, 1 channel, BiasFree LN (gaussian_gray_denoising_blind.pth)"),
-        V("real-denoising", _hp(_FULL, ln="BiasFree"),
+        V("real-denoising", _hp(_FULL, ln="BiasFree"), extra={"degradation": "noise:10"},
           summary="real camera noise (SIDD/DND), BiasFree LN (real_denoising.pth)"),
-        V("tiny", _hp(_TINY), tlc_default=True, tiny=True,
+        V("tiny", _hp(_TINY), tlc_default=True, tiny=True, extra={"degradation": "blur:9"},
           summary="test variant: dim 8, one block per level, WithBias LN, TLC on"),
-        V("tiny-biasfree", _hp(_TINY, ln="BiasFree"), tiny=True,
+        V("tiny-biasfree", _hp(_TINY, ln="BiasFree"), tiny=True, extra=_GAUSS25,
           summary="test variant: dim 8, BiasFree LN"),
-        V("tiny-gray", _hp(_TINY, ch_in=1, ch_out=1, ln="BiasFree"), tiny=True,
+        V("tiny-gray", _hp(_TINY, ch_in=1, ch_out=1, ln="BiasFree"), tiny=True, extra=_GAUSS25,
           summary="test variant: dim 8, 1-channel, BiasFree LN"),
         V("tiny-dual", _hp(_TINY, ch_in=6, dual=True), tiny=True,
           summary="test variant: dim 8, dual-pixel (6 -> 3 channels)"),

@@ -43,6 +43,29 @@ def select_nodes(model, patterns: list[str]) -> list[str]:
     return [n.name for n in model.graph.node if any(r.search(n.name) for r in regs)]
 
 
+def isolate_consumed_outputs(model) -> int:
+    """Give every graph output that another node also reads its own Identity producer.
+
+    onnxconverter-common 1.16 with ``keep_io_types=True`` emits an invalid graph ("bound to
+    different types") when a graph output also feeds another node (seen on PVT feature maps):
+    the FP32 output cast and the FP16 consumer then share one tensor. Returns how many were fixed.
+    """
+    from onnx import helper
+
+    consumed = {i for n in model.graph.node for i in n.input}
+    fixed = 0
+    for out in model.graph.output:
+        if out.name not in consumed:
+            continue
+        inner = f"{out.name}__dk_inner"
+        for n in model.graph.node:
+            n.output[:] = [inner if o == out.name else o for o in n.output]
+            n.input[:] = [inner if i == out.name else i for i in n.input]
+        model.graph.node.append(helper.make_node("Identity", [inner], [out.name], name=f"{out.name}__dk_output"))
+        fixed += 1
+    return fixed
+
+
 def convert_fp16(src: str, dst: str, fp32_patterns: list[str]) -> FP16Report:
     """Write an FP16 copy of ``src`` with FP32 graph I/O and FP32 islands.
 
@@ -61,6 +84,7 @@ def convert_fp16(src: str, dst: str, fp32_patterns: list[str]) -> FP16Report:
     from onnxconverter_common import float16
 
     model = onnx.load(src)
+    isolate_consumed_outputs(model)
     block = select_nodes(model, fp32_patterns)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # it warns for every clamped initializer value

@@ -13,17 +13,23 @@ recipe follows what TensorRT runs as INT8 (reference/deployment.md §5.2, ModelO
   sensitive tensors of a restoration net), and so does every node matching the model's FP32
   islands (``fp32_patterns``).
 
-Activation ranges are computed once for *every* float tensor of the graph and cached under
+Activation ranges (inputs and outputs of the quantizable layers) are cached under
 ``~/.cache/deploy-kit/calib`` (``$XDG_CACHE_HOME`` respected), keyed by the sha256 of (model bytes,
-calibration-set digest, method, onnxruntime version, extra key): a second run skips calibration
-and writes a bit-identical graph. Having all tensors also gives the legacy TensorRT ≤ 10
-implicit-INT8 calibration cache for JetPack users who build with ``trtexec --int8 --calib``.
+calibration-set digest, method, op types, onnxruntime version, extra key): a second run skips
+calibration and writes a bit-identical graph. The same ranges give the legacy TensorRT ≤ 10
+implicit-INT8 calibration cache for JetPack users who build with ``trtexec --int8 --calib``; as it
+only has scales for the layers the Q/DQ graph quantizes, TensorRT's implicit mode runs the same
+layers in INT8 (it needs a scale to pick INT8) and keeps the rest in float.
+
+Cost: ``minmax`` is one inference per crop. ``entropy`` runs onnxruntime's pure-Python KL search per
+tensor (about 0.25 s per tensor on one core, whatever the image size), so it is opt-in.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -178,6 +184,42 @@ def quantized_layers(model, op_types: Sequence[str] = DEFAULT_OP_TYPES) -> list[
     return out
 
 
+def bypass_float_consumers(model, op_types: Sequence[str], excluded: Sequence[str]) -> int:
+    """Give float consumers of a quantized activation the original tensor, not its Q/DQ copy.
+
+    onnxruntime's QDQ quantizer renames a quantized activation, so *every* consumer reads the
+    DequantizeLinear output, including ops that stay float. In NAFNet that puts INT8 rounding on
+    the encoder skip connections (``Add``) for no speed gain. Rewiring those consumers to the
+    QuantizeLinear input keeps the float path exact; the INT8 layers still read Q/DQ. Edits
+    ``model`` in place and returns how many inputs were rewired.
+    """
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    producers = {o: n for n in g.node for o in n.output}
+    outputs = {o.name for o in g.output}
+    skip = set(excluded)
+    rewired = 0
+    for dq in [n for n in g.node if n.op_type == "DequantizeLinear"]:
+        q = producers.get(dq.input[0])
+        if q is None or q.op_type != "QuantizeLinear" or q.input[0] in inits or dq.output[0] in outputs:
+            continue
+        for node in g.node:
+            if node.op_type in op_types and node.name not in skip:
+                continue
+            for k, name in enumerate(node.input):
+                if name == dq.output[0]:
+                    node.input[k] = q.input[0]
+                    rewired += 1
+    # a Q/DQ pair left without readers would be dead weight in the graph
+    used = {i for n in g.node for i in n.input} | outputs
+    for _ in range(2):
+        for n in [n for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]:
+            if not any(o in used for o in n.output):
+                g.node.remove(n)
+        used = {i for n in g.node for i in n.input} | outputs
+    return rewired
+
+
 def _scales_sha256(model) -> str:
     """sha256 over the Q/DQ graph's scale initializers (name + float32 bytes), sorted by name."""
     from onnx import numpy_helper
@@ -225,13 +267,15 @@ def _quiet_ort_logging():
     old = root.level
     root.setLevel(logging.ERROR)
     try:
-        yield
+        # the histogram calibrators also print progress lines on stdout
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         root.setLevel(old)
 
 
 def calibrate(src: str, calib: CalibrationSet, opts: Int8Options, cache_file: str) -> None:
-    """Run onnxruntime's calibrator over every float tensor of ``src`` and save the ranges.
+    """Run onnxruntime's calibrator on the inputs/outputs of ``opts.op_types`` layers and save the ranges.
 
     The file is onnxruntime's own JSON calibration cache (``save_tensors_data``), which
     ``quantize_static(calibration_cache_path=…)`` reads back, written atomically.
@@ -249,7 +293,7 @@ def calibrate(src: str, calib: CalibrationSet, opts: Int8Options, cache_file: st
     with tempfile.TemporaryDirectory(prefix="deploy-kit-calib-") as tmp, _quiet_ort_logging():
         calibrator = create_calibrator(
             src,
-            None,  # every float tensor: the Q/DQ graph needs Conv inputs, the legacy cache needs all
+            list(opts.op_types),
             augmented_model_path=os.path.join(tmp, "augmented.onnx"),
             calibrate_method=method,
             extra_options=extra,
@@ -299,7 +343,7 @@ def _cache_key(src: str, calib: CalibrationSet, opts: Int8Options, extra: str) -
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     method = opts.method + (f"@{opts.percentile:g}" if opts.method == "percentile" else "")
-    for part in (calib.digest, method, f"ort-{ort.__version__}", "all-tensors/1", extra):
+    for part in (calib.digest, method, ",".join(opts.op_types), f"ort-{ort.__version__}", "ranges/1", extra):
         h.update(b"\0" + part.encode())
     return h.hexdigest()
 
@@ -465,8 +509,10 @@ def quantize_int8(src: str, dst: str, calib: CalibrationSet, opts: Int8Options, 
                 extra_options=extra,
             )
         qmodel = onnx.load(tmp)
+        bypass_float_consumers(qmodel, opts.op_types, excluded)
         layers = quantized_layers(qmodel, opts.op_types)
         if opts.remainder == "fp16":
+            onnx.save(qmodel, tmp)
             _fp16_remainder(tmp, layers, opts)
             qmodel = onnx.load(tmp)
         qmodel.metadata_props.add(key="deploy_kit.int8", value=json.dumps(

@@ -31,3 +31,24 @@ def test_fp16_graph_keeps_islands_fp32_and_io_fp32(tmp_path):
     out = run_onnxruntime(dst, [x.numpy()])[0][0]
     m = metrics("output", ref, out, "image")
     assert m.nonfinite == 0 and m.psnr > 50
+
+
+def test_graph_output_that_feeds_another_node_converts_to_valid_graph(tmp_path):
+    class TwoOut(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.b = torch.nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            f1 = self.a(x)
+            return f1, self.b(f1)  # f1 is a graph output *and* feeds conv b
+
+    src, dst = str(tmp_path / "m.onnx"), str(tmp_path / "m16.onnx")
+    x = torch.rand(1, 3, 16, 16)
+    export_onnx(TwoOut(), x, src, input_names=["input"], output_names=["feat1", "feat2"], metadata={})
+    convert_fp16(src, dst, [])
+    ref = run_onnxruntime(src, [x.numpy()])[0]
+    out = run_onnxruntime(dst, [x.numpy()])[0]  # raised "bound to different types" before the guard
+    for r, o in zip(ref, out):
+        assert o.dtype == np.float32 and metrics("f", r, o, "features").cosine > 0.9999

@@ -84,7 +84,9 @@ def test_spec_registered_with_requested_gates():
     assert spec.default_size == (224, 224) and spec.pad_multiple == 32 and not spec.supports_tlc
     assert spec.option_defaults() == {"head": "cls"}
     assert "32" in spec.summary
-    assert [v.name for v in spec.variants if not v.tiny] == ["tiny", "small", "medium", "large"]
+    assert [v.name for v in spec.variants if not v.tiny] == [
+        "tiny", "small", "medium", "large", "v2-b0", "v2-b1", "v2-b2", "v2-b2-li", "v2-b3", "v2-b4", "v2-b5"
+    ]
     assert ADAPTER.output_names(_req()) == ["logits"] and ADAPTER.output_kind(_req()) == "logits"
     feats = _req(head="features")
     assert ADAPTER.output_names(feats) == ["feat1", "feat2", "feat3", "feat4"]
@@ -202,6 +204,9 @@ def test_detection_tells_variants_apart_and_reads_custom_shapes():
     assert hp["depths"] == [2, 1, 1, 1] and hp["num_classes"] == 7 and hp["img_size"] == 96
     assert hp["sr_ratios"] == [8, 4, 2, 1] and hp["mlp_ratios"] == [8, 8, 4, 4]
     assert hp["num_heads"] == [1, 1, 1, 1]  # no registry match: official head-dim-64 rule
+    # such a checkpoint loads as variant "custom"; sample inputs must not need a registry row
+    xs = ADAPTER.sample_inputs(_req("custom", 64, 96), 2)
+    assert [x.shape for x in xs] == [(1, 3, 64, 96)] * 2 and 0 <= min(x.min() for x in xs) < max(x.max() for x in xs) <= 1
 
 
 def test_foreign_checkpoints_are_rejected_naming_pvt(tmp_path):
@@ -295,12 +300,12 @@ def test_onnx_export_matches_eager_and_has_no_resize(tmp_path, head, h, w):
     assert _rel_max_abs(got, ref) <= ADAPTER.spec.tolerance.fp32_max_abs
 
 
-@pytest.mark.parametrize("head", ["cls", "features"])
-def test_fp16_with_islands_meets_cosine_gate(tmp_path, head):
+@pytest.mark.parametrize("variant,head", [("test-tiny", "cls"), ("test-tiny", "features"), ("test-v2-li-tiny", "features")])
+def test_fp16_with_islands_meets_cosine_gate(tmp_path, variant, head):
     from onnxconverter_common import float16
 
-    model = _random(seed=4)
-    req = _req(h=96, w=96, head=head)
+    model = _random(variant, seed=4)
+    req = _req(variant, h=96, w=96, head=head)
     xs = ADAPTER.sample_inputs(req, 2)
     proto = _export(ADAPTER.wrap(model, req, static=True), xs[0], tmp_path / "pvt.onnx", ADAPTER.output_names(req))
     pats = [re.compile(p) for p in ADAPTER.fp32_islands(req)]
@@ -315,3 +320,70 @@ def test_fp16_with_islands_meets_cosine_gate(tmp_path, head):
             assert _cos(g, r) >= ADAPTER.spec.tolerance.fp16_min_cosine
         if head == "cls":
             assert int(ref[0].argmax()) == int(got[0].argmax())
+
+
+# --- PVT v2 (stretch) -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "name,millions",
+    [("v2-b0", 3.7), ("v2-b1", 14.0), ("v2-b2", 25.4), ("v2-b2-li", 22.6), ("v2-b3", 45.2), ("v2-b4", 62.6), ("v2-b5", 82.0)],
+)
+def test_v2_parameter_counts_match_readme(name, millions):
+    with torch.device("meta"):
+        model = ADAPTER.build(ADAPTER.spec.variant(name))
+    assert abs(sum(p.numel() for p in model.parameters()) / 1e6 - millions) < 0.05
+
+
+def test_v2_layout_and_detection_of_official_variants():
+    sds = {}
+    with torch.device("meta"):
+        for name in ("v2-b0", "v2-b2", "v2-b2-li", "v2-b5"):
+            sds[name] = {k: v for k, v in ADAPTER.build(ADAPTER.spec.variant(name)).state_dict().items()}
+    li, b2 = sds["v2-b2-li"], sds["v2-b2"]
+    assert not any(k.startswith(("pos_embed", "cls_token")) for k in b2)
+    assert tuple(b2["patch_embed1.proj.weight"].shape) == (64, 3, 7, 7)
+    assert tuple(b2["patch_embed2.proj.weight"].shape) == (128, 64, 3, 3)
+    assert tuple(b2["block1.0.mlp.dwconv.dwconv.weight"].shape) == (512, 1, 3, 3)
+    assert tuple(b2["block1.0.attn.sr.weight"].shape) == (64, 64, 8, 8) and "block4.0.attn.sr.weight" not in b2
+    assert all(f"norm{i}.weight" in b2 for i in range(1, 5)) and "norm.weight" not in b2
+    assert tuple(li["block4.0.attn.sr.weight"].shape) == (512, 512, 1, 1) and "block4.0.attn.norm.weight" in li
+    for name, sd in sds.items():
+        assert ADAPTER.detect_hparams(sd) == ADAPTER.spec.variant(name).kwargs(), name
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 10, 13, 16, 64])
+def test_static_adaptive_pool_equals_pytorch(n):
+    from deploy_kit.models.pvt import StaticAdaptiveAvgPool
+
+    x = torch.randn(1, 4, n, n + 3)  # non-square, sizes not divisible by 7
+    got = StaticAdaptiveAvgPool(7, (n, n + 3))(x)
+    assert torch.allclose(got, F.adaptive_avg_pool2d(x, 7), rtol=0, atol=1e-6)
+
+
+def test_v2_checkpoint_roundtrip(tmp_path):
+    for name in ("test-v2-tiny", "test-v2-li-tiny"):
+        src = _random(name, seed=6)
+        path = tmp_path / f"{name}.pth"
+        torch.save({"model": src.state_dict()}, path)
+        loaded = load_model(ADAPTER, None, str(path))
+        assert loaded.variant.name == name
+        req = _req(name, 96, 96)
+        x = ADAPTER.sample_inputs(req, 1)[0]
+        assert np.array_equal(_run(ADAPTER.wrap(src, req, static=True), x)[0], _run(ADAPTER.wrap(loaded.model, req, static=True), x)[0])
+
+
+@pytest.mark.parametrize("variant,head,size", [("test-v2-li-tiny", "cls", 96), ("test-v2-li-tiny", "features", 256), ("test-v2-tiny", "cls", 64)])
+def test_v2_onnx_export_static_pools(tmp_path, variant, head, size):
+    model = _random(variant, seed=7)
+    req = _req(variant, size, size, head)
+    x = ADAPTER.sample_inputs(req, 1)[0]
+    ref = _run(ADAPTER.wrap(model, req, static=False), x)  # upstream AdaptiveAvgPool2d(7)
+    static = ADAPTER.wrap(model, req, static=True)
+    assert _rel_max_abs(_run(static, x), ref) <= 1e-6
+    proto = _export(static, x, tmp_path / "v2.onnx", ADAPTER.output_names(req))
+    ops = {n.op_type for n in proto.graph.node}
+    assert not ops & {"Resize", "Loop", "If", "AveragePool", "GlobalAveragePool"}, ops
+    got = _ort(proto, x)
+    assert [g.shape for g in got] == [r.shape for r in ref]
+    assert _rel_max_abs(got, ref) <= ADAPTER.spec.tolerance.fp32_max_abs
+    for r in ref:
+        assert np.isfinite(r).all() and r.std() > 0.1

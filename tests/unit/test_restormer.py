@@ -23,7 +23,6 @@ from deploy_kit.models.checkpoint import load_model, match_variant  # noqa: E402
 from deploy_kit.models.restormer import (  # noqa: E402
     BiasFreeLayerNorm,
     Downsample,
-    Restormer,
     StaticWindows,
     WithBiasLayerNorm,
     _ffn_factor,
@@ -77,6 +76,11 @@ def test_spec_fields_and_torch_free_import():
     assert spec.variant("gaussian-gray-denoising").kwargs()["inp_channels"] == 1
     assert spec.variant("dual-pixel-defocus").kwargs()["dual_pixel_task"] is True
     assert spec.variant("real-denoising").kwargs()["LayerNorm_type"] == "BiasFree"
+    from deploy_kit.precision.calibration import parse_degradation
+
+    for v in spec.variants:  # calibration degradations must parse (INT8 uses them)
+        parse_degradation(v.get_extra("degradation"))
+    assert spec.variant("gaussian-color-denoising").get_extra("noise_sigma") == 25
     code = (
         "import sys; from deploy_kit.models.registry import get_spec; get_spec('restormer');"
         "assert 'torch' not in sys.modules, 'restormer spec imported torch'"
@@ -211,7 +215,8 @@ def test_layernorm_hand_check():
     np.testing.assert_allclose(run(bf, x).flatten().numpy(), [2 / s, 1.5 / s], rtol=1e-6)
     # WithBias equals a channel-last standard LayerNorm (eps 1e-5) on a random map
     z = torch.randn(2, 5, 3, 4)
-    ref = torch.nn.functional.layer_norm(z.permute(0, 2, 3, 1), (5,), wb_w := torch.rand(5), wb_b := torch.rand(5), 1e-5)
+    wb_w, wb_b = torch.rand(5), torch.rand(5)
+    ref = torch.nn.functional.layer_norm(z.permute(0, 2, 3, 1), (5,), wb_w, wb_b, 1e-5)
     wb5 = WithBiasLayerNorm(5)
     with torch.no_grad():
         wb5.weight.copy_(wb_w)
