@@ -181,7 +181,7 @@ def _run_and_summarise(req, out_dir, backend, stop_after, samples, int8, build_o
     click.echo(f"deploy-kit {req.model} {res.request.variant} {req.height}x{req.width} {req.precision}"
                f"{' TLC' if req.tlc else ''} - {time.perf_counter() - started:.1f} s")
     for note in res.notes:
-        click.echo(f"  note: {note}")
+        click.echo("  note: " + note.replace("\n", "\n        "))
     click.echo("\nArtifacts:")
     for label, path in res.artifacts:
         size = human_size(os.path.getsize(path)) if os.path.exists(path) else "?"

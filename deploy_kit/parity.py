@@ -36,11 +36,19 @@ class Gate:
     value: float
     limit: float
     ok: bool
+    op: str = ">="  # how value must compare with limit
+
+    @classmethod
+    def at_least(cls, what: str, value: float, limit: float) -> "Gate":
+        return cls(what, value, limit, value >= limit, ">=")
+
+    @classmethod
+    def at_most(cls, what: str, value: float, limit: float) -> "Gate":
+        return cls(what, value, limit, value <= limit, "<=")
 
     def text(self) -> str:
-        op = "<=" if "max abs" in self.what or "non-finite" in self.what else ">="
         digits = 7 if "cosine" in self.what else 3  # 0.99995 must not print as 1
-        return f"{self.what} {_fmt(self.value, digits)} {op} {_fmt(self.limit, digits)}: {'ok' if self.ok else 'FAIL'}"
+        return f"{self.what} {_fmt(self.value, digits)} {self.op} {_fmt(self.limit, digits)}: {'ok' if self.ok else 'FAIL'}"
 
 
 @dataclass
@@ -182,20 +190,20 @@ def evaluate(
     gates: list[Gate] = []
     for m in outs:
         if m.nonfinite:
-            gates.append(Gate(f"{m.name} non-finite values", m.nonfinite, 0, False))
+            gates.append(Gate.at_most(f"{m.name} non-finite values", m.nonfinite, 0))
         if precision == "fp32":
             value = m.max_abs / m.ref_max_abs if tol.fp32_relative and m.ref_max_abs > 0 else m.max_abs
             label = "max abs / max |ref|" if tol.fp32_relative else "max abs"
-            gates.append(Gate(f"{m.name} {label}", value, tol.fp32_max_abs, value <= tol.fp32_max_abs))
+            gates.append(Gate.at_most(f"{m.name} {label}", value, tol.fp32_max_abs))
             continue
         min_psnr = tol.fp16_min_psnr if precision == "fp16" else tol.int8_min_psnr
         min_cos = tol.fp16_min_cosine if precision == "fp16" else tol.int8_min_cosine
         if kind == "image" and min_psnr is not None:
-            gates.append(Gate(f"{m.name} PSNR dB", m.psnr, min_psnr, m.psnr >= min_psnr))
+            gates.append(Gate.at_least(f"{m.name} PSNR dB", m.psnr, min_psnr))
         if min_cos is not None:
-            gates.append(Gate(f"{m.name} cosine", m.cosine, min_cos, m.cosine >= min_cos))
+            gates.append(Gate.at_least(f"{m.name} cosine", m.cosine, min_cos))
         if m.top1_agreement is not None:
-            gates.append(Gate(f"{m.name} top-1 agreement", m.top1_agreement, 1.0, m.top1_agreement >= 1.0))
+            gates.append(Gate.at_least(f"{m.name} top-1 agreement", m.top1_agreement, 1.0))
     status = "pass" if all(g.ok for g in gates) else "fail"
     return Check(backend, precision, artifact, status, outputs=outs, gates=gates)
 

@@ -33,25 +33,22 @@ def simplify(src: str, dst: str) -> SimplifyReport:
 
     model = onnx.load(src)
     before = len(model.graph.node)
-    note = ""
-    try:
-        import onnxsim
-
-        out, ok = onnxsim.simplify(model)
-        if not ok:
-            raise RuntimeError("onnxsim check failed")
-        tool = f"onnxsim {getattr(onnxsim, '__version__', '')}".strip()
-    except Exception as exc:  # noqa: BLE001 - any onnxsim failure falls back to onnxslim
-        note = f"onnxsim failed: {str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}"
+    notes = []
+    out, tool = None, "none"
+    for name, run in (("onnxsim", _onnxsim), ("onnxslim", _onnxslim)):
         try:
-            import onnxslim
-
-            out = onnxslim.slim(onnx.load(src))
-            tool = f"onnxslim {getattr(onnxslim, '__version__', '')}".strip()
-        except Exception as exc2:  # noqa: BLE001
-            out = onnx.load(src)
-            tool = "none"
-            note += f"; onnxslim failed: {str(exc2).splitlines()[0][:120] if str(exc2) else type(exc2).__name__}"
+            candidate, version = run(src)
+            _loads_in_onnxruntime(candidate)
+        except Exception as exc:  # noqa: BLE001 - any simplifier failure falls back to the next
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            notes.append(f"{name} failed: {first}")
+            continue
+        out, tool = candidate, f"{name} {version}".strip()
+        break
+    if out is None:
+        out = onnx.load(src)
+        notes.append("kept the unsimplified graph")
+    note = "; ".join(notes)
     # simplifiers may drop metadata_props; keep ours
     if not out.metadata_props:
         out.metadata_props.extend(model.metadata_props)
@@ -60,3 +57,34 @@ def simplify(src: str, dst: str) -> SimplifyReport:
     with atomic_target(dst) as tmp:
         onnx.save(out, tmp)
     return SimplifyReport(tool, before, len(out.graph.node), note)
+
+
+def _onnxsim(src: str):
+    import onnx
+    import onnxsim
+
+    out, ok = onnxsim.simplify(onnx.load(src))
+    if not ok:
+        raise RuntimeError("onnxsim's own check failed")
+    return out, getattr(onnxsim, "__version__", "")
+
+
+def _onnxslim(src: str):
+    import onnx
+    import onnxslim
+
+    return onnxslim.slim(onnx.load(src)), getattr(onnxslim, "__version__", "")
+
+
+def _loads_in_onnxruntime(model) -> None:
+    """Reject a simplified graph that ONNX Runtime cannot even load.
+
+    onnx.checker does not run strict shape inference: onnxsim 0.8.1 once produced a Div with
+    incompatible shapes on Restormer that passed the checker and failed at session creation.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])

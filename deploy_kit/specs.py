@@ -25,6 +25,8 @@ class Tolerance:
         fp16_min_cosine: smallest allowed cosine similarity for FP16 feature/logit outputs.
         int8_min_psnr: smallest allowed PSNR for INT8 image outputs.
         int8_min_cosine: smallest allowed cosine similarity for INT8 feature/logit outputs.
+        int8_max_restoration_drop: largest allowed restoration-PSNR loss (dB) of INT8 against FP32
+            on held-out degraded/clean pairs; applied only with trained ``--weights``.
     """
 
     fp32_max_abs: float = 1e-4
@@ -33,6 +35,7 @@ class Tolerance:
     fp16_min_cosine: float | None = None
     int8_min_psnr: float | None = 35.0
     int8_min_cosine: float | None = None
+    int8_max_restoration_drop: float | None = 0.3
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,14 @@ class ModelAdapter:
 
     spec: ModelSpec
 
+    def validate(self, req: ExportRequest) -> None:
+        """Reject a request this model cannot serve (size rules), before any work is done.
+
+        Raises:
+            UsageError: one line saying what is wrong and what to use instead.
+        """
+        return None
+
     # --- construction ---------------------------------------------------------------
     def build(self, variant: Variant) -> nn.Module:
         """Return the official architecture for ``variant`` (eval mode, FP32, CPU)."""

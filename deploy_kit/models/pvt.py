@@ -462,6 +462,10 @@ def check_size(height: int, width: int) -> None:
 class PVTAdapter(ModelAdapter):
     spec = PVT
 
+
+    def validate(self, req: ExportRequest) -> None:
+        check_size(req.height, req.width)
+
     def build(self, variant: Variant) -> nn.Module:
         kw = variant.kwargs()
         if kw.pop("version", 1) == 2:

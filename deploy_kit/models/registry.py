@@ -18,13 +18,14 @@ if TYPE_CHECKING:  # pragma: no cover
 V = Variant.make
 
 
-def _nafnet(name: str, width: int, enc, mid: int, dec, tlc: bool, summary: str, tiny=False, ch=3):
+def _nafnet(name: str, width: int, enc, mid: int, dec, tlc: bool, summary: str, tiny=False, ch=3, degradation=None):
     return V(
         name,
         dict(img_channel=ch, width=width, middle_blk_num=mid, enc_blk_nums=enc, dec_blk_nums=dec),
         tlc_default=tlc,
         tiny=tiny,
         summary=summary,
+        extra={"degradation": degradation} if degradation else {},
     )
 
 
@@ -33,11 +34,12 @@ NAFNET = ModelSpec(
     module="deploy_kit.models.nafnet",
     summary="NAFNet (ECCV 2022) deblurring/denoising; GoPro/REDS use TLC (NAFNetLocal) by default",
     variants=(
-        _nafnet("gopro-w32", 32, [1, 1, 1, 28], 1, [1, 1, 1, 1], True, "GoPro motion deblur, width 32 (NAFNet-GoPro-width32.pth)"),
-        _nafnet("gopro-w64", 64, [1, 1, 1, 28], 1, [1, 1, 1, 1], True, "GoPro motion deblur, width 64 (NAFNet-GoPro-width64.pth)"),
-        _nafnet("sidd-w32", 32, [2, 2, 4, 8], 12, [2, 2, 2, 2], False, "SIDD real denoising, width 32 (NAFNet-SIDD-width32.pth)"),
-        _nafnet("sidd-w64", 64, [2, 2, 4, 8], 12, [2, 2, 2, 2], False, "SIDD real denoising, width 64 (NAFNet-SIDD-width64.pth)"),
-        _nafnet("reds-w64", 64, [1, 1, 1, 28], 1, [1, 1, 1, 1], True, "REDS deblur+JPEG, width 64 (NAFNet-REDS-width64.pth)"),
+        _nafnet("gopro-w32", 32, [1, 1, 1, 28], 1, [1, 1, 1, 1], True, "GoPro motion deblur, width 32 (NAFNet-GoPro-width32.pth)", degradation="blur:9"),
+        _nafnet("gopro-w64", 64, [1, 1, 1, 28], 1, [1, 1, 1, 1], True, "GoPro motion deblur, width 64 (NAFNet-GoPro-width64.pth)", degradation="blur:9"),
+        _nafnet("sidd-w32", 32, [2, 2, 4, 8], 12, [2, 2, 2, 2], False, "SIDD real denoising, width 32 (NAFNet-SIDD-width32.pth)", degradation="noise:10"),
+        _nafnet("sidd-w64", 64, [2, 2, 4, 8], 12, [2, 2, 2, 2], False, "SIDD real denoising, width 64 (NAFNet-SIDD-width64.pth)", degradation="noise:10"),
+        _nafnet("reds-w64", 64, [1, 1, 1, 28], 1, [1, 1, 1, 1], True, "REDS deblur+JPEG, width 64 (NAFNet-REDS-width64.pth)", degradation="blur:9"),
+        _nafnet("demo-w16", 16, [1, 1, 1], 1, [1, 1, 1], False, "deploy-kit demo: width 16, trained here on noise sigma 25 (deploy_kit/demo/nafnet-demo-w16-noise25.pth)", degradation="noise:25"),
         _nafnet("tiny", 8, [1, 1, 1, 1], 1, [1, 1, 1, 1], True, "test variant: width 8, one block per level", tiny=True),
         _nafnet("tiny-notlc", 8, [1, 1], 1, [1, 1], False, "test variant: width 8, two levels", tiny=True),
     ),

@@ -44,6 +44,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..errors import CalibrationError, UsageError
+from ..fsutil import atomic_target, write_text
 from .calibration import CalibrationSet
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -400,7 +401,7 @@ def write_legacy_calibration_cache(
             continue
         scale = float(ranges[name]) / 127.0
         lines.append(f"{name}: {struct.pack('>f', scale).hex()}")
-    _atomic_write_text(path, "\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def read_legacy_calibration_cache(path: str) -> tuple[str, dict[str, float]]:
@@ -419,14 +420,20 @@ def read_legacy_calibration_cache(path: str) -> tuple[str, dict[str, float]]:
     return header, out
 
 
+def _artifact_stem(src: str) -> str:
+    """``/out/nafnet-w32-256x256.fp32.onnx`` → ``/out/nafnet-w32-256x256``."""
+    stem = os.path.splitext(src)[0]
+    return stem[: -len(".fp32")] if stem.endswith(".fp32") else stem
+
+
 def legacy_cache_path(src: str) -> str:
     """Where the legacy cache goes: next to the FP32 ONNX, ``<stem>.int8.calib``."""
-    return os.path.splitext(src)[0] + ".int8.calib"
+    return _artifact_stem(src) + ".int8.calib"
 
 
 def trtexec_command(src: str, cache: str, excluded: Sequence[str], remainder: str) -> str:
     """The ``trtexec`` line (TensorRT ≤ 10, e.g. JetPack 6) that builds an implicit-INT8 engine."""
-    engine = os.path.splitext(src)[0] + ".int8-implicit.tensorrt10.plan"
+    engine = _artifact_stem(src) + ".int8-implicit.tensorrt10.plan"
     parts = ["trtexec", f"--onnx={src}", "--int8"]
     if remainder == "fp16":
         parts.append("--fp16")
@@ -487,11 +494,7 @@ def quantize_int8(src: str, dst: str, calib: CalibrationSet, opts: Int8Options, 
         "OpTypesToExcludeOutputQuantization": list(opts.op_types),
         "QDQOpTypePerChannelSupportToAxis": {"ConvTranspose": 1},
     }
-    out_dir = os.path.dirname(os.path.abspath(dst))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".int8-", suffix=".onnx")
-    os.close(fd)
-    try:
+    with atomic_target(dst) as tmp:  # a failure leaves neither a partial dst nor a temp file
         with _quiet_ort_logging():
             quantize_static(
                 src,
@@ -520,11 +523,6 @@ def quantize_int8(src: str, dst: str, calib: CalibrationSet, opts: Int8Options, 
              "calibration_digest": calib.digest, "excluded": excluded}))
         onnx.checker.check_model(qmodel)
         onnx.save(qmodel, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
     ranges = load_ranges(cache_file)
     islands = _pattern_outputs(model, opts.fp32_patterns)
@@ -580,25 +578,4 @@ def _fp16_remainder(path: str, int8_layers: Sequence[str], opts: Int8Options) ->
         ) from exc
     keep = list(opts.fp32_patterns) + [r"_(Quantize|Dequantize)Linear(_\d+)?$"]
     keep += [f"^{re.escape(n)}$" for n in int8_layers]
-    fd, tmp2 = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".int8fp16-", suffix=".onnx")
-    os.close(fd)
-    try:
-        convert_fp16(path, tmp2, keep)
-        os.replace(tmp2, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp2)
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    convert_fp16(path, path, keep)  # it reads the whole graph first, then writes atomically

@@ -63,3 +63,23 @@ def test_simplify_never_modifies_input_and_keeps_metadata(tmp_path):
     assert open(path, "rb").read() == before
     assert rep.nodes_after < rep.nodes_before
     assert read_metadata(str(tmp_path / "s.onnx"))["model"] == "nafnet"
+
+
+def test_simplify_falls_back_when_onnxruntime_cannot_load_the_result(tmp_path, monkeypatch):
+    """A simplifier result ORT rejects is never written (onnxsim 0.8.1 did this once on Restormer)."""
+    import deploy_kit.simplify as simp
+    from deploy_kit.parity import run_onnxruntime
+
+    req = ExportRequest("nafnet", "tiny-notlc", 32, 32)
+    path, _ = _export(tmp_path, req)
+
+    def broken(src):
+        m = onnx.load(src)
+        div = next(n for n in m.graph.node if n.op_type in ("Div", "Mul", "Add"))
+        div.input[1] = m.graph.input[0].name  # shape-incompatible operand: checker passes, ORT refuses
+        return m, "test"
+
+    monkeypatch.setattr(simp, "_onnxsim", broken)
+    rep = simplify(path, str(tmp_path / "s.onnx"))
+    assert rep.tool.startswith("onnxslim") and "onnxsim failed" in rep.note
+    run_onnxruntime(str(tmp_path / "s.onnx"), [torch.rand(1, 3, 32, 32).numpy()])

@@ -75,23 +75,41 @@ def test_bad_arguments(tmp_path, pairs):
         quality_table({"fp32": ident}, pairs, input_name="image")
 
 
+@pytest.mark.parametrize("name, model, degradation, gain", [
+    ("nafnet-demo-w16-noise25", "nafnet", "noise:25", 5.0),
+    ("restormer-demo-d12-blur9", "restormer", "blur:9", 0.3),
+])
+def test_demo_checkpoints_are_official_layout_and_documented(name, model, degradation, gain):
+    import torch
+
+    from deploy_kit.models import get_adapter
+    from deploy_kit.models.checkpoint import load_model
+
+    path = os.path.join(DEMO_DIR, name + ".pth")
+    if not os.path.isfile(path):
+        pytest.skip(f"{name} not trained (python -m deploy_kit.demo.train)")
+    assert set(torch.load(path, weights_only=True)) == {"params"}  # BasicSR layout
+    assert os.path.getsize(path) < 5 * 2**20
+    loaded = load_model(get_adapter(model), None, path)
+    record = json.load(open(os.path.join(DEMO_DIR, name + ".json")))
+    assert loaded.variant.kwargs() == record["hparams"]
+    assert record["degradation"] == degradation
+    assert record["eval"]["output_psnr"] > record["eval"]["input_psnr"] + gain
+    readme = open(os.path.join(DEMO_DIR, "README.md")).read()
+    assert f"{record['eval']['output_psnr']:.2f}" in readme and name in readme
+
+
 @pytest.mark.skipif(not os.path.isfile(NAFNET_DEMO), reason="demo checkpoint not trained (python -m deploy_kit.demo.train)")
 def test_demo_checkpoint_restores_and_int8_keeps_quality(tmp_path):
     """Trained weights: the demo denoises held-out images, and INT8 costs at most 0.3 dB of it."""
     import torch
 
     from deploy_kit.models import get_adapter
-    from deploy_kit.models.checkpoint import load_model, read_state_dict
+    from deploy_kit.models.checkpoint import load_model
     from deploy_kit.precision.int8 import Int8Options, quantize_int8
     from deploy_kit.specs import ExportRequest
 
     torch.set_num_threads(1)
-    assert set(torch.load(NAFNET_DEMO, weights_only=True)) == {"params"}  # BasicSR layout
-    assert os.path.getsize(NAFNET_DEMO) < 5 * 2**20
-    assert read_state_dict(NAFNET_DEMO)
-    record = json.load(open(os.path.splitext(NAFNET_DEMO)[0] + ".json"))
-    assert record["degradation"] == "noise:25" and record["eval"]["output_psnr"] > record["eval"]["input_psnr"] + 5
-
     size = 64
     adapter = get_adapter("nafnet")
     loaded = load_model(adapter, None, NAFNET_DEMO)
