@@ -28,16 +28,23 @@ from torch import nn
 # ---------------------------------------------------------------------------------------
 # pooling (NAFNet SCA, and any AdaptiveAvgPool2d(1) site)
 # ---------------------------------------------------------------------------------------
-class SeparableGlobalMean(nn.Module):
-    """Global average as a mean over W, then over H: exactly the same value, two short sums.
+def spatial_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum over the last two axes, (..., h, w) -> (..., 1, 1), as two MatMuls with ones.
 
-    A single GlobalAveragePool / ReduceMean over 720 x 1280 = 921 600 pixels accumulates in FP32
-    in ONNX Runtime and drifted 8e-4 from PyTorch on NAFNet-GoPro at 720p (FP32 gate 1e-4); two
-    reductions of at most a few thousand elements each stay at ~1e-5.
+    Why not ``x.sum((-2, -1))``: ONNX Runtime's single ReduceSum/ReduceMean/GlobalAveragePool
+    over h*w accumulates in FP32 and was measured 1.4e-5 off a float64 mean on one 32x720x1280
+    map (NAFNet's SCA drifted 8e-4 from PyTorch at 720p, gate 1e-4); GEMM accumulation stays at
+    ~1e-7. Two ReduceSums are no remedy: onnxsim 0.8.1 fuses them back into one over both axes.
     """
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    return x.new_ones(1, h) @ (x @ x.new_ones(w, 1))
+
+
+class SeparableGlobalMean(nn.Module):
+    """Global average pooling (exact same value) computed with :func:`spatial_sum`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(-1, keepdim=True).mean(-2, keepdim=True)
+        return spatial_sum(x) / (int(x.shape[-2]) * int(x.shape[-1]))
 
 
 class LocalAvgPoolEager(nn.Module):
@@ -94,7 +101,7 @@ class LocalAvgPoolStatic(nn.Module):
         if tuple(x.shape[-2:]) != self.size:
             raise RuntimeError(f"static TLC pool built for {self.size}, got {tuple(x.shape[-2:])}")
         if self.is_global:
-            return x.mean(-1, keepdim=True).mean(-2, keepdim=True)  # see SeparableGlobalMean
+            return spatial_sum(x) / (self.size[0] * self.size[1])  # see spatial_sum
         if self.k2 > 1:
             x = F.avg_pool2d(x, (1, self.k2), stride=1)
         if self.k1 > 1:

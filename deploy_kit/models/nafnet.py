@@ -195,8 +195,10 @@ class NAFNetAdapter(ModelAdapter):
         return " with TLC (integral-image box mean + replicate pad, as upstream)" if req.tlc else ""
 
     def fp32_islands(self, req: ExportRequest) -> list[str]:
-        # LayerNorm2d statistics (variance over C can exceed the FP16 range on real activations).
-        return [r"/norm[12]/"]
+        # LayerNorm2d statistics (variance over C can exceed the FP16 range on real activations),
+        # and the SCA pooling: a global or 384-wide mean is a long reduction (deployment.md §8.1),
+        # cheap to keep in FP32, and not a weighted layer INT8 should quantize.
+        return [r"/norm[12]/", r"/sca\.0/"]
 
 
 ADAPTER = NAFNetAdapter()

@@ -34,7 +34,7 @@ from torch import nn
 
 from ..errors import CheckpointError, UsageError
 from ..specs import ExportRequest, Variant
-from ..tlc import WindowMerge, cut_windows, merge_windows_eager, window_starts
+from ..tlc import WindowMerge, cut_windows, merge_windows_eager, window_starts, spatial_sum
 from .base import ModelAdapter
 from .restormer_spec import RESTORMER
 
@@ -103,11 +103,11 @@ class L2Normalize(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise (..., h, w) over its two spatial axes (= F.normalize over the h*w pixels).
 
-        The sum of squares is taken over w, then h: ONNX Runtime's single ReduceSum over h*w
-        accumulates in FP32 and was measured 1e-6 (256x256) to 2e-5 (720x1280) relative off a
-        float64 sum; the two short sums stay at ~1e-7 at every size.
+        The sum of squares uses :func:`deploy_kit.tlc.spatial_sum` (two MatMuls): ONNX Runtime's
+        single ReduceSum over h*w accumulates in FP32 and was measured 1e-6 (256x256) to 2e-5
+        (720x1280) relative off a float64 sum; the GEMM form stays at ~1e-7 at every size.
         """
-        ssq = (x * x).sum(-1, keepdim=True).sum(-2, keepdim=True)
+        ssq = spatial_sum(x * x)
         return x / torch.sqrt(ssq).clamp_min(self.eps)
 
 

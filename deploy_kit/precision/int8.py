@@ -527,8 +527,19 @@ def quantize_int8(src: str, dst: str, calib: CalibrationSet, opts: Int8Options, 
     ranges = load_ranges(cache_file)
     islands = _pattern_outputs(model, opts.fp32_patterns)
     legacy = legacy_cache_path(src)
-    write_legacy_calibration_cache({k: v for k, v in ranges.items() if k not in islands}, legacy,
-                                   trt_version=opts.legacy_trt_version)
+    # scales for the weighted layers' activation input and output (Conv/MatMul/Gemm with a
+    # constant weight, islands excepted: a spatial mean written as MatMul is no INT8 layer);
+    # never for FP32-island tensors
+    inits = {i.name for i in model.graph.initializer}
+    island_re = re.compile("|".join(opts.fp32_patterns)) if opts.fp32_patterns else None
+    layer_io = {
+        t
+        for n in model.graph.node
+        if _weighted(n, inits, opts.op_types) and not (island_re and island_re.search(n.name))
+        for t in (n.input[0], n.output[0])
+    }
+    write_legacy_calibration_cache({k: v for k, v in ranges.items() if k in layer_io and k not in islands},
+                                   legacy, trt_version=opts.legacy_trt_version)
     return {
         "quantized_nodes": len(layers),
         "excluded": excluded,

@@ -186,7 +186,7 @@ def test_legacy_cache_format(tiny):
     assert int8.legacy_cache_path("/o/nafnet-x-64x64.fp32.onnx") == "/o/nafnet-x-64x64.int8.calib"
     lines = open(path).read().splitlines()
     assert lines[0] == "TRT-100300-EntropyCalibration2"
-    assert all(re.fullmatch(r"[^:]+: [0-9a-f]{8}", ln) for ln in lines[1:]) and len(lines) > 50
+    assert all(re.fullmatch(r"[^:]+: [0-9a-f]{8}", ln) for ln in lines[1:]) and len(lines) > 40
     header, amax = int8.read_legacy_calibration_cache(path)
     ranges = int8.load_ranges(tiny["report"]["cache_file"])
     q = onnx.load(tiny["src"])
@@ -194,7 +194,7 @@ def test_legacy_cache_format(tiny):
     island = re.compile("|".join(tiny["islands"]))
     island_outputs = {o for n in q.graph.node if island.search(n.name) for o in n.output}
     # scales for the layers the Q/DQ graph quantizes (conv inputs/outputs), none for FP32 islands
-    assert set(amax) == set(ranges) - island_outputs and set(amax) <= conv_io
+    assert set(amax) == (set(ranges) & conv_io) - island_outputs and set(amax) <= conv_io
     assert island_outputs & set(ranges) and len(amax) > 30
     for name, v in amax.items():
         assert v == pytest.approx(ranges[name], rel=1e-6)

@@ -385,7 +385,8 @@ def test_fp32_islands_cover_overflow_sites_and_fp16_parity(tlc_onnx):
     for n in names:  # every reduction/softmax is an overflow site and must be pinned
         if by_op[n] in ("ReduceSum", "ReduceMean", "Softmax"):
             assert n in blocked, n
-    assert not any(by_op[n] in ("Conv", "MatMul") for n in blocked)
+    # the heavy layers stay FP16; the only pinned MatMuls are the L2 norm's spatial sums
+    assert not any(by_op[n] == "Conv" or (by_op[n] == "MatMul" and "_norm/" not in n) for n in blocked)
     fp16 = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=blocked)
     out = ort.InferenceSession(fp16.SerializeToString(), providers=["CPUExecutionProvider"]).run(
         None, {"input": image().numpy()})[0]
