@@ -13,23 +13,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
 
 import numpy as np
 
+from _common import median_time, ort_session  # noqa: E402 (benchmarks/ is on sys.path)
 
-def median_time(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+
 
 
 def export_simplified(variant: str, h: int, w: int, tlc: bool, out_dir: str) -> tuple[str, float, float]:
@@ -55,14 +47,6 @@ def export_simplified(variant: str, h: int, w: int, tlc: bool, out_dir: str) -> 
     return dst, t_export, time.perf_counter() - t
 
 
-def ort_session(path: str, threads: int):
-    import onnxruntime as ort
-
-    o = ort.SessionOptions()
-    o.intra_op_num_threads = threads
-    o.inter_op_num_threads = 1
-    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
 
 
 def main() -> None:

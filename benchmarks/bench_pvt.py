@@ -18,22 +18,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
 
 import numpy as np
 
+from _common import median_time  # noqa: E402 (benchmarks/ is on sys.path)
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -22,11 +22,12 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from _common import median_time, ort_session  # noqa: E402 (benchmarks/ is on sys.path)
 
 # reduced variant for --quick: width and depth cut, topology/heads/FFN factor/LN as official.
 # Attention-core and conv costs both scale ~ width^2, so the TLC/global ratio is roughly kept.
@@ -71,25 +72,8 @@ def export(module, example, path: str) -> str:
     return "torch.onnx.export"
 
 
-def median_time(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
-def ort_session(path: str, threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
 # ---------------------------------------------------------------------------------------

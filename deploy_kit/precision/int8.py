@@ -581,12 +581,8 @@ def _fp16_remainder(path: str, int8_layers: Sequence[str], opts: Int8Options) ->
     Q/DQ nodes and the INT8 layers they feed stay FP32 so that TensorRT still fuses
     DequantizeLinear → Conv into an INT8 kernel (a Cast in between would break the fusion).
     """
-    try:
-        from .fp16 import convert_fp16
-    except ImportError as exc:
-        raise UsageError(
-            "remainder fp16 needs deploy_kit.precision.fp16, which this build lacks; use remainder fp32"
-        ) from exc
+    from .fp16 import convert_fp16
+
     keep = list(opts.fp32_patterns) + [r"_(Quantize|Dequantize)Linear(_\d+)?$"]
     keep += [f"^{re.escape(n)}$" for n in int8_layers]
     convert_fp16(path, path, keep)  # it reads the whole graph first, then writes atomically

@@ -62,7 +62,7 @@ def test_int8_demo_checkpoint_quality_gates_and_engine(cli, tmp_path):
     int8 = [c for c in rep["checks"] if c["precision"] == "int8" and c["backend"] == "onnxruntime"][0]
     gates = {g["what"]: g for g in int8["gates"]}
     assert gates["output PSNR dB"]["value"] >= 35 and gates["restoration PSNR drop dB"]["ok"]
-    q = ops = {n.op_type for n in onnx.load(str(out / f"{stem}.int8.onnx")).graph.node}
+    ops = {n.op_type for n in onnx.load(str(out / f"{stem}.int8.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert (out / f"{stem}.int8.rtx1.plan").is_file() and (out / f"{stem}.int8.calib").is_file()
     quality = json.loads((out / f"{stem}.int8.quality.json").read_text())

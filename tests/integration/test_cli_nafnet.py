@@ -57,7 +57,6 @@ def test_official_params_checkpoint_gives_same_outputs_and_variant(cli, tmp_path
     from deploy_kit.models import get_adapter
     from deploy_kit.models.checkpoint import load_model
     from deploy_kit.parity import run_onnxruntime
-    from deploy_kit.specs import ExportRequest
 
     adapter = get_adapter("nafnet")
     model = load_model(adapter, "tiny-notlc", None, seed=7).model

@@ -1,7 +1,6 @@
 import math
 
 import numpy as np
-import pytest
 
 from deploy_kit.parity import ParityReport, evaluate, metrics, skipped, write_heatmap
 from deploy_kit.specs import Tolerance
