@@ -66,6 +66,48 @@ def isolate_consumed_outputs(model) -> int:
     return fixed
 
 
+def restore_fp32_constants(before, after) -> int:
+    """Feed FP32 islands their original FP32 constants instead of an FP16 round trip.
+
+    onnxconverter-common converts *every* constant to FP16 — clamping anything above
+    ``max_finite_val`` (1e4) — and casts it back for blocked nodes. NAFNet's global SCA mean
+    divides by h*w = 65 536 at 256 x 256, which became 1e4 (FP16 parity 12.6 dB). A Cast to FP32
+    of a converted constant is therefore replaced by a Constant holding the exact original.
+
+    Returns:
+        How many constants were restored.
+    """
+    import copy
+
+    from onnx import TensorProto, helper
+
+    original = {i.name: i for i in before.graph.initializer if i.data_type == TensorProto.FLOAT}
+    for n in before.graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value" and n.attribute[0].t.data_type == TensorProto.FLOAT:
+            original[n.output[0]] = n.attribute[0].t
+    restored = 0
+    for idx, n in enumerate(after.graph.node):
+        to = next((a.i for a in n.attribute if a.name == "to"), None)
+        if n.op_type == "Cast" and to == TensorProto.FLOAT and n.input[0] in original:
+            value = copy.deepcopy(original[n.input[0]])
+            value.name = ""
+            after.graph.node[idx].CopyFrom(helper.make_node("Constant", [], list(n.output), name=f"{n.name}__fp32", value=value))
+            restored += 1
+    _drop_dead(after)
+    return restored
+
+
+def _drop_dead(model) -> None:
+    """Remove Constant nodes and initializers nothing reads any more."""
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    keep = [n for n in model.graph.node if not (n.op_type == "Constant" and n.output[0] not in used)]
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    inits = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(inits)
+
+
 def convert_fp16(src: str, dst: str, fp32_patterns: list[str]) -> FP16Report:
     """Write an FP16 copy of ``src`` with FP32 graph I/O and FP32 islands.
 
@@ -85,6 +127,8 @@ def convert_fp16(src: str, dst: str, fp32_patterns: list[str]) -> FP16Report:
 
     model = onnx.load(src)
     isolate_consumed_outputs(model)
+    before = onnx.ModelProto()
+    before.CopyFrom(model)  # the converter edits its input in place
     block = select_nodes(model, fp32_patterns)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # it warns for every clamped initializer value
@@ -95,6 +139,7 @@ def convert_fp16(src: str, dst: str, fp32_patterns: list[str]) -> FP16Report:
             # keep only what the converter's default block list needs beyond ours
             op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST),
         )
+    restore_fp32_constants(before, out)
     names = [n.name for n in out.graph.node if n.name]
     if len(names) != len(set(names)):
         raise RuntimeError("FP16 conversion produced duplicate node names")

@@ -1,4 +1,5 @@
 import numpy as np
+import onnx.numpy_helper
 import onnx
 import torch
 
@@ -53,3 +54,25 @@ def test_graph_output_that_feeds_another_node_converts_to_valid_graph(tmp_path):
     out = run_onnxruntime(dst, [x.numpy()])[0]  # raised "bound to different types" before the guard
     for r, o in zip(ref, out):
         assert o.dtype == np.float32 and metrics("f", r, o, "features").cosine > 0.9999
+
+
+def test_island_constants_stay_exact_fp32(tmp_path):
+    """NAFNet's global SCA mean divides by h*w; at 128x128 that is 16 384 > the converter's clamp
+    (1e4). The island must see the exact FP32 constant (this case measured 12.6 dB before)."""
+    req = ExportRequest("nafnet", "tiny-notlc", 128, 128, precision="fp16")
+    model = load_model(ADAPTER, "tiny-notlc", None).model
+    src, dst = str(tmp_path / "m.onnx"), str(tmp_path / "m16.onnx")
+    x = torch.rand(1, 3, 128, 128)
+    export_onnx(ADAPTER.wrap(model, req, static=True), x, src, input_names=["input"], output_names=["output"], metadata={})
+    from deploy_kit.simplify import simplify
+
+    simplify(src, str(tmp_path / "s.onnx"))  # onnxsim turns the constants into Constant nodes
+    convert_fp16(str(tmp_path / "s.onnx"), dst, ADAPTER.fp32_islands(req))
+    g = onnx.load(dst).graph
+    consts = {n.output[0]: n for n in g.node if n.op_type == "Constant"}
+    div = next(n for n in g.node if n.op_type == "Div" and "/sca.0/" in n.name)
+    divisor = onnx.numpy_helper.to_array(consts[div.input[1]].attribute[0].t)
+    assert divisor.dtype == np.float32 and float(divisor) == 128 * 128
+    ref = run_onnxruntime(src, [x.numpy()])[0][0]
+    out = run_onnxruntime(dst, [x.numpy()])[0][0]
+    assert metrics("output", ref, out, "image").psnr > 50
