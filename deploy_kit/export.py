@@ -141,3 +141,20 @@ def read_metadata(path: str) -> dict[str, Any]:
         except ValueError:
             out[p.key] = p.value
     return out
+
+
+def update_metadata(path: str, updates: Mapping[str, Any]) -> None:
+    """Set ``metadata_props`` entries of an existing ONNX file (rewritten atomically)."""
+    import json
+
+    import onnx
+
+    model = onnx.load(path)
+    keep = [p for p in model.metadata_props if p.key not in updates]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for k, v in updates.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = str(k), v if isinstance(v, str) else json.dumps(v)
+    with atomic_target(path) as tmp_path:
+        onnx.save(model, tmp_path)

@@ -104,7 +104,7 @@ def run_export(
 
     from . import parity
     from .engine import get_backend
-    from .export import export_onnx
+    from .export import export_onnx, update_metadata
     from .models import get_adapter, get_spec
     from .models.checkpoint import load_model
     from .simplify import simplify
@@ -207,6 +207,7 @@ def run_export(
             t0 = stage(f"precision {req.precision}")
             cand_path = f"{stem}.{req.precision}.onnx"
             detail = _make_precision(req, adapter, fp32_path, cand_path, int8, res)
+            update_metadata(cand_path, {"precision": req.precision})  # verify gates by this
             res.artifacts.append((f"{req.precision.upper()} ONNX", cand_path))
             finish(f"precision {req.precision}", t0, detail)
             t0 = stage(f"parity {req.precision} (onnxruntime)")

@@ -36,6 +36,11 @@ def test_export_fp16_end_to_end(cli, tmp_path):
     assert manifest["backend"]["name"] == "tensorrt-rtx" and manifest["input_shape"] == [1, 3, 72, 100]
     assert "parity: all gates passed" in r.stdout and "random weights" in r.stdout
     assert not [f for f in os.listdir(out) if f.startswith(".")]  # no temp/work files left
+    v = cli("verify", out / (stem.name + ".fp16.onnx"))  # gated as FP16, from its own metadata
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert "fp16" in v.stdout and "PSNR dB" not in v.stderr
+    v = cli("verify", out / (stem.name + ".fp16.rtx1.plan"))  # engines need a GPU: skipped, not passed
+    assert v.returncode == 0 and ("skipped" in v.stdout or "pass" in v.stdout)
 
 
 def test_export_no_tlc_and_verify(cli, tmp_path):
