@@ -105,7 +105,7 @@ class ParityReport:
             for m in c.outputs:
                 psnr = m.psnr if m.psnr is not None else m.psnr_norm
                 top1 = f" top1 {m.top1_agreement:.0%}" if m.top1_agreement is not None else ""
-                rows.append((c.backend, c.precision, m.name, _fmt(m.max_abs), _fmt(m.mean_abs), _fmt(psnr, 2), _fmt(m.cosine, 6), c.status + top1))
+                rows.append((c.backend, c.precision, m.name, _fmt(m.max_abs), _fmt(m.mean_abs), _fmt(psnr, 2), _fmt(m.cosine, 7), c.status + top1))
         widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head) - 1)]
         lines = ["  ".join(str(v).ljust(w) for v, w in zip(r[:-1], widths)) + "  " + str(r[-1]) for r in [head] + rows]
         return "\n".join(lines)
