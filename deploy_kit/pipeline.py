@@ -186,6 +186,8 @@ def run_export(
             metadata={**metadata, "precision": "fp32"},
         )
         finish("export ONNX", t0, f"{info.nodes} nodes, opset 17, largest pool window {info.max_pool_window}")
+        del reference, exportable, loaded
+        _release_memory()  # ONNX Runtime runs next, in its own process, and needs the room
 
         t0 = stage("simplify")
         fp32_path = f"{stem}.fp32.onnx"
@@ -372,6 +374,18 @@ def _close(res: ExportResult, stem: str, report, kind: str, refs, outs, precisio
     else:
         res.next_steps.append(f"build an engine: deploy-kit build {onnx_final} --backend tensorrt-rtx")
     return res
+
+
+def _release_memory() -> None:
+    """Hand freed heap back to the OS (glibc keeps it otherwise); a no-op elsewhere."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _check_line(check) -> str:
