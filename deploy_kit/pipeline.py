@@ -309,7 +309,14 @@ def _quality(req, adapter, fp32_path: str, int8_path: str, s: Int8Settings, chec
     degradation = _degradation(adapter, req, s)
     pairs = eval_pairs(channels=adapter.in_channels(adapter.resolve_variant(req)), height=req.height,
                        width=req.width, count=s.eval_pairs, degradation=degradation)
-    table = quality_table({"fp32": fp32_path, "int8": int8_path}, pairs, input_name=adapter.input_names(req)[0])
+    from .precision.fp16 import convert_fp16
+
+    with tempfile.TemporaryDirectory(prefix=".dk-quality-", dir=os.path.dirname(int8_path) or ".") as tmp:
+        # an FP16 row too, so the user sees what each precision costs (not kept as an artifact)
+        fp16_path = os.path.join(tmp, "fp16.onnx")
+        convert_fp16(fp32_path, fp16_path, adapter.fp32_islands(req))
+        table = quality_table({"fp32": fp32_path, "fp16": fp16_path, "int8": int8_path}, pairs,
+                              input_name=adapter.input_names(req)[0])
     res.quality = table
     write_text(f"{stem}.int8.quality.json", json.dumps(_clean({"degradation": degradation, "table": table}), indent=2))
     res.artifacts.append(("quality table", f"{stem}.int8.quality.json"))
