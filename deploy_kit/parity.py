@@ -213,11 +213,11 @@ def skipped(backend: str, precision: str, artifact: str, reason: str) -> Check:
 
 
 def run_onnxruntime(path: str, inputs: Sequence[np.ndarray], input_name: str = "input", threads: int = 0,
-                    isolated: bool = True) -> list[list[np.ndarray]]:
+                    isolated: bool = False) -> list[list[np.ndarray]]:
     """Run an ONNX file on ONNX Runtime's CPU provider for each input.
 
     Args:
-        isolated: run in a fresh process (numpy + onnxruntime only), so ONNX Runtime's peak memory
+        isolated: run in a fresh (spawned) process with numpy + onnxruntime only, so ONNX Runtime's peak memory
             does not stack on top of what PyTorch already holds in this one: Restormer-Local at
             720x1280 peaks at ~18 GB in ONNX Runtime alone, and the export process OOM'd on 24 GB.
     """

@@ -197,7 +197,7 @@ def run_export(
         if stop_after == "onnx" or stop_after == "simplified":
             res.notes.append(f"stopped after '{stop_after}' as asked")
         t0 = stage("parity fp32 (onnxruntime)")
-        outs = parity.run_onnxruntime(fp32_path, inputs, input_names[0])
+        outs = parity.run_onnxruntime(fp32_path, inputs, input_names[0], isolated=True)
         check = parity.evaluate("onnxruntime", "fp32", fp32_path, output_names, refs, outs, kind, tol)
         report.checks.append(check)
         finish("parity fp32 (onnxruntime)", t0, _check_line(check))
@@ -213,7 +213,7 @@ def run_export(
             res.artifacts.append((f"{req.precision.upper()} ONNX", cand_path))
             finish(f"precision {req.precision}", t0, detail)
             t0 = stage(f"parity {req.precision} (onnxruntime)")
-            cand_outs = parity.run_onnxruntime(cand_path, inputs, input_names[0])
+            cand_outs = parity.run_onnxruntime(cand_path, inputs, input_names[0], isolated=True)
             check = parity.evaluate("onnxruntime", req.precision, cand_path, output_names, refs, cand_outs, kind, tol)
             report.checks.append(check)
             finish(f"parity {req.precision} (onnxruntime)", t0, _check_line(check))

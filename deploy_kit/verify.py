@@ -93,6 +93,6 @@ def verify_artifact(path: str, samples: int = 2):
             sess.close()
         report.checks.append(parity.evaluate(eng.name, precision, path, names, refs, outs, kind, spec.tolerance))
         return report
-    outs = parity.run_onnxruntime(path, inputs, adapter.input_names(req)[0])
+    outs = parity.run_onnxruntime(path, inputs, adapter.input_names(req)[0], isolated=True)
     report.checks.append(parity.evaluate("onnxruntime", precision, path, names, refs, outs, kind, spec.tolerance))
     return report
