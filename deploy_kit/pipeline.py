@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from . import __version__
@@ -133,7 +133,7 @@ def run_export(
     t0 = stage("load model")
     loaded = load_model(adapter, None if req.variant == "custom" else req.variant, req.weights, req.seed)
     if req.variant != loaded.variant.name or loaded.variant.name == "custom":
-        req = _replace(req, variant=loaded.variant.name, hparams=loaded.variant.hparams if loaded.variant.name == "custom" else ())
+        req = replace(req, variant=loaded.variant.name, hparams=loaded.variant.hparams if loaded.variant.name == "custom" else ())
         res.request = req
     res.notes.append(loaded.note)
     finish("load model", t0, f"{spec.name} {loaded.variant.name}, {loaded.note}")
@@ -145,10 +145,8 @@ def run_export(
 
     t0 = stage("reference")
     inputs = adapter.sample_inputs(req, count=samples)
-    reference = adapter.wrap(loaded.model, req, static=False)
+    refs = reference_outputs(adapter, loaded.model, req, inputs)
     exportable = adapter.wrap(loaded.model, req, static=True)
-    with torch.no_grad():
-        refs = [[o.numpy() for o in _as_list(reference(torch.from_numpy(x)))] for x in inputs]
     ref_desc = f"PyTorch {torch.__version__} FP32 eager{adapter.reference_label(req)}"
     finish("reference", t0, f"{len(inputs)} sample images, {ref_desc}")
 
@@ -186,7 +184,7 @@ def run_export(
             metadata={**metadata, "precision": "fp32"},
         )
         finish("export ONNX", t0, f"{info.nodes} nodes, opset 17, largest pool window {info.max_pool_window}")
-        del reference, exportable, loaded
+        del exportable, loaded
         _release_memory()  # ONNX Runtime runs next, in its own process, and needs the room
 
         t0 = stage("simplify")
@@ -241,13 +239,7 @@ def run_export(
         ok, why = engine_backend.can_run()
         if ok:
             t0 = stage(f"parity {req.precision} ({engine_backend.name})")
-            from .runtime import EngineSession
-
-            sess = EngineSession(plan, engine_backend.name)
-            try:
-                eng_outs = [[sess.run({input_names[0]: x})[n] for n in output_names] for x in inputs]
-            finally:
-                sess.close()
+            eng_outs = run_engine(plan, engine_backend.name, inputs, input_names[0], output_names)
             check = parity.evaluate(engine_backend.name, req.precision, plan, output_names, refs, eng_outs, kind, tol)
             report.checks.append(check)
             finish(f"parity {req.precision} ({engine_backend.name})", t0, _check_line(check))
@@ -258,6 +250,26 @@ def run_export(
         return _close(res, stem, report, kind, refs, cand_outs, req.precision, plan=plan)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def reference_outputs(adapter, model, req: ExportRequest, inputs) -> list[list]:
+    """Outputs of the eager PyTorch FP32 reference (TLC as upstream computes it) per input."""
+    import torch
+
+    reference = adapter.wrap(model, req, static=False)
+    with torch.no_grad():
+        return [[o.numpy() for o in _as_list(reference(torch.from_numpy(x)))] for x in inputs]
+
+
+def run_engine(plan: str, backend: str, inputs, input_name: str, output_names) -> list[list]:
+    """Outputs of a built engine per input (needs a GPU runtime; callers check can_run first)."""
+    from .runtime import EngineSession
+
+    sess = EngineSession(plan, backend)
+    try:
+        return [[sess.run({input_name: x})[n] for n in output_names] for x in inputs]
+    finally:
+        sess.close()
 
 
 def _make_precision(req, adapter, fp32_path: str, dst: str, int8: Int8Settings | None, res: ExportResult) -> str:
@@ -404,7 +416,3 @@ def _as_list(out) -> list:
     return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
-def _replace(req: ExportRequest, **kw) -> ExportRequest:
-    from dataclasses import replace
-
-    return replace(req, **kw)

@@ -45,7 +45,7 @@ def verify_artifact(path: str, samples: int = 2):
     from .export import read_metadata
     from .models import get_adapter, get_spec
     from .models.checkpoint import load_model
-    from .pipeline import _as_list, file_sha256
+    from .pipeline import file_sha256, reference_outputs, run_engine
 
     is_plan = path.endswith(".plan")
     if is_plan:
@@ -70,9 +70,7 @@ def verify_artifact(path: str, samples: int = 2):
     variant_arg = None if req.variant == "custom" else req.variant
     loaded = load_model(adapter, variant_arg, req.weights, req.seed)
     inputs = adapter.sample_inputs(req, count=samples)
-    reference = adapter.wrap(loaded.model, req, static=False)
-    with torch.no_grad():
-        refs = [[o.numpy() for o in _as_list(reference(torch.from_numpy(x)))] for x in inputs]
+    refs = reference_outputs(adapter, loaded.model, req, inputs)
     report = parity.ParityReport(req.model, req.variant, list(inputs[0].shape), meta.get("tlc"),
                                  f"PyTorch {torch.__version__} FP32 eager{adapter.reference_label(req)}", [f"sample image {i}" for i in range(len(inputs))])
     names, kind = adapter.output_names(req), adapter.output_kind(req)
@@ -84,13 +82,7 @@ def verify_artifact(path: str, samples: int = 2):
         if not ok:
             report.checks.append(parity.skipped(eng.name, precision, path, why))
             return report
-        from .runtime import EngineSession
-
-        sess = EngineSession(path, eng.name)
-        try:
-            outs = [[sess.run({"input": x})[n] for n in names] for x in inputs]
-        finally:
-            sess.close()
+        outs = run_engine(path, eng.name, inputs, adapter.input_names(req)[0], names)
         report.checks.append(parity.evaluate(eng.name, precision, path, names, refs, outs, kind, spec.tolerance))
         return report
     outs = parity.run_onnxruntime(path, inputs, adapter.input_names(req)[0], isolated=True)
