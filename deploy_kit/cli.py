@@ -52,8 +52,8 @@ def list_models(show_all: bool) -> None:
             if v.tiny and not show_all:
                 continue
             mark = "*" if v.name == spec.default_variant else " "
-            tlc = " [TLC on]" if v.tlc_default and spec.supports_tlc else ""
-            click.echo(f"  {mark} {v.name:<26} {v.summary}{tlc}")
+            tags = [t for t in ("TLC on" if v.tlc_default and spec.supports_tlc else "", v.get_extra("degradation") or "") if t]
+            click.echo(f"  {mark} {v.name:<26} {v.summary}{' [' + ', '.join(tags) + ']' if tags else ''}")
         for key, values in spec.options:
             click.echo(f"    --{key}: {' | '.join(values)} (default {values[0]})")
 
@@ -72,14 +72,14 @@ def list_models(show_all: bool) -> None:
 @click.option("--calib-count", type=int, default=32, show_default=True, help="Number of calibration crops.")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True)
 @click.option("--int8-remainder", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True, help="Precision of the non-quantized remainder of an INT8 graph.")
-@click.option("--degradation", help="Degradation applied to calibration images, e.g. 'noise:25', 'blur:9' (default: from the variant).")
+@click.option("--degradation", help="How parity, calibration and quality images are degraded before they enter the model, as in deployment: 'noise:25', 'blur:9', 'blur:9+noise:5', or 'none' for clean photos (default: the variant's task, see list-models).")
 @click.option("--head", type=click.Choice(["cls", "features"]), help="PVT output: class logits or the four stage feature maps (default cls).")
 @click.option("--backend", type=click.Choice(["auto", "tensorrt-rtx", "tensorrt", "none"]), default="auto", show_default=True, help="Engine backend; auto = tensorrt-rtx if installed, else tensorrt, else none.")
 @click.option("--compute-capability", "compute_capabilities", multiple=True, help="TensorRT-RTX target (sm75, sm80, sm86, sm89, sm120); repeatable.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="TensorRT timing cache file (tensorrt backend; RTX uses a runtime cache instead).")
 @click.option("--stop-after", type=click.Choice(["onnx", "simplified", "precision", "engine"]), help="Stop the chain after this stage.")
 @click.option("--samples", type=int, default=2, show_default=True, help="Sample images used for parity.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for random weights and calibration crops.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for random weights, input degradation noise and calibration crops.")
 @click.option("--out", "out_dir", default=DEFAULT_OUT, show_default=True, type=click.Path(file_okay=False), help="Output directory.")
 def export(model, variant, weights, height, width, tlc, train_size, fp16, int8, calib, calib_count, calib_method,
            int8_remainder, degradation, head, backend, compute_capabilities, timing_cache, stop_after, samples, seed, out_dir) -> None:
@@ -98,8 +98,12 @@ def export(model, variant, weights, height, width, tlc, train_size, fp16, int8, 
     if fp16 and int8:
         raise UsageError("--fp16 and --int8 are mutually exclusive; pick one")
     precision = "fp16" if fp16 else "int8" if int8 else "fp32"
-    if not int8 and (calib or degradation):
-        raise UsageError("--calib/--degradation only apply with --int8")
+    if not int8 and calib:
+        raise UsageError("--calib only applies with --int8")
+    if degradation is not None:
+        from .precision.calibration import parse_degradation
+
+        parse_degradation(degradation)  # a bad spec stops here, with one line
     if calib_count < 1:
         raise UsageError(f"--calib-count must be at least 1; got {calib_count}")
     if samples < 1:
@@ -137,12 +141,12 @@ def export(model, variant, weights, height, width, tlc, train_size, fp16, int8, 
     tlc_default = next((v.tlc_default for v in spec.variants if v.name == vname), False)
     use_tlc = spec.supports_tlc and (tlc if tlc is not None else tlc_default)
     tlc_cfg = TLCConfig.from_train_size(train_size or 256) if use_tlc else None
-    req = ExportRequest(model, vname, h, w, precision, tlc_cfg, weights, tuple(options), seed)
+    req = ExportRequest(model, vname, h, w, precision, tlc_cfg, weights, tuple(options), seed, degradation=degradation)
     validate_request(req)
     chosen_backend = _resolve_backend(backend)
     build_options = {"compute_capabilities": compute_capabilities, "timing_cache": timing_cache}
     _run_and_summarise(req, out_dir, chosen_backend, stop_after, samples,
-                       Int8Settings(calib, calib_count, calib_method, int8_remainder, degradation), build_options)
+                       Int8Settings(calib, calib_count, calib_method, int8_remainder), build_options)
 
 
 def _resolve_backend(name: str) -> str | None:

@@ -30,7 +30,6 @@ class Int8Settings:
     count: int = 32
     method: str = "minmax"
     remainder: str = "fp32"
-    degradation: str | None = None
     eval_pairs: int = 4  # held-out (degraded, clean) pairs for the quality table
 
 
@@ -148,7 +147,8 @@ def run_export(
     refs = reference_outputs(adapter, loaded.model, req, inputs)
     exportable = adapter.wrap(loaded.model, req, static=True)
     ref_desc = f"PyTorch {torch.__version__} FP32 eager{adapter.reference_label(req)}"
-    finish("reference", t0, f"{len(inputs)} sample images, {ref_desc}")
+    degradation = adapter.input_degradation(req)
+    finish("reference", t0, f"{len(inputs)} sample images{f' + {degradation}' if degradation else ''}, {ref_desc}")
 
     metadata = {
         "deploy_kit_version": __version__,
@@ -160,7 +160,8 @@ def run_export(
         "options": dict(req.options),
         "weights": os.path.abspath(req.weights) if req.weights else None,
         "weights_sha256": file_sha256(req.weights) if req.weights else None,
-        "seed": None if req.weights else req.seed,
+        "seed": req.seed,
+        "degradation": degradation or "none",
     }
     report = parity.ParityReport(
         model=req.model,
@@ -168,7 +169,7 @@ def run_export(
         input_shape=list(inputs[0].shape),
         tlc=metadata["tlc"],
         reference=ref_desc,
-        inputs=[f"sample image {i}" for i in range(len(inputs))],
+        inputs=input_labels(len(inputs), degradation, req.seed),
     )
     res.report = report
     work = tempfile.mkdtemp(prefix=".dk-work-", dir=out_dir)
@@ -199,6 +200,8 @@ def run_export(
         check = parity.evaluate("onnxruntime", "fp32", fp32_path, output_names, refs, outs, kind, tol)
         report.checks.append(check)
         finish("parity fp32 (onnxruntime)", t0, _check_line(check))
+        if check.status == "fail":
+            res.notes.append(_fp32_failure_diagnosis(adapter, req, inputs, refs, outs))
         if stop_after in ("onnx", "simplified"):
             return _close(res, stem, report, kind, refs, outs, "fp32")
 
@@ -252,6 +255,12 @@ def run_export(
         shutil.rmtree(work, ignore_errors=True)
 
 
+def input_labels(count: int, degradation: str | None, seed: int) -> list[str]:
+    """How each parity input was made (printed in reports)."""
+    how = f" + {degradation} (seed {seed})" if degradation else " (clean)"
+    return [f"sample image {i}{how}" for i in range(count)]
+
+
 def reference_outputs(adapter, model, req: ExportRequest, inputs) -> list[list]:
     """Outputs of the eager PyTorch FP32 reference (TLC as upstream computes it) per input."""
     import torch
@@ -259,6 +268,43 @@ def reference_outputs(adapter, model, req: ExportRequest, inputs) -> list[list]:
     reference = adapter.wrap(model, req, static=False)
     with torch.no_grad():
         return [[o.numpy() for o in _as_list(reference(torch.from_numpy(x)))] for x in inputs]
+
+
+CONDITIONING_MAX_PIXELS = 512 * 512  # a float64 forward pass needs about twice the FP32 memory
+
+
+def _fp32_failure_diagnosis(adapter, req: ExportRequest, inputs, refs, outs) -> str:
+    """Tell an export error from an input the model itself cannot compute stably in FP32.
+
+    Re-runs the worst sample through the PyTorch model in float64: if the FP32 reference is
+    itself as far from that as ONNX Runtime is, FP32 rounding (amplified by the model at this
+    input) explains the failure. Seen on BiasFree Restormer: no bias anywhere, so an exactly
+    black region stays tiny and the LayerNorm's 1/sqrt(eps) blows its rounding up block by block.
+    """
+    import numpy as np
+    import torch
+
+    from .models.checkpoint import load_model
+
+    errors = [max(float(np.max(np.abs(np.asarray(o, np.float64) - r))) for o, r in zip(out, ref)) for out, ref in zip(outs, refs)]
+    i = int(np.argmax(errors))
+    if req.height * req.width > CONDITIONING_MAX_PIXELS:
+        return (f"fp32 failure not diagnosed: the float64 re-run that tells export errors from ill-conditioned "
+                f"inputs is limited to {CONDITIONING_MAX_PIXELS} pixels; re-export at 512x512 or smaller to run it")
+    loaded = load_model(adapter, None if req.variant == "custom" else req.variant, req.weights, req.seed)
+    model64 = adapter.wrap(loaded.model, req, static=False).double()
+    del loaded
+    with torch.no_grad():
+        ref64 = [o.numpy() for o in _as_list(model64(torch.from_numpy(inputs[i]).double()))]
+    del model64
+    ref_err = max(float(np.max(np.abs(r - t))) for r, t in zip(refs[i], ref64))
+    ort_err = max(float(np.max(np.abs(np.asarray(o, np.float64) - t))) for o, t in zip(outs[i], ref64))
+    head = (f"fp32 diagnosis, sample {i}: PyTorch FP32 is {ref_err:.2e} from a float64 run of the same model, "
+            f"ONNX Runtime {ort_err:.2e}")
+    if ref_err >= 0.5 * errors[i]:
+        return (head + ": the input is ill-conditioned for this model (FP32 rounding decides the output, not the "
+                "export); check with the inputs it sees in deployment (--degradation) or trained --weights")
+    return head + ": the reference is stable, so the export computes something else; report it with --debug output"
 
 
 def run_engine(plan: str, backend: str, inputs, input_name: str, output_names) -> list[list]:
@@ -284,7 +330,7 @@ def _make_precision(req, adapter, fp32_path: str, dst: str, int8: Int8Settings |
 
     s = int8 or Int8Settings()
     variant = adapter.resolve_variant(req)
-    degradation = _degradation(adapter, req, s)
+    degradation = adapter.input_degradation(req)
     cal = load_calibration_set(
         s.calib,
         channels=adapter.in_channels(variant),
@@ -306,11 +352,6 @@ def _make_precision(req, adapter, fp32_path: str, dst: str, int8: Int8Settings |
     return f"{rep.get('quantized_nodes', '?')} nodes quantized ({s.method}), {len(excluded)} excluded, statistics cache {rep.get('cache', '?')}"
 
 
-def _degradation(adapter, req, s: Int8Settings) -> str | None:
-    """--degradation if given, else the variant's default (what the model sees in deployment)."""
-    return s.degradation if s.degradation is not None else adapter.resolve_variant(req).get_extra("degradation")
-
-
 def _quality(req, adapter, fp32_path: str, int8_path: str, s: Int8Settings, check, res: ExportResult, stem: str) -> str:
     """FP32 vs INT8 on held-out degraded/clean pairs; gates the restoration drop for trained weights."""
     from .fsutil import write_text
@@ -318,7 +359,7 @@ def _quality(req, adapter, fp32_path: str, int8_path: str, s: Int8Settings, chec
     from .precision.calibration import eval_pairs
     from .precision.quality import format_quality_table, quality_table
 
-    degradation = _degradation(adapter, req, s)
+    degradation = adapter.input_degradation(req)
     pairs = eval_pairs(channels=adapter.in_channels(adapter.resolve_variant(req)), height=req.height,
                        width=req.width, count=s.eval_pairs, degradation=degradation)
     from .precision.fp16 import convert_fp16

@@ -163,6 +163,7 @@ class ExportRequest:
     options: tuple[tuple[str, str], ...] = ()
     seed: int = 0
     hparams: tuple[tuple[str, Any], ...] = ()  # only for variant "custom" (read from a checkpoint)
+    degradation: str | None = None  # model inputs (parity, calibration): None = the variant's, "none" = clean
 
     def option(self, key: str, default: str | None = None) -> str | None:
         return dict(self.options).get(key, default)

@@ -25,6 +25,8 @@ def request_from_metadata(meta: dict, precision: str) -> ExportRequest:
             options=tuple(sorted((meta.get("options") or {}).items())),
             seed=int(meta.get("seed") or 0),
             hparams=tuple(sorted((k, _freeze(v)) for k, v in (meta.get("hparams") or {}).items())) if meta["variant"] == "custom" else (),
+            # artifacts from before inputs were degraded were checked on clean photos
+            degradation=meta.get("degradation", "none"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(f"the artifact has no deploy-kit metadata ({exc}); verify only reads deploy-kit exports") from exc
@@ -45,7 +47,7 @@ def verify_artifact(path: str, samples: int = 2):
     from .export import read_metadata
     from .models import get_adapter, get_spec
     from .models.checkpoint import load_model
-    from .pipeline import file_sha256, reference_outputs, run_engine
+    from .pipeline import file_sha256, input_labels, reference_outputs, run_engine
 
     is_plan = path.endswith(".plan")
     if is_plan:
@@ -72,7 +74,8 @@ def verify_artifact(path: str, samples: int = 2):
     inputs = adapter.sample_inputs(req, count=samples)
     refs = reference_outputs(adapter, loaded.model, req, inputs)
     report = parity.ParityReport(req.model, req.variant, list(inputs[0].shape), meta.get("tlc"),
-                                 f"PyTorch {torch.__version__} FP32 eager{adapter.reference_label(req)}", [f"sample image {i}" for i in range(len(inputs))])
+                                 f"PyTorch {torch.__version__} FP32 eager{adapter.reference_label(req)}",
+                                 input_labels(len(inputs), adapter.input_degradation(req), req.seed))
     names, kind = adapter.output_names(req), adapter.output_kind(req)
     if is_plan:
         from .engine import get_backend

@@ -72,13 +72,23 @@ def fit(img: np.ndarray, height: int, width: int) -> np.ndarray:
     return img[top : top + height, left : left + width]
 
 
-def sample_images(count: int, channels: int, height: int, width: int) -> list[np.ndarray]:
-    """``count`` real sample images as float32 NCHW arrays of shape (1, channels, height, width)."""
+def sample_images(count: int, channels: int, height: int, width: int, degradation: str | None = None, seed: int = 0) -> list[np.ndarray]:
+    """``count`` real sample images as float32 NCHW arrays of shape (1, channels, height, width).
+
+    Args:
+        degradation: applied to each image as the model sees it in deployment (``noise:25``,
+            ``blur:9``; see :func:`deploy_kit.precision.calibration.degrade`); None = clean photos.
+        seed: the degradation's random stream (image ``i`` uses ``(seed, i)``), so runs repeat exactly.
+    """
     paths = available_samples()
     if not paths:
         raise RuntimeError("scikit-image sample images not found; reinstall scikit-image")
+    if degradation is not None:
+        from ..precision.calibration import degrade
     out = []
     for i in range(count):
         img = fit(load_image(paths[i % len(paths)], channels), height, width)
+        if degradation is not None:
+            img = degrade(img, degradation, np.random.default_rng((seed, i)))
         out.append(np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32))
     return out

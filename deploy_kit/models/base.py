@@ -84,11 +84,18 @@ class ModelAdapter:
         return []
 
     def sample_inputs(self, req: ExportRequest, count: int = 2) -> list[np.ndarray]:
-        """Representative inputs (real sample images, model's channel count) as float32 NCHW."""
+        """Representative inputs as float32 NCHW: real sample photographs with the model's channel
+        count, degraded as the model sees them in deployment (:meth:`input_degradation`)."""
         from ..data.samples import sample_images
 
         ch = self.in_channels(self.resolve_variant(req))
-        return sample_images(count, ch, req.height, req.width)
+        return sample_images(count, ch, req.height, req.width, self.input_degradation(req), req.seed)
+
+    def input_degradation(self, req: ExportRequest) -> str | None:
+        """What parity and calibration images are degraded with: ``req.degradation`` if given,
+        else the variant's task default (``noise:25`` for a denoiser); None means clean photos."""
+        spec = req.degradation if req.degradation is not None else self.resolve_variant(req).get_extra("degradation")
+        return None if spec is None or spec.strip().lower() in ("", "none", "clean") else spec
 
     def resolve_variant(self, req: ExportRequest) -> Variant:
         """The request's variant; a checkpoint's "custom" hyper-parameters travel in ``req.hparams``."""

@@ -551,7 +551,7 @@ class PVTAdapter(ModelAdapter):
         """
         from ..data.samples import sample_images
 
-        return sample_images(count, 3, req.height, req.width)
+        return sample_images(count, 3, req.height, req.width, self.input_degradation(req), req.seed)
 
     def reference_label(self, req: ExportRequest) -> str:
         return " (PVT positional embeddings resized / v2-li pooling done at forward time, as upstream)"

@@ -38,10 +38,11 @@ def _hp(base: dict, *, ch_in: int = 3, ch_out: int = 3, ln: str = "WithBias", du
 
 
 V = Variant.make
-# Variant.extra: what INT8 calibration images are degraded with (``degradation``, parsed by
-# precision/calibration.py) so activation ranges match the task's inputs. Deraining and
-# defocus have no synthetic stand-in there and calibrate on clean crops; real denoising uses
-# Gaussian noise as a stand-in for sensor noise.
+# Variant.extra: what parity, INT8 calibration and quality images are degraded with
+# (``degradation``, parsed by precision/calibration.py) so they match the task's inputs. Deraining
+# and defocus have no synthetic stand-in there and use clean crops; real denoising uses Gaussian
+# noise as a stand-in for sensor noise. The denoisers need it: their BiasFree network is
+# ill-conditioned on exactly black flat regions, which noisy inputs never have (see pipeline.py).
 _GAUSS25 = {"noise_sigma": 25, "degradation": "noise:25"}
 
 RESTORMER = ModelSpec(

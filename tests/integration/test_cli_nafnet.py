@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from deploy_kit._deps import available
+from deploy_kit.export import read_metadata
 
 needs_rtx = pytest.mark.skipif(not available("tensorrt_rtx"), reason="tensorrt-rtx not installed")
 TINY = ["--variant", "tiny", "--height", "72", "--width", "100", "--train-size", "32"]
@@ -45,7 +46,7 @@ def test_export_fp16_end_to_end(cli, tmp_path):
 
 def test_export_no_tlc_and_verify(cli, tmp_path):
     out = tmp_path / "o"
-    r = cli("export", "nafnet", *TINY[:-2], "--no-tlc", "--backend", "none", "--out", out)
+    r = cli("export", "nafnet", *TINY[:-2], "--no-tlc", "--degradation", "noise:25", "--backend", "none", "--out", out)
     assert r.returncode == 0, r.stderr
     onnx_path = out / "nafnet-tiny-72x100.fp32.onnx"
     nodes = onnx.load(str(onnx_path)).graph.node
@@ -53,7 +54,10 @@ def test_export_no_tlc_and_verify(cli, tmp_path):
     assert "AveragePool" not in ops and "GlobalAveragePool" not in ops
     # the global SCA mean is exported as two MatMuls with ones (GEMM accumulation: ORT accuracy)
     assert sum(n.op_type == "MatMul" and "/sca.0/" in n.name for n in nodes) == 2 * 9  # 9 NAFBlocks in "tiny"
-    v = cli("verify", onnx_path)
+    report = json.loads((out / "nafnet-tiny-72x100.fp32.parity.json").read_text())
+    assert report["inputs"][0] == "sample image 0 + noise:25 (seed 0)"
+    assert read_metadata(str(onnx_path))["degradation"] == "noise:25"  # verify rebuilds the same inputs
+    v = cli("verify", onnx_path)  # rebuilds the same degraded inputs from the metadata
     assert v.returncode == 0, v.stderr
     assert "onnxruntime" in v.stdout and "pass" in v.stdout
 
@@ -103,9 +107,27 @@ def test_bad_inputs_one_line_exit_2_no_artifacts(cli, tmp_path):
         (["--fp16", "--int8"], "mutually exclusive"),
         (["--no-tlc", "--train-size", "128"], "--train-size only applies with TLC"),
         (["--height", "abc"], "is not a valid integer"),
+        (["--degradation", "noise:x"], "bad degradation 'noise:x'"),
+        (["--calib", "somewhere"], "--calib only applies with --int8"),
     ]
     for args, needle in cases:
         _assert_one_line_error(cli("export", "nafnet", *args, "--backend", "none", "--out", out), needle, out)
     _assert_one_line_error(cli("export", "resnet50", "--out", out), "unknown model 'resnet50'", out)
     _assert_one_line_error(cli("verify", tmp_path / "nothing.onnx"), "artifact not found", out)
     _assert_one_line_error(cli("verify", garbage), "not a readable ONNX file", out)
+
+
+def test_fp32_gate_failure_is_diagnosed(tmp_path, monkeypatch):
+    """A failed FP32 gate gets a float64 re-run that says whether the input or the export is to blame."""
+    import dataclasses
+
+    from deploy_kit.models import registry
+    from deploy_kit.pipeline import run_export
+    from deploy_kit.specs import ExportRequest
+
+    strict = dataclasses.replace(registry.get_spec("nafnet"), tolerance=dataclasses.replace(registry.get_spec("nafnet").tolerance, fp32_max_abs=1e-12))
+    monkeypatch.setitem(registry._MODELS, "nafnet", strict)
+    res = run_export(ExportRequest("nafnet", "tiny", 40, 56), out_dir=str(tmp_path), backend=None, stop_after="simplified", samples=1)
+    assert res.report.failures() and "onnxruntime fp32" in res.report.failures()[0]
+    note = next(n for n in res.notes if n.startswith("fp32 diagnosis, sample 0:"))
+    assert "from a float64 run of the same model" in note and "ONNX Runtime" in note

@@ -393,3 +393,34 @@ def test_fp32_islands_cover_overflow_sites_and_fp16_parity(tlc_onnx):
     assert np.isfinite(out).all()
     psnr = 10 * np.log10(1.0 / np.mean((out - ref) ** 2))
     assert psnr >= A.spec.tolerance.fp16_min_psnr
+
+
+def test_parity_inputs_are_degraded_as_the_task_sees_them():
+    """Denoisers get noisy photos (reproducible per seed); 'none' gives the clean photos."""
+    req = ExportRequest("restormer", "tiny-biasfree", 40, 48)
+    noisy, again = A.sample_inputs(req, 2), A.sample_inputs(req, 2)
+    clean = A.sample_inputs(ExportRequest("restormer", "tiny-biasfree", 40, 48, degradation="none"), 2)
+    other_seed = A.sample_inputs(ExportRequest("restormer", "tiny-biasfree", 40, 48, seed=3), 2)
+    assert A.input_degradation(req) == "noise:25"
+    for n, a, c, o in zip(noisy, again, clean, other_seed):
+        assert n.shape == c.shape == (1, 3, 40, 48) and n.dtype == np.float32
+        np.testing.assert_array_equal(n, a)
+        assert 0.0 <= n.min() and n.max() <= 1.0
+        resid = (n - c)[(c > 0.1) & (c < 0.9)]  # unclipped pixels: Gaussian noise of std 25/255
+        assert abs(resid.std() - 25 / 255) < 0.01
+        assert not np.array_equal(n, o) and not np.array_equal(n, c)
+    assert A.input_degradation(ExportRequest("restormer", "tiny-dual", 40, 48)) is None  # no synthetic stand-in
+
+
+def test_fp32_failure_diagnosis_tells_export_errors_from_the_input():
+    """A real export difference is blamed on the export: the float64 re-run agrees with FP32."""
+    from deploy_kit.pipeline import _fp32_failure_diagnosis, reference_outputs
+
+    req = ExportRequest("restormer", "tiny", H, W, tlc=SMALL_TLC)
+    inputs = A.sample_inputs(req, 2)
+    refs = reference_outputs(A, load_model(A, "tiny", None).model, req, inputs)
+    outs = [[r + np.float32(1e-3) * (k == 1) for r in ref] for k, ref in enumerate(refs)]  # sample 1 is "wrong"
+    note = _fp32_failure_diagnosis(A, req, inputs, refs, outs)
+    assert note.startswith("fp32 diagnosis, sample 1:") and "the reference is stable" in note
+    ref_err = float(re.search(r"PyTorch FP32 is ([0-9.e+-]+)", note).group(1))
+    assert ref_err < 1e-5
