@@ -96,6 +96,9 @@ def export_onnx(
     import onnx
     import torch
 
+    from .memory import map_large_allocations
+
+    map_large_allocations()  # the trace is one full-size forward pass; see memory.py
     caught: list[str] = []
     with tempfile.TemporaryDirectory(prefix="dk-export-") as tmp:
         raw = os.path.join(tmp, "raw.onnx")

@@ -104,11 +104,13 @@ def run_export(
     from . import parity
     from .engine import get_backend
     from .export import export_onnx, update_metadata
+    from .memory import map_large_allocations, release_memory
     from .models import get_adapter, get_spec
     from .models.checkpoint import load_model
     from .simplify import simplify
 
     validate_request(req)
+    map_large_allocations()  # freed full-resolution activations go back to the OS (memory.py)
     if stop_after is not None and stop_after not in STAGES:
         raise UsageError(f"--stop-after must be one of {', '.join(STAGES)}")
     engine_backend = get_backend(backend) if backend else None
@@ -186,7 +188,7 @@ def run_export(
         )
         finish("export ONNX", t0, f"{info.nodes} nodes, opset 17, largest pool window {info.max_pool_window}")
         del exportable, loaded
-        _release_memory()  # ONNX Runtime runs next, in its own process, and needs the room
+        release_memory()  # ONNX Runtime runs next, in its own process, and needs the room
 
         t0 = stage("simplify")
         fp32_path = f"{stem}.fp32.onnx"
@@ -434,18 +436,6 @@ def _close(res: ExportResult, stem: str, report, kind: str, refs, outs, precisio
     else:
         res.next_steps.append(f"build an engine: deploy-kit build {onnx_final} --backend tensorrt-rtx")
     return res
-
-
-def _release_memory() -> None:
-    """Hand freed heap back to the OS (glibc keeps it otherwise); a no-op elsewhere."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _check_line(check) -> str:

@@ -94,7 +94,9 @@ class ModelAdapter:
     def input_degradation(self, req: ExportRequest) -> str | None:
         """What parity and calibration images are degraded with: ``req.degradation`` if given,
         else the variant's task default (``noise:25`` for a denoiser); None means clean photos."""
-        spec = req.degradation if req.degradation is not None else self.resolve_variant(req).get_extra("degradation")
+        spec = req.degradation
+        if spec is None and req.variant != "custom":  # checkpoint-shaped "custom" variants have no task
+            spec = self.spec.variant(req.variant).get_extra("degradation")
         return None if spec is None or spec.strip().lower() in ("", "none", "clean") else spec
 
     def resolve_variant(self, req: ExportRequest) -> Variant:
