@@ -97,7 +97,9 @@ class ModelAdapter:
         spec = req.degradation
         if spec is None and req.variant != "custom":  # checkpoint-shaped "custom" variants have no task
             spec = self.spec.variant(req.variant).get_extra("degradation")
-        return None if spec is None or spec.strip().lower() in ("", "none", "clean") else spec
+        from ..precision.calibration import parse_degradation
+
+        return spec if parse_degradation(spec) else None  # "none"/"clean"/"" parse to no steps
 
     def resolve_variant(self, req: ExportRequest) -> Variant:
         """The request's variant; a checkpoint's "custom" hyper-parameters travel in ``req.hparams``."""
