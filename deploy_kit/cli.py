@@ -80,9 +80,10 @@ def list_models(show_all: bool) -> None:
 @click.option("--stop-after", type=click.Choice(["onnx", "simplified", "precision", "engine"]), help="Stop the chain after this stage.")
 @click.option("--samples", type=int, default=2, show_default=True, help="Sample images used for parity.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random weights, input degradation noise and calibration crops.")
+@click.option("--bundle", "bundle", is_flag=True, help="Also write <stem>.bundle/ for the device: the precision ONNX, manifest, reference inputs/outputs, build.sh (see 'deploy-kit bundle --help').")
 @click.option("--out", "out_dir", default=DEFAULT_OUT, show_default=True, type=click.Path(file_okay=False), help="Output directory.")
 def export(model, variant, weights, height, width, tlc, train_size, fp16, int8, calib, calib_count, calib_method,
-           int8_remainder, degradation, head, backend, compute_capabilities, timing_cache, stop_after, samples, seed, out_dir) -> None:
+           int8_remainder, degradation, head, backend, compute_capabilities, timing_cache, stop_after, samples, seed, bundle, out_dir) -> None:
     """Export MODEL (nafnet | restormer | pvt) through the whole chain.
 
     ONNX at a fixed size (TLC unrolled to static ops) -> simplified -> FP16/INT8 -> engine ->
@@ -90,63 +91,24 @@ def export(model, variant, weights, height, width, tlc, train_size, fp16, int8, 
     the .plan with its .json manifest, and a parity report (JSON, Markdown, heatmap PNG).
     Exit code 0 when every parity gate passes, 1 when one fails, 2 for bad input.
     """
-    from .models.registry import get_spec
-    from .pipeline import Int8Settings, validate_request
-    from .specs import ExportRequest, TLCConfig
+    from .pipeline import Int8Settings
+    from .request import resolve_request
 
-    spec = get_spec(model)
     if fp16 and int8:
         raise UsageError("--fp16 and --int8 are mutually exclusive; pick one")
-    precision = "fp16" if fp16 else "int8" if int8 else "fp32"
     if not int8 and calib:
         raise UsageError("--calib only applies with --int8")
-    if degradation is not None:
-        from .precision.calibration import parse_degradation
-
-        parse_degradation(degradation)  # a bad spec stops here, with one line
     if calib_count < 1:
         raise UsageError(f"--calib-count must be at least 1; got {calib_count}")
     if samples < 1:
         raise UsageError(f"--samples must be at least 1; got {samples}")
-    if variant is not None:
-        spec.variant(variant)  # unknown variant: one line listing the known ones
-    if weights is not None and not os.path.isfile(weights):
-        raise UsageError(f"weights file not found: {weights}")
-    h = spec.default_size[0] if height is None else height
-    w = spec.default_size[1] if width is None else width
-    options = []
-    for key, values in spec.options:
-        given = {"head": head}.get(key)
-        options.append((key, given or values[0]))
-    if head is not None and not any(k == "head" for k, _ in spec.options):
-        raise UsageError(f"--head does not apply to {model}")
-
-    if tlc and not spec.supports_tlc:
-        raise UsageError(f"{model} has no TLC form; drop --tlc")
-    if train_size is not None:
-        if not spec.supports_tlc:
-            raise UsageError(f"--train-size only applies to models with TLC; {model} has none")
-        if tlc is False:
-            raise UsageError("--train-size only applies with TLC; drop --no-tlc or --train-size")
-        if train_size < 16:
-            raise UsageError(f"--train-size must be at least 16; got {train_size}")
-
-    if variant is None and weights is not None:
-        # the checkpoint decides the variant (and with it the TLC default)
-        from .models import get_adapter
-        from .models.checkpoint import match_variant, read_state_dict
-
-        variant = match_variant(spec, get_adapter(model).detect_hparams(read_state_dict(weights))).name
-    vname = variant or spec.default_variant
-    tlc_default = next((v.tlc_default for v in spec.variants if v.name == vname), False)
-    use_tlc = spec.supports_tlc and (tlc if tlc is not None else tlc_default)
-    tlc_cfg = TLCConfig.from_train_size(train_size or 256) if use_tlc else None
-    req = ExportRequest(model, vname, h, w, precision, tlc_cfg, weights, tuple(options), seed, degradation=degradation)
-    validate_request(req)
+    req = resolve_request(model, variant=variant, weights=weights, height=height, width=width, tlc=tlc,
+                          train_size=train_size, precision="fp16" if fp16 else "int8" if int8 else "fp32",
+                          degradation=degradation, options={"head": head}, seed=seed)
     chosen_backend = _resolve_backend(backend)
     build_options = {"compute_capabilities": compute_capabilities, "timing_cache": timing_cache}
     _run_and_summarise(req, out_dir, chosen_backend, stop_after, samples,
-                       Int8Settings(calib, calib_count, calib_method, int8_remainder), build_options)
+                       Int8Settings(calib, calib_count, calib_method, int8_remainder), build_options, bundle)
 
 
 def _resolve_backend(name: str) -> str | None:
@@ -164,7 +126,7 @@ def _resolve_backend(name: str) -> str | None:
     return None
 
 
-def _run_and_summarise(req, out_dir, backend, stop_after, samples, int8, build_options) -> None:
+def _run_and_summarise(req, out_dir, backend, stop_after, samples, int8, build_options, bundle=False) -> None:
     from .fsutil import human_size
     from .pipeline import run_export
 
@@ -180,7 +142,7 @@ def _run_and_summarise(req, out_dir, backend, stop_after, samples, int8, build_o
             click.echo(f"    done in {time.perf_counter() - step['t']:.1f} s - {text}", err=True)
 
     res = run_export(req, out_dir=out_dir, backend=backend, stop_after=stop_after, samples=samples,
-                     int8=int8, build_options=build_options, progress=progress)
+                     int8=int8, build_options=build_options, progress=progress, bundle=bundle)
     click.echo("")
     click.echo(f"deploy-kit {req.model} {res.request.variant} {req.height}x{req.width} {req.precision}"
                f"{' TLC' if req.tlc else ''} - {time.perf_counter() - started:.1f} s")
@@ -203,54 +165,69 @@ def _run_and_summarise(req, out_dir, backend, stop_after, samples, int8, build_o
 
 
 @cli.command()
-@click.argument("onnx_path", type=click.Path(dir_okay=False))
-@click.option("--backend", type=click.Choice(["tensorrt-rtx", "tensorrt"]), default="tensorrt-rtx", show_default=True)
+@click.argument("target", type=click.Path())
+@click.option("--backend", type=click.Choice(["tensorrt-rtx", "tensorrt"]), default="tensorrt-rtx", show_default=True, help="tensorrt on the device (JetPack, desktop); tensorrt-rtx builds ahead of time, even without a GPU.")
+@click.option("--dla-core", type=int, help="Jetson DLA core (tensorrt backend): layers DLA cannot run fall back to the GPU; the run lists which.")
 @click.option("--compute-capability", "compute_capabilities", multiple=True, help="TensorRT-RTX target; repeatable.")
-@click.option("--timing-cache", type=click.Path(dir_okay=False), help="TensorRT timing cache file.")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Plan path (default: next to the ONNX).")
-def build(onnx_path, backend, compute_capabilities, timing_cache, out_path) -> None:
-    """Build a strongly typed engine from an ONNX file written by deploy-kit (or any static ONNX)."""
-    from .engine import get_backend
-    from .export import read_metadata
-    from .fsutil import human_size, write_text
+@click.option("--timing-cache", type=click.Path(dir_okay=False), help="TensorRT timing cache file (read if present, written after the build).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Plan path (default: next to the ONNX, or inside the bundle).")
+def build(target, backend, dla_core, compute_capabilities, timing_cache, out_path) -> None:
+    """Build a strongly typed engine from TARGET: a bundle (on the device) or an ONNX written by deploy-kit.
 
-    if not os.path.isfile(onnx_path):
-        raise UsageError(f"ONNX file not found: {onnx_path}")
-    meta = _read_onnx_metadata(onnx_path, read_metadata)
-    eng = get_backend(backend)
-    base = onnx_path[:-5] if onnx_path.endswith(".onnx") else onnx_path
-    plan = out_path or f"{base}.{eng.major()}.plan"
-    click.echo(f"building {plan} with {eng.name} {eng.version()} ...", err=True)
-    res = eng.build(onnx_path, plan, compute_capabilities=compute_capabilities, timing_cache=timing_cache)
-    import json
+    The engine is written with a .json manifest beside it. Needs no torch: on a Jetson the core
+    install plus JetPack's TensorRT is enough. Same builder as 'export'.
+    """
+    from .engine import build_engine
 
-    write_text(plan + ".json", json.dumps({**meta, "onnx": os.path.basename(onnx_path), "plan": os.path.basename(plan),
-                                           "backend": {"name": eng.name, "version": res.version, **res.details},
-                                           "build_seconds": round(res.seconds, 2)}, indent=2, default=str))
-    click.echo(f"engine: {plan} ({human_size(res.size)}, {res.seconds:.1f} s); manifest: {plan}.json")
+    if not os.path.exists(target):
+        raise UsageError(f"not found: {target}")
+    if dla_core is not None and backend != "tensorrt":
+        raise UsageError("--dla-core needs --backend tensorrt (DLA exists on Jetson TensorRT only)")
+    if dla_core is not None and dla_core < 0:
+        raise UsageError(f"--dla-core must be 0 or 1; got {dla_core}")
+    res = build_engine(target, backend, out_path=out_path, dla_core=dla_core,
+                       compute_capabilities=compute_capabilities, timing_cache=timing_cache,
+                       progress=lambda text: click.echo(text, err=True))
+    from .fsutil import human_size
 
-
-def _read_onnx_metadata(path, reader):
-    try:
-        return reader(path)
-    except Exception as exc:  # noqa: BLE001 - a corrupt file is a user error here
-        raise UsageError(f"{path} is not a readable ONNX file ({type(exc).__name__})") from exc
+    click.echo(f"engine: {res.plan} ({human_size(res.size)}, {res.seconds:.1f} s); manifest: {res.plan}.json")
+    dla = res.details.get("dla_layers")
+    if dla is not None:
+        click.echo(f"DLA core {dla_core}: {len(dla['dla'])} layers on DLA, {len(dla['gpu'])} on the GPU")
+        for name in dla["gpu"][:40]:
+            click.echo(f"  GPU fallback: {name}")
 
 
 @cli.command()
-@click.argument("artifact", type=click.Path(dir_okay=False))
-@click.option("--samples", type=int, default=2, show_default=True)
-def verify(artifact, samples) -> None:
-    """Re-run parity for ARTIFACT (a deploy-kit .onnx, or a .plan with its .json manifest).
+@click.argument("artifact", type=click.Path())
+@click.option("--backend", type=click.Choice(["auto", "tensorrt", "tensorrt-rtx", "onnxruntime"]), default="auto", show_default=True, help="Bundles: what runs the reference inputs; auto = a built engine whose runtime works here, else ONNX Runtime.")
+@click.option("--samples", type=int, default=2, show_default=True, help="ONNX/plan artifacts: sample images (bundles carry their own).")
+def verify(artifact, backend, samples) -> None:
+    """Parity of ARTIFACT against the PyTorch FP32 reference: exit 0 pass, 1 fail, 2 bad input.
 
-    The model, variant, size, TLC settings and weights are read from the artifact's metadata.
-    Engines run only where a GPU runtime exists; otherwise that check is reported as skipped.
+    \b
+    ARTIFACT is one of:
+      a bundle folder    on the device, no torch: the reference inputs and PyTorch outputs
+                         travel in the bundle; runs the built engine (or ONNX Runtime)
+      an .onnx / .plan   on the build machine: the reference is rebuilt from the metadata
     """
-    from .verify import verify_artifact
+    from .bundle import is_bundle
 
-    if not os.path.isfile(artifact):
+    if not os.path.exists(artifact):
         raise UsageError(f"artifact not found: {artifact}")
-    report = verify_artifact(artifact, samples=samples)
+    if is_bundle(artifact):
+        from .verify import verify_bundle
+
+        report, note = verify_bundle(artifact, backend)
+        click.echo(f"verify: {note}", err=True)
+    else:
+        if os.path.isdir(artifact):
+            raise UsageError(f"{artifact} is a folder but not a deploy-kit bundle (no manifest.json)")
+        if backend != "auto":
+            raise UsageError("--backend applies to bundles; an .onnx runs on ONNX Runtime, a .plan on its own runtime")
+        from .verify import verify_artifact
+
+        report = verify_artifact(artifact, samples=samples)
     click.echo(report.table())
     failures = report.failures()
     if failures:
@@ -260,57 +237,176 @@ def verify(artifact, samples) -> None:
 
 
 @cli.command()
-@click.argument("engine", type=click.Path(dir_okay=False))
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--out", "out_dir", default=".", type=click.Path(file_okay=False), show_default=True)
-def run(engine, images, out_dir) -> None:
-    """Run ENGINE on IMAGE files (needs a CUDA GPU and the engine's TensorRT runtime)."""
-    import numpy as np
+@click.argument("artifact", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Bundle folder (default: <artifact stem>.bundle next to it).")
+@click.option("--samples", type=int, default=2, show_default=True, help="Reference inputs (sample photos, degraded as the model's task).")
+def bundle(artifact, out_dir, samples) -> None:
+    """Write a device bundle from a deploy-kit ONNX (FP16, INT8 or FP32): the graph to build on the
+    target, one manifest (sha256 of every file), reference inputs with their PyTorch FP32 outputs,
+    build.sh (trtexec, TensorRT 10/11, GPU or DLA) and a README. Needs the export extra (torch)."""
+    from .bundle import bundle_artifact
 
-    from .runtime import EngineSession, load_manifest, postprocess, preprocess
-    from .runtime.cuda import gpu_available
+    if not os.path.isfile(artifact):
+        raise UsageError(f"artifact not found: {artifact}")
+    if samples < 1:
+        raise UsageError(f"--samples must be at least 1; got {samples}")
+    info = bundle_artifact(artifact, out_dir, samples)
+    click.echo(f"bundle: {info.line()}")
+    click.echo(f"next, on the device: deploy-kit build {info.path} --backend tensorrt && deploy-kit verify {info.path}")
 
-    for p in (engine, *images):
-        if not os.path.isfile(p):
-            raise UsageError(f"file not found: {p}")
-    ok, why = gpu_available()
-    if not ok:
-        raise UsageError(f"cannot run an engine here: {why}")
-    manifest = load_manifest(engine)
-    _, ch, h, w = manifest["input_shape"]
-    from PIL import Image
 
-    sess = EngineSession(engine, manifest["backend"]["name"])
+@cli.command()
+@click.argument("target", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder (file names and formats kept).")
+@click.option("--backend", type=click.Choice(["auto", "tensorrt", "tensorrt-rtx", "onnxruntime"]), default="auto", show_default=True, help="Bundles: a built engine whose runtime works here, else ONNX Runtime.")
+@click.option("--overlap", type=int, help="Tile overlap in pixels (default: the runtime's measured default, at most a quarter of the engine size).")
+def run(target, inputs, out_dir, backend, overlap) -> None:
+    """Restore image files of any size with TARGET (a bundle, or a .plan with its manifest).
+
+    INPUTS are image files and folders (their images, not recursive). Gray, RGB and RGBA, 8 and
+    16 bit are handled per the model's channels; each output is written in its input's format
+    and depth (alpha kept). Images are tiled through the fixed-size engine with overlapping,
+    blended tiles.
+    """
+    from .runtime.restore import collect_images, restore_file, tiles_for
+    from .runtime.tiling import DEFAULT_OVERLAP
+
     try:
-        for p in images:
-            img = np.asarray(Image.open(p).convert("RGB"))
-            if img.shape[:2] != (h, w):
-                raise UsageError(f"{p} is {img.shape[1]}x{img.shape[0]}; this engine takes {w}x{h}")
-            out = sess.run({"input": preprocess(img, ch)})
-            first = next(iter(out.values()))
-            dst = os.path.join(out_dir, os.path.splitext(os.path.basename(p))[0] + ".out.png")
-            Image.fromarray(postprocess(first)).save(dst)
-            click.echo(dst)
+        files = collect_images(inputs)
+    except FileNotFoundError as exc:
+        raise UsageError(f"input not found: {exc.args[0]}") from None
+    if not files:
+        raise UsageError("no images found in the given inputs (png, jpg, tif, bmp, webp)")
+    runner, manifest, note = _open_for_run(target, backend)
+    try:
+        if manifest["output_kind"] != "image":
+            raise UsageError(f"{target} outputs {manifest['output_kind']}, not images; run restores images only")
+        _, ch, th, tw = manifest["input_shape"]
+        if overlap is None:  # the measured default, capped at a quarter tile for small engines
+            overlap = min(DEFAULT_OVERLAP, min(th, tw) // 4)
+        if overlap < 0 or 2 * overlap >= min(th, tw):
+            raise UsageError(f"--overlap must be between 0 and {min(th, tw) // 2 - 1} for a {th}x{tw} engine; got {overlap}")
+        try:
+            total = sum(tiles_for(f, (th, tw), overlap, 1) for f in files)
+        except OSError as exc:
+            raise UsageError(f"cannot read an input image: {exc}") from None
+        click.echo(f"run: {note}; {len(files)} images, {total} tiles of {th}x{tw}, overlap {overlap}", err=True)
+        os.makedirs(out_dir, exist_ok=True)
+        started, pixels = time.perf_counter(), 0
+        with click.progressbar(length=total, label="tiles", file=sys.stderr) as bar:
+            for f in files:
+                dst = os.path.join(out_dir, os.path.basename(f))
+                if os.path.abspath(dst) == os.path.abspath(f):
+                    raise UsageError(f"--out would overwrite the input {f}; choose another folder")
+                try:
+                    h, w = restore_file(runner, f, dst, channels=ch, tile=(th, tw), overlap=overlap, multiple=1,
+                                        progress=lambda done, n: bar.update(1))
+                except (OSError, ValueError) as exc:
+                    raise UsageError(f"{f}: {exc}") from None
+                pixels += h * w
+        dt = time.perf_counter() - started
+        click.echo(f"restored {len(files)} images ({pixels / 1e6:.2f} MP) into {out_dir} in {dt:.1f} s: "
+                   f"{len(files) / dt:.2f} images/s, {pixels / 1e6 / dt:.2f} MP/s ({runner.name})")
     finally:
-        sess.close()
+        runner.close()
+
+
+def _open_for_run(target, backend):
+    """(runner, manifest, note) for a bundle or a plan."""
+    from .bundle import is_bundle
+
+    if not os.path.exists(target):
+        raise UsageError(f"not found: {target}")
+    if is_bundle(target):
+        from .bundle import open_bundle
+        from .verify import bundle_runner
+
+        b = open_bundle(target)
+        runner, note = bundle_runner(b, backend)
+        return runner, b.manifest, note
+    if target.endswith(".plan"):
+        from .manifest import read_manifest
+        from .runtime.runners import EngineRunner, engine_backends
+
+        manifest = read_manifest(target + ".json")
+        name = manifest["backend"]["name"]
+        ok, why = engine_backends().get(name, (False, f"unknown backend {name}"))
+        if not ok:
+            raise UsageError(f"cannot run {target} here: {why}; run a bundle instead to fall back to ONNX Runtime")
+        return EngineRunner(target, name), manifest, f"{name} engine"
+    raise UsageError(f"{target}: run takes a bundle folder or a .plan with its .json manifest")
 
 
 @cli.command()
 def env() -> None:
-    """Show versions of the packages deploy-kit uses and whether a GPU runtime is present."""
+    """Versions of the packages deploy-kit uses, and which backends can run here (and why not)."""
     import importlib.metadata as md
 
-    from .runtime.cuda import gpu_available
+    from .runtime.runners import engine_backends
 
     click.echo(f"deploy-kit {__version__}, Python {sys.version.split()[0]}")
     for dist in ("torch", "onnx", "onnxruntime", "onnxsim", "onnxslim", "onnxconverter-common",
-                 "tensorrt-rtx-cu13", "tensorrt", "tensorrt-cu13", "polygraphy", "click", "numpy"):
+                 "tensorrt-rtx-cu13", "tensorrt", "tensorrt-cu13", "polygraphy", "click", "numpy", "pillow"):
         try:
             click.echo(f"  {dist:<22} {md.version(dist)}")
         except md.PackageNotFoundError:
             click.echo(f"  {dist:<22} not installed")
-    ok, why = gpu_available()
-    click.echo(f"  GPU runtime            {'yes' if ok else 'no - ' + why}")
+    click.echo("backends that can run a model here:")
+    for name, (ok, why) in engine_backends().items():
+        click.echo(f"  {name:<22} {'yes' if ok else 'no'}{' - ' + why if why else ''}")
+    from ._deps import available
+
+    build = [n for n, m in (("tensorrt-rtx", "tensorrt_rtx"), ("tensorrt", "tensorrt")) if available(m)]
+    click.echo(f"engine builds here: {', '.join(build) if build else 'none'}"
+               + (" (tensorrt-rtx builds ahead of time without a GPU)" if "tensorrt-rtx" in build else ""))
+    click.echo(f"export (torch) installed: {'yes' if available('torch') else 'no - pip install deploy-kit[export]'}")
+
+
+@cli.command("seam-check")
+@click.argument("onnx_path", type=click.Path(dir_okay=False))
+@click.option("--overlap", type=int, multiple=True, help="Tile overlap in pixels; repeatable for a table (default: the runtime's DEFAULT_OVERLAP).")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint to use instead of the path recorded in the ONNX.")
+@click.option("--height", type=int, help="Photo height (default 3.5 x the engine height).")
+@click.option("--width", type=int, help="Photo width (default 3.75 x the engine width).")
+@click.option("--image", type=click.Path(dir_okay=False), help="Photo to tile instead of the bundled sample (used as is, not degraded).")
+@click.option("--border", type=int, default=0, show_default=True, help="Extra reflect padding around the photo before tiling.")
+@click.option("--min-seam-psnr", type=float, help="Exit 1 when the seam PSNR of any run is below this (dB).")
+def seam_check_cmd(onnx_path, overlap, weights, height, width, image, border, min_seam_psnr) -> None:
+    """Tile ONNX_PATH (a fixed-size deploy-kit ONNX) over a larger photo and compare with the
+    full-image PyTorch FP32 output: overall PSNR, PSNR around tile boundaries (seam) and
+    elsewhere, the worst boundary and the times. ONNX Runtime on the CPU.
+    """
+    from .seamcheck import SeamChecker
+
+    if not os.path.isfile(onnx_path):
+        raise UsageError(f"ONNX file not found: {onnx_path}")
+    for v, name in ((height, "--height"), (width, "--width")):
+        if v is not None and v < 1:
+            raise UsageError(f"{name} must be positive; got {v}")
+    if border < 0:
+        raise UsageError(f"--border must be >= 0; got {border}")
+    if image is not None and not os.path.isfile(image):
+        raise UsageError(f"image not found: {image}")
+    checker = SeamChecker(onnx_path, weights, height, width, image)
+    try:
+        from .runtime.tiling import DEFAULT_OVERLAP
+
+        overlaps = overlap or (min(DEFAULT_OVERLAP, min(checker.tile) // 4),)
+        for o in overlaps:
+            if o < 0 or o >= min(checker.tile):
+                raise UsageError(f"--overlap must be in [0, {min(checker.tile) - 1}] for a {checker.tile[0]}x{checker.tile[1]} engine; got {o}")
+        click.echo(f"photo: {checker.photo}; reference: PyTorch FP32 full image ({checker.reference_s:.2f} s)")
+        results = [checker.measure(o, border) for o in overlaps]
+    finally:
+        checker.close()
+    for r in results:
+        click.echo(r.line())
+    if min_seam_psnr is not None:
+        bad = [r for r in results if not r.seam_psnr >= min_seam_psnr]
+        if bad:
+            click.echo("SEAM CHECK FAILED: " + " | ".join(f"overlap {r.overlap}: seam {r.seam_psnr:.2f} dB < {min_seam_psnr}" for r in bad), err=True)
+            sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

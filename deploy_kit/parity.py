@@ -214,33 +214,18 @@ def skipped(backend: str, precision: str, artifact: str, reason: str) -> Check:
 
 def run_onnxruntime(path: str, inputs: Sequence[np.ndarray], input_name: str = "input", threads: int = 0,
                     isolated: bool = False) -> list[list[np.ndarray]]:
-    """Run an ONNX file on ONNX Runtime's CPU provider for each input.
+    """ONNX Runtime (CPU) outputs of ``path`` per input, through the runner interface.
 
     Args:
-        isolated: run in a fresh (spawned) process with numpy + onnxruntime only, so ONNX Runtime's peak memory
-            does not stack on top of what PyTorch already holds in this one: Restormer-Local at
-            720x1280 peaks at ~18 GB in ONNX Runtime alone, and the export process OOM'd on 24 GB.
+        isolated: compute in a fresh process (:func:`deploy_kit.runtime.runners.run_isolated`),
+            so ONNX Runtime's peak memory does not stack on what PyTorch holds in this one.
     """
-    if not isolated:
-        return _ort_run(path, list(inputs), input_name, threads)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from .runtime.runners import OrtRunner, run_isolated
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_ort_run, path, list(inputs), input_name, threads).result()
-
-
-def _ort_run(path: str, inputs: list, input_name: str, threads: int) -> list[list[np.ndarray]]:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    # one or two runs per session: the arena would only keep peak memory alive
-    opts.enable_cpu_mem_arena = False
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    return [sess.run(None, {input_name: x}) for x in inputs]
+    if isolated:
+        return run_isolated(path, inputs, threads)
+    with OrtRunner(path, threads=threads, arena=False, input_name=input_name) as runner:
+        return runner.run_many(inputs)
 
 
 def write_heatmap(path: str, ref: np.ndarray, cand: np.ndarray) -> str:

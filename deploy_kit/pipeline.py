@@ -1,12 +1,13 @@
-"""Chains the stages: model -> ONNX -> simplified -> precision -> engine -> parity. No hidden state.
+"""Chains the stages: model -> ONNX -> simplified -> precision -> engine -> parity -> bundle.
 
-Each stage is a plain function from files to files in its own module; this module only decides
-file names, passes paths along, and collects what happened into an :class:`ExportResult`.
+Each stage is a plain function of one :class:`Run` (the state the stages pass along: paths,
+inputs, reference outputs, the report) in the order of :data:`STAGES`; ``run_export`` calls
+them in turn and handles ``--stop-after`` in one place. The heavy lifting of every stage lives
+in its own module (export.py, simplify.py, precision/, engine/, parity.py, bundle.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -17,9 +18,12 @@ from typing import Any, Callable
 
 from . import __version__
 from .errors import UsageError
-from .specs import PRECISIONS, ExportRequest
+from .manifest import file_sha256
+from .request import validate_request
+from .reference import input_labels, reference_outputs
+from .specs import ExportRequest
 
-STAGES = ("onnx", "simplified", "precision", "engine")
+STOP_POINTS = ("onnx", "simplified", "precision", "engine")
 
 
 @dataclass
@@ -42,6 +46,7 @@ class ExportResult:
     report: Any = None  # ParityReport
     quality: dict | None = None  # INT8 quality table (precision -> PSNRs), image models only
     next_steps: list[str] = field(default_factory=list)
+    bundle: str | None = None
 
 
 Progress = Callable[[str, str], None]  # (event, text): event "start" | "done" | "note"
@@ -51,22 +56,52 @@ def _quiet(event: str, text: str) -> None:
     return None
 
 
-def validate_request(req: ExportRequest) -> None:
-    """Reject impossible requests with one line before any work is done."""
-    if req.height <= 0 or req.width <= 0:
-        raise UsageError(f"height and width must be positive integers; got {req.height}x{req.width}")
-    if req.height * req.width > 8192 * 8192:
-        raise UsageError(f"{req.height}x{req.width} is larger than deploy-kit supports (8192x8192); tile the image instead")
-    if req.precision not in PRECISIONS:
-        raise UsageError(f"unknown precision '{req.precision}'; choose one of {', '.join(PRECISIONS)}")
+@dataclass
+class Run:
+    """What the stages of one export share (no hidden state: every stage reads and fills this)."""
 
+    req: ExportRequest
+    out_dir: str
+    work: str
+    samples: int
+    int8: "Int8Settings"
+    engine_backend: Any
+    build_options: dict
+    progress: Progress
+    res: ExportResult
+    adapter: Any = None
+    spec: Any = None  # the registry's ModelSpec (tolerances)
+    loaded: Any = None
+    stem: str = ""
+    inputs: list = field(default_factory=list)
+    refs: list = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)
+    report: Any = None
+    fp32_path: str = ""
+    cand_path: str = ""
+    cand_outs: list = field(default_factory=list)
+    plan: str | None = None
+    built: Any = None
+    precision_done: str = "fp32"  # the precision of the last graph that went through parity
 
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    @property
+    def kind(self) -> str:
+        return self.adapter.output_kind(self.req)
+
+    @property
+    def output_names(self) -> list[str]:
+        return self.adapter.output_names(self.req)
+
+    @property
+    def input_names(self) -> list[str]:
+        return self.adapter.input_names(self.req)
+
+    def timed(self, label: str, fn: Callable[[], str]) -> None:
+        self.progress("start", label)
+        t0 = time.perf_counter()
+        detail = fn()
+        self.res.timings.append((label, time.perf_counter() - t0))
+        self.progress("done", f"{label}: {detail}" if detail else label)
 
 
 def run_export(
@@ -79,197 +114,263 @@ def run_export(
     int8: Int8Settings | None = None,
     build_options: dict[str, Any] | None = None,
     progress: Progress = _quiet,
+    bundle: bool = False,
 ) -> ExportResult:
     """Run the whole chain for one request.
 
     Args:
-        req: validated export request.
-        out_dir: directory for every artifact (created).
+        req: the request (:func:`deploy_kit.request.resolve_request` builds one from flags).
+        out_dir: directory for every artifact (created; removed again if the run fails before
+            writing anything into it).
         backend: ``tensorrt-rtx``, ``tensorrt`` or None (stop before the engine).
-        stop_after: one of STAGES, or None for the whole chain.
+        stop_after: one of STOP_POINTS, or None for the whole chain.
         samples: number of sample images for parity.
         int8: calibration settings when ``req.precision == "int8"``.
         build_options: passed to the engine backend (compute capabilities, timing cache, DLA).
         progress: callback for the progress display.
+        bundle: also write ``<stem>.bundle/`` for the device (deploy_kit/bundle.py).
 
     Returns:
         ExportResult (artifacts, timings, parity report, next steps).
 
     Raises:
-        DeployKitError subclasses for user errors; ParityError is *not* raised here — the caller
-        decides (the CLI exits non-zero when ``result.report.passed()`` is False).
+        DeployKitError subclasses for user errors; a failed parity gate is *not* raised here —
+        the caller decides (the CLI exits 1 when ``result.report.passed()`` is False).
     """
-    import torch
-
-    from . import parity
     from .engine import get_backend
-    from .export import export_onnx, update_metadata
-    from .memory import map_large_allocations, release_memory
+    from .memory import map_large_allocations
     from .models import get_adapter, get_spec
-    from .models.checkpoint import load_model
-    from .simplify import simplify
 
     validate_request(req)
     map_large_allocations()  # freed full-resolution activations go back to the OS (memory.py)
-    if stop_after is not None and stop_after not in STAGES:
-        raise UsageError(f"--stop-after must be one of {', '.join(STAGES)}")
+    if stop_after is not None and stop_after not in STOP_POINTS:
+        raise UsageError(f"--stop-after must be one of {', '.join(STOP_POINTS)}")
     engine_backend = get_backend(backend) if backend else None
     if engine_backend is not None:
         engine_backend.trt()  # fail early, before minutes of work, when the backend is missing
-    spec = get_spec(req.model)
     adapter = get_adapter(req.model)
     adapter.validate(req)
-    res = ExportResult(req)
+    created = not os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
+    run = Run(req, out_dir, tempfile.mkdtemp(prefix=".dk-work-", dir=out_dir), samples, int8 or Int8Settings(),
+              engine_backend, dict(build_options or {}), progress, ExportResult(req), adapter=adapter,
+              spec=get_spec(req.model))
+    try:
+        for _name, stage, stops_at in STAGES:
+            stage(run)
+            if stop_after is not None and stop_after in stops_at:
+                run.res.notes.append(f"stopped after '{stop_after}' as asked")
+                break
+        if bundle:
+            stage_bundle(run)
+        return _close(run)
+    finally:
+        shutil.rmtree(run.work, ignore_errors=True)
+        if created and not os.listdir(out_dir):
+            os.rmdir(out_dir)  # a run that failed before writing anything leaves no empty directory
 
-    def stage(label: str):
-        progress("start", label)
-        return time.perf_counter()
 
-    def finish(label: str, t0: float, detail: str = "") -> None:
-        dt = time.perf_counter() - t0
-        res.timings.append((label, dt))
-        progress("done", f"{label}: {detail}" if detail else label)
+def stage_load(run: Run) -> None:
+    from .models.checkpoint import load_model
 
-    t0 = stage("load model")
-    loaded = load_model(adapter, None if req.variant == "custom" else req.variant, req.weights, req.seed)
-    if req.variant != loaded.variant.name or loaded.variant.name == "custom":
-        req = replace(req, variant=loaded.variant.name, hparams=loaded.variant.hparams if loaded.variant.name == "custom" else ())
-        res.request = req
-    res.notes.append(loaded.note)
-    finish("load model", t0, f"{spec.name} {loaded.variant.name}, {loaded.note}")
+    def go() -> str:
+        req = run.req
+        run.loaded = load_model(run.adapter, None if req.variant == "custom" else req.variant, req.weights, req.seed)
+        v = run.loaded.variant
+        if req.variant != v.name or v.name == "custom":
+            run.req = replace(req, variant=v.name, hparams=v.hparams if v.name == "custom" else ())
+            run.res.request = run.req
+        run.res.notes.append(run.loaded.note)
+        run.stem = os.path.join(run.out_dir, run.req.stem())
+        return f"{run.spec.name} {v.name}, {run.loaded.note}"
 
-    stem = os.path.join(out_dir, req.stem())
-    input_names, output_names = adapter.input_names(req), adapter.output_names(req)
-    kind = adapter.output_kind(req)
-    tol = spec.tolerance
+    run.timed("load model", go)
 
-    t0 = stage("reference")
-    inputs = adapter.sample_inputs(req, count=samples)
-    refs = reference_outputs(adapter, loaded.model, req, inputs)
-    exportable = adapter.wrap(loaded.model, req, static=True)
-    ref_desc = f"PyTorch {torch.__version__} FP32 eager{adapter.reference_label(req)}"
-    degradation = adapter.input_degradation(req)
-    finish("reference", t0, f"{len(inputs)} sample images{f' + {degradation}' if degradation else ''}, {ref_desc}")
 
-    metadata = {
+def stage_reference(run: Run) -> None:
+    import torch
+
+    from . import parity
+
+    def go() -> str:
+        req, adapter = run.req, run.adapter
+        run.inputs = adapter.sample_inputs(req, count=run.samples)
+        run.refs = reference_outputs(adapter, run.loaded.model, req, run.inputs)
+        degradation = adapter.input_degradation(req)
+        ref_desc = f"PyTorch {torch.__version__} FP32 eager{adapter.reference_label(req)}"
+        run.metadata = request_metadata(adapter, run.spec, req, run.loaded.variant, list(run.inputs[0].shape), degradation)
+        run.report = parity.ParityReport(req.model, req.variant, list(run.inputs[0].shape), run.metadata["tlc"],
+                                         ref_desc, input_labels(len(run.inputs), degradation, req.seed))
+        run.res.report = run.report
+        return f"{len(run.inputs)} sample images{f' + {degradation}' if degradation else ''}, {ref_desc}"
+
+    run.timed("reference", go)
+
+
+def request_metadata(adapter, spec, req: ExportRequest, variant, input_shape: list[int], degradation: str | None) -> dict:
+    """The request part of the manifest (also written into the ONNX ``metadata_props``)."""
+    from dataclasses import asdict
+
+    from .manifest import input_conventions
+
+    return {
         "deploy_kit_version": __version__,
         "model": req.model,
         "variant": req.variant,
-        "hparams": loaded.variant.kwargs(),
-        "input_shape": list(inputs[0].shape),
+        "hparams": variant.kwargs(),
+        "input_shape": input_shape,
+        "input_names": adapter.input_names(req),
+        "output_names": adapter.output_names(req),
+        "output_kind": adapter.output_kind(req),
+        "input": input_conventions(input_shape[1], spec.pad_multiple, adapter.input_normalisation(req)),
         "tlc": req.tlc.as_dict() if req.tlc else None,
         "options": dict(req.options),
         "weights": os.path.abspath(req.weights) if req.weights else None,
         "weights_sha256": file_sha256(req.weights) if req.weights else None,
         "seed": req.seed,
         "degradation": degradation or "none",
+        "tolerance": asdict(spec.tolerance),
     }
-    report = parity.ParityReport(
-        model=req.model,
-        variant=req.variant,
-        input_shape=list(inputs[0].shape),
-        tlc=metadata["tlc"],
-        reference=ref_desc,
-        inputs=input_labels(len(inputs), degradation, req.seed),
-    )
-    res.report = report
-    work = tempfile.mkdtemp(prefix=".dk-work-", dir=out_dir)
-    try:
-        t0 = stage("export ONNX")
-        raw = os.path.join(work, "raw.onnx")
-        info = export_onnx(
-            exportable,
-            torch.from_numpy(inputs[0]),
-            raw,
-            input_names=input_names,
-            output_names=output_names,
-            metadata={**metadata, "precision": "fp32"},
-        )
-        finish("export ONNX", t0, f"{info.nodes} nodes, opset 17, largest pool window {info.max_pool_window}")
-        del exportable, loaded
-        release_memory()  # ONNX Runtime runs next, in its own process, and needs the room
-
-        t0 = stage("simplify")
-        fp32_path = f"{stem}.fp32.onnx"
-        srep = simplify(raw, fp32_path)
-        res.artifacts.append(("FP32 ONNX", fp32_path))
-        finish("simplify", t0, srep.line())
-        if stop_after == "onnx" or stop_after == "simplified":
-            res.notes.append(f"stopped after '{stop_after}' as asked")
-        t0 = stage("parity fp32 (onnxruntime)")
-        outs = parity.run_onnxruntime(fp32_path, inputs, input_names[0], isolated=True)
-        check = parity.evaluate("onnxruntime", "fp32", fp32_path, output_names, refs, outs, kind, tol)
-        report.checks.append(check)
-        finish("parity fp32 (onnxruntime)", t0, _check_line(check))
-        if check.status == "fail":
-            res.notes.append(_fp32_failure_diagnosis(adapter, req, inputs, refs, outs))
-        if stop_after in ("onnx", "simplified"):
-            return _close(res, stem, report, kind, refs, outs, "fp32")
-
-        cand_path, cand_outs = fp32_path, outs
-        if req.precision != "fp32":
-            t0 = stage(f"precision {req.precision}")
-            cand_path = f"{stem}.{req.precision}.onnx"
-            detail = _make_precision(req, adapter, fp32_path, cand_path, int8, res)
-            update_metadata(cand_path, {"precision": req.precision})  # verify gates by this
-            res.artifacts.append((f"{req.precision.upper()} ONNX", cand_path))
-            finish(f"precision {req.precision}", t0, detail)
-            t0 = stage(f"parity {req.precision} (onnxruntime)")
-            cand_outs = parity.run_onnxruntime(cand_path, inputs, input_names[0], isolated=True)
-            check = parity.evaluate("onnxruntime", req.precision, cand_path, output_names, refs, cand_outs, kind, tol)
-            report.checks.append(check)
-            finish(f"parity {req.precision} (onnxruntime)", t0, _check_line(check))
-            if req.precision == "int8" and kind == "image":
-                t0 = stage("quality (held-out images)")
-                detail = _quality(req, adapter, fp32_path, cand_path, int8 or Int8Settings(), check, res, stem)
-                finish("quality (held-out images)", t0, detail)
-        if stop_after == "precision" or engine_backend is None:
-            if engine_backend is None:
-                report.checks.append(parity.skipped("engine", req.precision, "-", "--backend none: no engine was built"))
-            return _close(res, stem, report, kind, refs, cand_outs, req.precision)
-
-        t0 = stage(f"engine ({engine_backend.name})")
-        plan = f"{stem}.{req.precision}.{engine_backend.major()}.plan"
-        built = engine_backend.build(cand_path, plan, **(build_options or {}))
-        res.artifacts.append((f"{engine_backend.name} engine", plan))
-        finish(f"engine ({engine_backend.name})", t0, f"{built.seconds:.1f} s, {built.size / 2**20:.1f} MB")
-        if req.precision == "int8" and engine_backend.name == "tensorrt-rtx":
-            res.notes.append(
-                "TensorRT-RTX documents INT8 only as weight-only GEMM: Q/DQ convolutions do not run as INT8 kernels "
-                "there, so expect FP16/FP32 speed (and a plan larger than FP32: 20 MB vs 6.5 MB measured on the NAFNet "
-                "demo); INT8 speed needs the tensorrt backend (desktop, Jetson)"
-            )
-
-        ok, why = engine_backend.can_run()
-        if ok:
-            t0 = stage(f"parity {req.precision} ({engine_backend.name})")
-            eng_outs = run_engine(plan, engine_backend.name, inputs, input_names[0], output_names)
-            check = parity.evaluate(engine_backend.name, req.precision, plan, output_names, refs, eng_outs, kind, tol)
-            report.checks.append(check)
-            finish(f"parity {req.precision} ({engine_backend.name})", t0, _check_line(check))
-        else:
-            report.checks.append(parity.skipped(engine_backend.name, req.precision, plan, why))
-        _write_manifest(plan, req, metadata, engine_backend, built, report, cand_path)
-        res.artifacts.append(("engine manifest", plan + ".json"))
-        return _close(res, stem, report, kind, refs, cand_outs, req.precision, plan=plan)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
-def input_labels(count: int, degradation: str | None, seed: int) -> list[str]:
-    """How each parity input was made (printed in reports)."""
-    how = f" + {degradation} (seed {seed})" if degradation else " (clean)"
-    return [f"sample image {i}{how}" for i in range(count)]
-
-
-def reference_outputs(adapter, model, req: ExportRequest, inputs) -> list[list]:
-    """Outputs of the eager PyTorch FP32 reference (TLC as upstream computes it) per input."""
+def stage_export(run: Run) -> None:
     import torch
 
-    reference = adapter.wrap(model, req, static=False)
-    with torch.no_grad():
-        return [[o.numpy() for o in _as_list(reference(torch.from_numpy(x)))] for x in inputs]
+    from .export import export_onnx
+    from .memory import release_memory
+
+    def go() -> str:
+        raw = os.path.join(run.work, "raw.onnx")
+        exportable = run.adapter.wrap(run.loaded.model, run.req, static=True)
+        info = export_onnx(exportable, torch.from_numpy(run.inputs[0]), raw, input_names=run.input_names,
+                           output_names=run.output_names, metadata={**run.metadata, "precision": "fp32"})
+        run.loaded = None  # the exportable copy and the model are freed before ONNX Runtime runs
+        return f"{info.nodes} nodes, opset 17, largest pool window {info.max_pool_window}"
+
+    run.timed("export ONNX", go)
+    release_memory()
+
+
+def stage_simplify(run: Run) -> None:
+    from .simplify import simplify
+
+    def go() -> str:
+        run.fp32_path = run.cand_path = f"{run.stem}.fp32.onnx"
+        srep = simplify(os.path.join(run.work, "raw.onnx"), run.fp32_path)
+        run.res.artifacts.append(("FP32 ONNX", run.fp32_path))
+        return srep.line()
+
+    run.timed("simplify", go)
+
+
+def _parity_onnx(run: Run, precision: str, path: str) -> None:
+    from . import parity
+
+    def go() -> str:
+        outs = parity.run_onnxruntime(path, run.inputs, run.input_names[0], isolated=True)
+        check = parity.evaluate("onnxruntime", precision, path, run.output_names, run.refs, outs, run.kind,
+                                run.spec.tolerance)
+        run.report.checks.append(check)
+        run.cand_outs = outs
+        run.precision_done = precision
+        if check.status == "fail" and precision == "fp32":
+            run.res.notes.append(_fp32_failure_diagnosis(run.adapter, run.req, run.inputs, run.refs, outs))
+        return _check_line(check)
+
+    run.timed(f"parity {precision} (onnxruntime)", go)
+
+
+def stage_parity_fp32(run: Run) -> None:
+    _parity_onnx(run, "fp32", run.fp32_path)
+
+
+def stage_precision(run: Run) -> None:
+    from .export import update_metadata
+
+    if run.req.precision == "fp32":
+        return
+
+    def go() -> str:
+        run.cand_path = f"{run.stem}.{run.req.precision}.onnx"
+        detail = _make_precision(run.req, run.adapter, run.fp32_path, run.cand_path, run.int8, run.res)
+        update_metadata(run.cand_path, {"precision": run.req.precision})  # verify gates by this
+        run.res.artifacts.append((f"{run.req.precision.upper()} ONNX", run.cand_path))
+        return detail
+
+    run.timed(f"precision {run.req.precision}", go)
+    _parity_onnx(run, run.req.precision, run.cand_path)
+    if run.req.precision == "int8" and run.kind == "image":
+        run.timed("quality (held-out images)", lambda: _quality(run))
+
+
+def stage_engine(run: Run) -> None:
+    from . import parity
+
+    eng = run.engine_backend
+    if eng is None:
+        run.report.checks.append(parity.skipped("engine", run.req.precision, "-", "--backend none: no engine was built"))
+        return
+
+    def go() -> str:
+        run.plan = f"{run.stem}.{run.req.precision}.{eng.major()}.plan"
+        run.built = eng.build(run.cand_path, run.plan, **run.build_options)
+        run.res.artifacts.append((f"{eng.name} engine", run.plan))
+        return f"{run.built.seconds:.1f} s, {run.built.size / 2**20:.1f} MB"
+
+    run.timed(f"engine ({eng.name})", go)
+    if run.req.precision == "int8" and eng.name == "tensorrt-rtx":
+        run.res.notes.append(
+            "TensorRT-RTX documents INT8 only as weight-only GEMM: Q/DQ convolutions do not run as INT8 kernels "
+            "there, so expect FP16/FP32 speed (and a plan larger than FP32: 20 MB vs 6.5 MB measured on the NAFNet "
+            "demo); INT8 speed needs the tensorrt backend (desktop, Jetson)"
+        )
+    ok, why = eng.can_run()
+    if ok:
+        def check() -> str:
+            from .runtime.runners import EngineRunner
+
+            with EngineRunner(run.plan, eng.name) as runner:
+                outs = runner.run_many(run.inputs)
+            c = parity.evaluate(eng.name, run.req.precision, run.plan, run.output_names, run.refs, outs, run.kind,
+                                run.spec.tolerance)
+            run.report.checks.append(c)
+            return _check_line(c)
+
+        run.timed(f"parity {run.req.precision} ({eng.name})", check)
+    else:
+        run.report.checks.append(parity.skipped(eng.name, run.req.precision, run.plan, why))
+    from .manifest import plan_manifest, write_manifest
+
+    write_manifest(run.plan + ".json", plan_manifest(run.metadata, run.req.precision, run.cand_path, run.plan,
+                                                     eng, run.built, run.report))
+    run.res.artifacts.append(("engine manifest", run.plan + ".json"))
+
+
+def stage_bundle(run: Run) -> None:
+    """``--bundle``: the graph that passed parity last, with the proof, for the device."""
+    from .bundle import write_bundle
+
+    def go() -> str:
+        info = write_bundle(run.cand_path, run.inputs, run.refs, f"{run.stem}.{run.precision_done}.bundle",
+                            report=run.report)
+        run.res.bundle = info.path
+        run.res.artifacts.append(("device bundle", info.path))
+        run.res.next_steps.append(f"on the device: deploy-kit build {info.path} && deploy-kit verify {info.path}")
+        return info.line()
+
+    run.timed("bundle", go)
+
+
+# (name, stage, the --stop-after values that end the run after it)
+STAGES = (
+    ("load", stage_load, ()),
+    ("reference", stage_reference, ()),
+    ("export", stage_export, ()),
+    ("simplify", stage_simplify, ()),
+    ("parity-fp32", stage_parity_fp32, ("onnx", "simplified")),
+    ("precision", stage_precision, ("precision",)),
+    ("engine", stage_engine, ("engine",)),
+)
 
 
 CONDITIONING_MAX_PIXELS = 512 * 512  # a float64 forward pass needs about twice the FP32 memory
@@ -284,7 +385,6 @@ def _fp32_failure_diagnosis(adapter, req: ExportRequest, inputs, refs, outs) -> 
     black region stays tiny and the LayerNorm's 1/sqrt(eps) blows its rounding up block by block.
     """
     import numpy as np
-    import torch
 
     from .models.checkpoint import load_model
 
@@ -293,12 +393,11 @@ def _fp32_failure_diagnosis(adapter, req: ExportRequest, inputs, refs, outs) -> 
     if req.height * req.width > CONDITIONING_MAX_PIXELS:
         return (f"fp32 failure not diagnosed: the float64 re-run that tells export errors from ill-conditioned "
                 f"inputs is limited to {CONDITIONING_MAX_PIXELS} pixels; re-export at 512x512 or smaller to run it")
+    from .reference import reference_runner
+
     loaded = load_model(adapter, None if req.variant == "custom" else req.variant, req.weights, req.seed)
-    model64 = adapter.wrap(loaded.model, req, static=False).double()
+    ref64 = reference_runner(adapter, loaded.model, req, dtype="float64").run(inputs[i])
     del loaded
-    with torch.no_grad():
-        ref64 = [o.numpy() for o in _as_list(model64(torch.from_numpy(inputs[i]).double()))]
-    del model64
     ref_err = max(float(np.max(np.abs(r - t))) for r, t in zip(refs[i], ref64))
     ort_err = max(float(np.max(np.abs(np.asarray(o, np.float64) - t))) for o, t in zip(outs[i], ref64))
     head = (f"fp32 diagnosis, sample {i}: PyTorch FP32 is {ref_err:.2e} from a float64 run of the same model, "
@@ -309,18 +408,7 @@ def _fp32_failure_diagnosis(adapter, req: ExportRequest, inputs, refs, outs) -> 
     return head + ": the reference is stable, so the export computes something else; report it with --debug output"
 
 
-def run_engine(plan: str, backend: str, inputs, input_name: str, output_names) -> list[list]:
-    """Outputs of a built engine per input (needs a GPU runtime; callers check can_run first)."""
-    from .runtime import EngineSession
-
-    sess = EngineSession(plan, backend)
-    try:
-        return [[sess.run({input_name: x})[n] for n in output_names] for x in inputs]
-    finally:
-        sess.close()
-
-
-def _make_precision(req, adapter, fp32_path: str, dst: str, int8: Int8Settings | None, res: ExportResult) -> str:
+def _make_precision(req, adapter, fp32_path: str, dst: str, s: Int8Settings, res: ExportResult) -> str:
     if req.precision == "fp16":
         from .precision.fp16 import convert_fp16
 
@@ -330,7 +418,6 @@ def _make_precision(req, adapter, fp32_path: str, dst: str, int8: Int8Settings |
     from .precision.calibration import load_calibration_set
     from .precision.int8 import Int8Options, quantize_int8
 
-    s = int8 or Int8Settings()
     variant = adapter.resolve_variant(req)
     degradation = adapter.input_degradation(req)
     cal = load_calibration_set(
@@ -354,8 +441,11 @@ def _make_precision(req, adapter, fp32_path: str, dst: str, int8: Int8Settings |
     return f"{rep.get('quantized_nodes', '?')} nodes quantized ({s.method}), {len(excluded)} excluded, statistics cache {rep.get('cache', '?')}"
 
 
-def _quality(req, adapter, fp32_path: str, int8_path: str, s: Int8Settings, check, res: ExportResult, stem: str) -> str:
+def _quality(run: Run) -> str:
     """FP32 vs INT8 on held-out degraded/clean pairs; gates the restoration drop for trained weights."""
+    req, adapter, fp32_path, int8_path, s, res, stem = (run.req, run.adapter, run.fp32_path, run.cand_path,
+                                                        run.int8, run.res, run.stem)
+    check = run.report.checks[-1]
     from .fsutil import write_text
     from .parity import Gate, _clean
     from .precision.calibration import eval_pairs
@@ -376,7 +466,7 @@ def _quality(req, adapter, fp32_path: str, int8_path: str, s: Int8Settings, chec
     write_text(f"{stem}.int8.quality.json", json.dumps(_clean({"degradation": degradation, "table": table}), indent=2))
     res.artifacts.append(("quality table", f"{stem}.int8.quality.json"))
     drop = table["int8"]["restoration_drop"]
-    limit = adapter.spec.tolerance.int8_max_restoration_drop
+    limit = run.spec.tolerance.int8_max_restoration_drop
     if limit is not None and req.weights:
         check.gates.append(Gate.at_most("restoration PSNR drop dB", drop, limit))
         check.status = "pass" if all(g.ok for g in check.gates) else "fail"
@@ -386,64 +476,32 @@ def _quality(req, adapter, fp32_path: str, int8_path: str, s: Int8Settings, chec
     return f"restoration drop {drop:.3f} dB, INT8 vs FP32 {table['int8']['psnr_vs_fp32']:.1f} dB"
 
 
-def _write_manifest(plan, req, metadata, backend, built, report, onnx_path) -> None:
-    from .fsutil import write_text
-
-    manifest = {
-        **metadata,
-        "precision": req.precision,
-        "onnx": os.path.basename(onnx_path),
-        "plan": os.path.basename(plan),
-        "backend": {"name": backend.name, "version": built.version, **built.details},
-        "input_names": ["input"],
-        "build_seconds": round(built.seconds, 2),
-        "parity": {
-            "passed": report.passed(),
-            "checks": [
-                {
-                    "backend": c.backend,
-                    "precision": c.precision,
-                    "status": c.status,
-                    "reason": c.reason,
-                    "min_psnr": min((m.psnr for m in c.outputs if m.psnr is not None), default=None),
-                    "max_abs": max((m.max_abs for m in c.outputs), default=None),
-                }
-                for c in report.checks
-            ],
-        },
-    }
-    from .parity import _clean
-
-    write_text(plan + ".json", json.dumps(_clean(manifest), indent=2))
-
-
-def _close(res: ExportResult, stem: str, report, kind: str, refs, outs, precision: str, plan: str | None = None) -> ExportResult:
+def _close(run: Run) -> ExportResult:
     from .fsutil import write_text
     from .parity import write_heatmap
 
-    if kind in ("image", "features") and outs:
-        path = write_heatmap(f"{stem}.{precision}.heatmap.png", refs[0][0], outs[0][0])
-        report.checks[-1 if report.checks[-1].status != "skipped" else -2].heatmap = path
+    res, stem, report, precision = run.res, run.stem, run.report, run.precision_done
+    if run.kind in ("image", "features") and run.cand_outs:
+        path = write_heatmap(f"{stem}.{precision}.heatmap.png", run.refs[0][0], run.cand_outs[0][0])
+        next(c for c in reversed(report.checks) if c.status != "skipped").heatmap = path
         res.artifacts.append(("parity heatmap", path))
     write_text(f"{stem}.{precision}.parity.json", report.to_json())
     write_text(f"{stem}.{precision}.parity.md", report.to_markdown())
     res.artifacts.append(("parity report", f"{stem}.{precision}.parity.json"))
     onnx_final = [p for label, p in res.artifacts if label.endswith("ONNX")][-1]
     res.next_steps.insert(0, f"deploy-kit verify {onnx_final}")
-    if plan:
-        res.next_steps.append(f"on the target GPU: trtexec --loadEngine={plan}   (or: deploy-kit run {plan} IMAGE)")
+    if run.plan:
+        res.next_steps.append(f"on the target GPU: trtexec --loadEngine={run.plan}   (or: deploy-kit run {run.plan} IMAGE)")
         res.next_steps.append(f"cross-check with Polygraphy: polygraphy run {onnx_final} --onnxrt --trt")
     else:
         res.next_steps.append(f"build an engine: deploy-kit build {onnx_final} --backend tensorrt-rtx")
+    if not res.bundle:
+        res.next_steps.append(f"for the device: deploy-kit bundle {onnx_final}")
     return res
 
 
 def _check_line(check) -> str:
     gates = "; ".join(g.text() for g in check.gates)
     return f"{check.status.upper()} ({gates})"
-
-
-def _as_list(out) -> list:
-    return list(out) if isinstance(out, (tuple, list)) else [out]
 
 

@@ -82,9 +82,6 @@ def _loads_in_onnxruntime(model) -> None:
     onnx.checker does not run strict shape inference: onnxsim 0.8.1 once produced a Div with
     incompatible shapes on Restormer that passed the checker and failed at session creation.
     """
-    import onnxruntime as ort
+    from .runtime.runners import ort_session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    ort_session(model.SerializeToString(), optimize=False)

@@ -1,12 +1,20 @@
-"""``deploy-kit verify``: re-run parity for an existing artifact from its own metadata."""
+"""``deploy-kit verify``: parity of an artifact or a bundle, from what it carries.
+
+* An ONNX / plan on the build machine: the PyTorch reference is rebuilt from the artifact's
+  metadata (needs the export extra: torch) — :func:`verify_artifact`.
+* A bundle on the device: the reference inputs and PyTorch FP32 outputs travel inside it, so
+  verifying needs no torch, only a runner (TensorRT, TensorRT-RTX or ONNX Runtime) —
+  :func:`verify_bundle`. This is engine parity on the device.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 
 from .errors import UsageError
-from .specs import ExportRequest, TLCConfig, _freeze
+from .specs import ExportRequest, TLCConfig, Tolerance, _freeze
+
+VERIFY_BACKENDS = ("auto", "tensorrt", "tensorrt-rtx", "onnxruntime")
 
 
 def request_from_metadata(meta: dict, precision: str) -> ExportRequest:
@@ -28,15 +36,36 @@ def request_from_metadata(meta: dict, precision: str) -> ExportRequest:
             # artifacts from before inputs were degraded were checked on clean photos
             degradation=meta.get("degradation", "none"),
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UsageError(f"the artifact has no deploy-kit metadata ({exc}); verify only reads deploy-kit exports") from exc
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UsageError(f"the artifact has no deploy-kit metadata ({type(exc).__name__}: {exc}); verify only reads deploy-kit exports") from exc
 
 
-def verify_artifact(path: str, samples: int = 2):
-    """Parity of one artifact against the PyTorch reference rebuilt from its metadata.
+def artifact_metadata(path: str) -> dict:
+    """The metadata of a deploy-kit ONNX (``metadata_props``) or plan (its ``.json`` manifest).
+
+    Raises:
+        UsageError / ManifestError: unreadable file, or a plan without its manifest.
+    """
+    if path.endswith(".plan"):
+        from .manifest import read_manifest
+
+        side = path + ".json"
+        if not os.path.isfile(side):
+            raise UsageError(f"{path} has no manifest {side}; verify needs the sidecar deploy-kit wrote")
+        return read_manifest(side)
+    from .export import read_metadata
+
+    try:
+        return read_metadata(path)
+    except Exception as exc:  # noqa: BLE001 - a corrupt file is a user error here
+        raise UsageError(f"{path} is not a readable ONNX file ({type(exc).__name__})") from exc
+
+
+def rebuild_reference(path: str, samples: int = 2):
+    """The PyTorch reference of an artifact, rebuilt from its metadata (build machine: torch).
 
     Returns:
-        ParityReport (engines are reported as skipped, with the reason, without a GPU runtime).
+        (an empty ParityReport, inputs, reference outputs per input, the metadata).
 
     Raises:
         UsageError: not a deploy-kit artifact, or its weights file is gone/changed.
@@ -44,52 +73,135 @@ def verify_artifact(path: str, samples: int = 2):
     import torch
 
     from . import parity
-    from .export import read_metadata
-    from .models import get_adapter, get_spec
+    from .manifest import file_sha256
     from .memory import map_large_allocations
+    from .models import get_adapter
     from .models.checkpoint import load_model
-    from .pipeline import file_sha256, input_labels, reference_outputs, run_engine
+    from .reference import input_labels, reference_outputs
 
     map_large_allocations()  # the reference is a full-size forward pass; see memory.py
-    is_plan = path.endswith(".plan")
-    if is_plan:
-        side = path + ".json"
-        if not os.path.isfile(side):
-            raise UsageError(f"{path} has no manifest {side}; verify needs the sidecar deploy-kit wrote")
-        with open(side, encoding="utf-8") as fh:
-            meta = json.load(fh)
-    else:
-        try:
-            meta = read_metadata(path)
-        except Exception as exc:  # noqa: BLE001
-            raise UsageError(f"{path} is not a readable ONNX file ({type(exc).__name__})") from exc
-    precision = meta.get("precision", "fp32")
-    req = request_from_metadata(meta, precision)
+    meta = artifact_metadata(path)
+    req = request_from_metadata(meta, meta.get("precision", "fp32"))
     if req.weights:
         if not os.path.isfile(req.weights):
             raise UsageError(f"the weights this artifact was exported from are gone: {req.weights}")
         if meta.get("weights_sha256") and file_sha256(req.weights) != meta["weights_sha256"]:
             raise UsageError(f"{req.weights} changed since the export (sha256 differs); re-export")
-    spec, adapter = get_spec(req.model), get_adapter(req.model)
-    variant_arg = None if req.variant == "custom" else req.variant
-    loaded = load_model(adapter, variant_arg, req.weights, req.seed)
+    adapter = get_adapter(req.model)
+    loaded = load_model(adapter, None if req.variant == "custom" else req.variant, req.weights, req.seed)
     inputs = adapter.sample_inputs(req, count=samples)
     refs = reference_outputs(adapter, loaded.model, req, inputs)
     report = parity.ParityReport(req.model, req.variant, list(inputs[0].shape), meta.get("tlc"),
                                  f"PyTorch {torch.__version__} FP32 eager{adapter.reference_label(req)}",
                                  input_labels(len(inputs), adapter.input_degradation(req), req.seed))
+    return report, inputs, refs, meta
+
+
+def verify_artifact(path: str, samples: int = 2):
+    """Parity of one ONNX or plan against the PyTorch reference rebuilt from its metadata.
+
+    Returns:
+        ParityReport (an engine is reported as skipped, with the reason, without a GPU runtime).
+    """
+    from . import parity
+    from .models import get_spec
+
+    report, inputs, refs, meta = rebuild_reference(path, samples)
+    precision = meta.get("precision", "fp32")
+    spec = get_spec(meta["model"])
+    req = request_from_metadata(meta, precision)
+    from .models import get_adapter
+
+    adapter = get_adapter(req.model)
     names, kind = adapter.output_names(req), adapter.output_kind(req)
-    if is_plan:
+    if path.endswith(".plan"):
         from .engine import get_backend
+        from .runtime.runners import EngineRunner
 
         eng = get_backend(meta["backend"]["name"])
         ok, why = eng.can_run()
         if not ok:
             report.checks.append(parity.skipped(eng.name, precision, path, why))
             return report
-        outs = run_engine(path, eng.name, inputs, adapter.input_names(req)[0], names)
+        with EngineRunner(path, eng.name) as runner:
+            outs = runner.run_many(inputs)
         report.checks.append(parity.evaluate(eng.name, precision, path, names, refs, outs, kind, spec.tolerance))
         return report
     outs = parity.run_onnxruntime(path, inputs, adapter.input_names(req)[0], isolated=True)
     report.checks.append(parity.evaluate("onnxruntime", precision, path, names, refs, outs, kind, spec.tolerance))
     return report
+
+
+def bundle_runner(bundle, backend: str = "auto"):
+    """The runner ``verify``/``run`` use for a bundle, and a note on what was chosen and why.
+
+    ``auto``: an engine built into the bundle whose runtime can execute here, else ONNX Runtime
+    (CPU, or its CUDA EP) on the bundle's graph. An explicit engine backend needs a plan built
+    by ``deploy-kit build BUNDLE --backend …`` and a GPU.
+
+    Raises:
+        UsageError: the asked backend cannot run here (the reason is in the message).
+    """
+    from .manifest import read_manifest
+    from .runtime.runners import EngineRunner, OrtRunner, engine_backends
+
+    if backend not in VERIFY_BACKENDS:
+        raise UsageError(f"unknown backend '{backend}'; choose one of: {', '.join(VERIFY_BACKENDS)}")
+    usable = engine_backends()
+    plans = [(p, read_manifest(p + ".json")["backend"]["name"]) for p in bundle.plans() if os.path.isfile(p + ".json")]
+    if backend in ("tensorrt", "tensorrt-rtx"):
+        ok, why = usable[backend]
+        if not ok:
+            raise UsageError(f"cannot run a {backend} engine here: {why}")
+        plan = next((p for p, b in plans if b == backend), None)
+        if plan is None:
+            raise UsageError(f"{bundle.path} has no {backend} engine yet; run: deploy-kit build {bundle.path} --backend {backend}")
+        return EngineRunner(plan, backend), f"{backend} engine {os.path.basename(plan)}"
+    if backend == "auto":
+        for plan, name in plans:
+            if usable.get(name, (False, ""))[0]:
+                return EngineRunner(plan, name), f"{name} engine {os.path.basename(plan)}"
+    ok, why = usable["onnxruntime"]
+    if not ok:
+        engines = "; ".join(f"{k}: {v[1]}" for k, v in usable.items() if k != "onnxruntime")
+        raise UsageError(f"nothing can run this bundle here: {why}; {engines}")
+    runner = OrtRunner(bundle.onnx, device="auto")
+    note = f"onnxruntime ({runner.device.upper()}) on {bundle.manifest['onnx']}"
+    if backend == "auto":
+        note += " - no engine runtime usable here" if not plans else " - no built engine can run here"
+    return runner, note
+
+
+def verify_bundle(path: str, backend: str = "auto"):
+    """Engine (or ONNX Runtime) parity of a bundle against the PyTorch outputs it carries; torch-free.
+
+    Returns:
+        (ParityReport, the runner note). The report is also written into the bundle as
+        ``verify-<backend>.parity.json`` / ``.md``.
+
+    Raises:
+        ManifestError: a tampered or incomplete bundle; UsageError: the backend cannot run here.
+    """
+    from . import parity
+    from .bundle import open_bundle
+    from .fsutil import write_text
+
+    bundle = open_bundle(path)
+    m = bundle.manifest
+    inputs, refs = bundle.references()
+    runner, note = bundle_runner(bundle, backend)
+    try:
+        outs = runner.run_many(inputs)
+        refs_meta = m.get("references") or {}
+        report = parity.ParityReport(m["model"], m["variant"], list(m["input_shape"]), m.get("tlc"),
+                                     refs_meta.get("reference") or "PyTorch FP32 (outputs stored in the bundle)",
+                                     refs_meta.get("inputs") or [f"reference input {i}" for i in range(len(inputs))])
+        tol = Tolerance(**(m.get("tolerance") or {}))
+        report.checks.append(parity.evaluate(runner.name, m["precision"], getattr(runner, "path", None) or note,
+                                             m["output_names"], refs, outs, m["output_kind"], tol))
+    finally:
+        runner.close()
+    tag = runner.name if runner.name != "onnxruntime" else f"onnxruntime-{getattr(runner, 'device', 'cpu')}"
+    write_text(os.path.join(bundle.path, f"verify-{tag}.parity.json"), report.to_json())
+    write_text(os.path.join(bundle.path, f"verify-{tag}.parity.md"), report.to_markdown())
+    return report, note

@@ -128,3 +128,54 @@ def get_backend(name: str) -> EngineBackend:
     if name not in table:
         raise UsageError(f"unknown backend '{name}'; choose one of: {', '.join(BACKENDS)}, none")
     return table[name]()
+
+
+def build_engine(target: str, backend: str, *, out_path: str | None = None, progress=None, **options: Any) -> BuildResult:
+    """``deploy-kit build``: an engine from a bundle (on the device) or a deploy-kit ONNX, plus its manifest.
+
+    The same :meth:`EngineBackend.build` the export pipeline uses; torch-free (a bundle's manifest
+    carries the metadata; an ONNX's is read with the onnx package when it is installed).
+
+    Args:
+        target: a bundle folder (or its manifest.json) or an ``.onnx``.
+        backend: ``tensorrt`` or ``tensorrt-rtx``.
+        out_path: plan path (default: inside the bundle, or next to the ONNX).
+        options: dla_core, compute_capabilities, timing_cache.
+
+    Raises:
+        ManifestError: a tampered bundle; UsageError/EngineBuildError as the build raises them.
+    """
+    from ..bundle import is_bundle, open_bundle
+    from ..manifest import ManifestError, plan_manifest, write_manifest
+
+    eng = get_backend(backend)
+    if is_bundle(target):
+        b = open_bundle(target)
+        onnx_path, meta = b.onnx, b.manifest
+        base = os.path.join(b.path, b.manifest["onnx"][: -len(".onnx")])
+    else:
+        if not target.endswith(".onnx") or not os.path.isfile(target):
+            raise UsageError(f"{target}: build takes a bundle folder or an .onnx file")
+        onnx_path, base = target, target[: -len(".onnx")]
+        meta = _onnx_metadata(target)
+    plan = out_path or f"{base}.{eng.major()}.plan"
+    if progress:
+        progress(f"building {plan} with {eng.name} {eng.version()} ...")
+    res = eng.build(onnx_path, plan, **{k: v for k, v in options.items() if v not in (None, ())})
+    try:
+        write_manifest(plan + ".json", plan_manifest(meta, meta.get("precision", "fp32"), onnx_path, plan, eng, res))
+    except ManifestError as exc:
+        if progress:
+            progress(f"note: no manifest written ({exc}); 'verify'/'run' need one, so build from a deploy-kit export")
+    return res
+
+
+def _onnx_metadata(path: str) -> dict[str, Any]:
+    try:
+        from ..export import read_metadata
+
+        return read_metadata(path)
+    except ImportError:
+        return {}  # the device core install has no onnx package: build without a manifest
+    except Exception as exc:  # noqa: BLE001 - a corrupt file is a user error here
+        raise UsageError(f"{path} is not a readable ONNX file ({type(exc).__name__})") from exc

@@ -71,6 +71,8 @@ class TensorRT(EngineBackend):
             config.default_device_type = trt.DeviceType.DLA
             config.DLA_core = int(dla)
             config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+            # layer names and devices in the engine inspector (which layers fell back to the GPU)
+            config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
             out["dla_core"] = int(dla)
         return out
 
@@ -84,9 +86,32 @@ class TensorRT(EngineBackend):
                 "use --backend tensorrt-rtx for an ahead-of-time build, or build on the device"
             )
         result = super().build(onnx_path, plan_path, **options)
+        if options.get("dla_core") is not None:
+            result.details["dla_layers"] = dla_report(self.trt(), plan_path)
         cache = options.get("_timing_cache_obj")
         if cache is not None:
             from ..fsutil import write_bytes
 
             write_bytes(options["timing_cache"], bytes(memoryview(cache.serialize())))
         return result
+
+
+def dla_report(trt: ModuleType, plan_path: str) -> dict[str, list[str]]:
+    """Which layers of a DLA engine run on the DLA and which fell back to the GPU.
+
+    Reads the engine inspector's JSON (built with ProfilingVerbosity.DETAILED): TensorRT packs
+    everything the DLA runs into "ForeignNode" layers (reported with the ONNX layers they hold);
+    every other layer runs on the GPU. Runs on the device only (deserializing needs the GPU).
+    """
+    import json
+
+    runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
+    with open(plan_path, "rb") as fh:
+        engine = runtime.deserialize_cuda_engine(fh.read())
+    info = json.loads(engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))
+    dla, gpu = [], []
+    for layer in info.get("Layers", []):
+        name = layer.get("Name", str(layer)) if isinstance(layer, dict) else str(layer)
+        kind = (layer.get("LayerType", "") if isinstance(layer, dict) else "") + name
+        (dla if "ForeignNode" in kind or "DLA" in kind else gpu).append(name)
+    return {"dla": dla, "gpu": gpu}

@@ -59,6 +59,10 @@ class ModelAdapter:
     def output_names(self, req: ExportRequest) -> list[str]:
         return ["output"]
 
+    def input_normalisation(self, req: ExportRequest) -> str:
+        """What the graph itself does to its [0, 1] input before the network (manifest ``input``)."""
+        return "none"
+
     def output_kind(self, req: ExportRequest) -> str:
         """``"image"`` (PSNR in [0,1]), ``"logits"`` or ``"features"`` (cosine)."""
         return "image"

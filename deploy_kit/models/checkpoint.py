@@ -31,7 +31,9 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """Read a checkpoint with ``torch.load(weights_only=True)`` and unwrap it to a flat state dict.
 
     Raises:
-        CheckpointError: missing file, not a torch checkpoint, or no tensor dict inside.
+        CheckpointError: missing file, not a torch checkpoint, no tensor dict inside, or a tensor
+            holding NaN/Inf (the first such key is named: a diverged run is a bad input, not a
+            parity failure found minutes later).
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"weights file not found: {path}")
@@ -52,7 +54,16 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"{path} holds no state dict (expected tensors, or one under 'params'/'model'/'state_dict')"
         )
-    return {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items()}
+    sd = {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items()}
+    for key, value in sd.items():
+        if value.is_floating_point() or value.is_complex():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                raise CheckpointError(
+                    f"{path}: tensor '{key}' holds {bad} NaN/Inf value{'s' if bad > 1 else ''}; the checkpoint is "
+                    "damaged or from a diverged run — use another one"
+                )
+    return sd
 
 
 def match_variant(spec: ModelSpec, hparams: dict[str, Any]) -> Variant:

@@ -556,6 +556,9 @@ class PVTAdapter(ModelAdapter):
     def reference_label(self, req: ExportRequest) -> str:
         return " (PVT positional embeddings resized / v2-li pooling done at forward time, as upstream)"
 
+    def input_normalisation(self, req: ExportRequest) -> str:
+        return f"inside the graph: (x - {list(IMAGENET_MEAN)}) / {list(IMAGENET_STD)} (ImageNet)"
+
     def output_names(self, req: ExportRequest) -> list[str]:
         if self._head(req) == "cls":
             return ["logits"]

@@ -66,6 +66,58 @@ def isolate_consumed_outputs(model) -> int:
     return fixed
 
 
+def unshare_constants(model, blocked: set[str], blocked_ops: set[str]) -> int:
+    """Give FP32 islands their own copy of every constant they share with FP16 nodes.
+
+    onnxsim/onnxslim merge identical constants into one tensor. Official initialisation leaves
+    many exactly equal tensors (every zero bias of a width, every unit LayerNorm scale), so a
+    LayerNorm bias kept FP32 and a Gemm bias meant to become FP16 end up as *one* initializer.
+    onnxconverter-common 1.16 keeps a constant read by a blocked node in FP32 and casts nothing
+    for its other readers, which gives "Type parameter (T) of Optype (Gemm) bound to different
+    types" (PVT small with its official init, issue 9; random weights never share a tensor).
+
+    Args:
+        model: the ModelProto (edited in place).
+        blocked: names of nodes that stay FP32; blocked_ops: op types that always stay FP32.
+
+    Returns:
+        How many constants were duplicated.
+    """
+    import copy
+
+    def is_blocked(n) -> bool:
+        return n.name in blocked or n.op_type in blocked_ops
+
+    readers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    constants = {i.name: ("init", i) for i in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            constants[n.output[0]] = ("node", n)
+    split = 0
+    for name, (kind, proto) in list(constants.items()):
+        users = readers.get(name, [])
+        fp32_users = [n for n in users if is_blocked(n)]
+        if not fp32_users or len(fp32_users) == len(users):
+            continue
+        twin = f"{name}__dk_fp32"
+        if kind == "init":
+            copy_ = copy.deepcopy(proto)
+            copy_.name = twin
+            model.graph.initializer.append(copy_)
+        else:
+            copy_ = copy.deepcopy(proto)
+            copy_.name = f"{proto.name or name}__dk_fp32"
+            copy_.output[:] = [twin]
+            model.graph.node.insert(list(model.graph.node).index(proto) + 1, copy_)
+        for n in fp32_users:
+            n.input[:] = [twin if i == name else i for i in n.input]
+        split += 1
+    return split
+
+
 def restore_fp32_constants(before, after) -> int:
     """Feed FP32 islands their original FP32 constants instead of an FP16 round trip.
 
@@ -108,28 +160,33 @@ def _drop_dead(model) -> None:
     model.graph.initializer.extend(inits)
 
 
-def convert_fp16(src: str, dst: str, fp32_patterns: list[str]) -> FP16Report:
+def convert_fp16(src: str, dst: str, fp32_patterns: list[str], stage: str = "fp16") -> FP16Report:
     """Write an FP16 copy of ``src`` with FP32 graph I/O and FP32 islands.
 
     Args:
         src: FP32 ONNX path (only read).
         dst: destination path (written atomically).
         fp32_patterns: regexes on node names kept in FP32 (the model's overflow sites).
+        stage: named in the error when the result does not load (``fp16``, ``int8 remainder``).
 
     Returns:
         FP16Report listing the nodes kept FP32.
 
     Raises:
-        RuntimeError: the converter produced an invalid graph (a bug; keeps its traceback).
+        RuntimeError: the converter produced duplicate node names (a bug; keeps its traceback).
+        InvalidGraphError: the result does not load in ONNX Runtime (nothing is written).
     """
+    from .check import check_loads
+
     import onnx
     from onnxconverter_common import float16
 
     model = onnx.load(src)
     isolate_consumed_outputs(model)
+    block = select_nodes(model, fp32_patterns)
+    unshare_constants(model, set(block), set(float16.DEFAULT_OP_BLOCK_LIST))
     before = onnx.ModelProto()
     before.CopyFrom(model)  # the converter edits its input in place
-    block = select_nodes(model, fp32_patterns)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # it warns for every clamped initializer value
         out = float16.convert_float_to_float16(
@@ -144,6 +201,7 @@ def convert_fp16(src: str, dst: str, fp32_patterns: list[str]) -> FP16Report:
     if len(names) != len(set(names)):
         raise RuntimeError("FP16 conversion produced duplicate node names")
     onnx.checker.check_model(out)
+    check_loads(out, stage)
     with atomic_target(dst) as tmp:
         onnx.save(out, tmp)
     casts = sum(1 for n in out.graph.node if n.op_type == "Cast")

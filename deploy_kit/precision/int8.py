@@ -281,8 +281,9 @@ def calibrate(src: str, calib: CalibrationSet, opts: Int8Options, cache_file: st
     The file is onnxruntime's own JSON calibration cache (``save_tensors_data``), which
     ``quantize_static(calibration_cache_path=…)`` reads back, written atomically.
     """
-    import onnxruntime as ort
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    from ..runtime.runners import ort_session
 
     name = _input_name_and_check(src, calib)
     method = _method_enum(opts.method)
@@ -299,14 +300,8 @@ def calibrate(src: str, calib: CalibrationSet, opts: Int8Options, cache_file: st
             calibrate_method=method,
             extra_options=extra,
         )
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        if opts.threads:
-            so.intra_op_num_threads = opts.threads
-            so.inter_op_num_threads = 1
-        calibrator.infer_session = ort.InferenceSession(
-            calibrator.augmented_model_path, sess_options=so, providers=["CPUExecutionProvider"]
-        )
+        # the calibrator reads the augmented graph's intermediate outputs: no fused kernels
+        calibrator.infer_session = ort_session(calibrator.augmented_model_path, threads=opts.threads, optimize=False)
         chunk = len(calib.arrays) if opts.method == "minmax" else _HIST_CHUNK
         for start in range(0, len(calib.arrays), chunk):
             calibrator.collect_data(_Reader(name, calib.arrays[start : start + chunk]))
@@ -470,6 +465,8 @@ def quantize_int8(src: str, dst: str, calib: CalibrationSet, opts: Int8Options, 
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
+    from .check import check_loads
+
     opts.validate()
     t0 = time.time()
     if not os.path.isfile(src):
@@ -522,6 +519,7 @@ def quantize_int8(src: str, dst: str, calib: CalibrationSet, opts: Int8Options, 
             {"method": opts.method, "remainder": opts.remainder, "calibration": calib.description,
              "calibration_digest": calib.digest, "excluded": excluded}))
         onnx.checker.check_model(qmodel)
+        check_loads(qmodel, "int8")
         onnx.save(qmodel, tmp)
 
     ranges = load_ranges(cache_file)
@@ -585,4 +583,4 @@ def _fp16_remainder(path: str, int8_layers: Sequence[str], opts: Int8Options) ->
 
     keep = list(opts.fp32_patterns) + [r"_(Quantize|Dequantize)Linear(_\d+)?$"]
     keep += [f"^{re.escape(n)}$" for n in int8_layers]
-    convert_fp16(path, path, keep)  # it reads the whole graph first, then writes atomically
+    convert_fp16(path, path, keep, stage="int8 (fp16 remainder)")  # it reads the whole graph first, then writes atomically

@@ -31,23 +31,12 @@ def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
     return 10.0 * math.log10(data_range * data_range / mse)
 
 
-def _session(path: str, threads: int):
-    import onnxruntime as ort
+def _outputs(path: str, pairs, input_name: str, threads: int) -> list[np.ndarray]:
+    """First output of ``path`` for each pair's degraded input (ONNX Runtime CPU)."""
+    from ..runtime.runners import OrtRunner
 
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-    return ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
-
-
-def _run(sess, input_name: str, x: np.ndarray) -> np.ndarray:
-    inp = next((i for i in sess.get_inputs() if i.name == input_name), None)
-    if inp is None:
-        names = ", ".join(i.name for i in sess.get_inputs())
-        raise UsageError(f"the model has no input named '{input_name}' (inputs: {names})")
-    feed = x.astype(np.float16) if inp.type == "tensor(float16)" else x.astype(np.float32, copy=False)
-    return np.asarray(sess.run(None, {input_name: feed})[0], dtype=np.float32)
+    with OrtRunner(path, threads=threads, input_name=input_name) as runner:
+        return [runner.run(x)[0] for x, _ in pairs]
 
 
 def quality_table(
@@ -78,18 +67,14 @@ def quality_table(
     if not pairs:
         raise UsageError("quality_table needs at least one (input, target) pair")
     order = ["fp32"] + [p for p in onnx_by_precision if p != "fp32"]
-    ref_sess = _session(onnx_by_precision["fp32"], threads)
-    refs = [_run(ref_sess, input_name, x) for x, _ in pairs]
-    del ref_sess
+    refs = _outputs(onnx_by_precision["fp32"], pairs, input_name, threads)
     input_psnr = float(np.mean([psnr(x, y) for x, y in pairs]))
     table: dict[str, dict] = {}
     for prec in order:
         if prec == "fp32":
             outs = refs
         else:
-            sess = _session(onnx_by_precision[prec], threads)
-            outs = [_run(sess, input_name, x) for x, _ in pairs]
-            del sess
+            outs = _outputs(onnx_by_precision[prec], pairs, input_name, threads)
         vs_ref = [psnr(o, r) for o, r in zip(outs, refs)]
         task = [psnr(np.clip(o, 0.0, 1.0), y) for o, (_, y) in zip(outs, pairs)]
         table[prec] = {

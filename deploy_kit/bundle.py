@@ -1,0 +1,278 @@
+"""The device bundle: what travels to the Jetson (or GPU server) to build, prove and run an engine.
+
+A TensorRT engine is not portable, so a bundle carries the graph and the proof instead::
+
+    <stem>.<precision>.bundle/
+      manifest.json         one manifest (deploy_kit/manifest.py): model, input conventions, TLC,
+                            precision, tolerances, degradation, sha256 of every file below
+      <stem>.<precision>.onnx   the graph to build on the device (FP16 casts or INT8 Q/DQ)
+      reference.npz         reference inputs and their PyTorch FP32 outputs (export size)
+      build.sh              trtexec lines: TensorRT 10 (JetPack 6/7) and 11, with/without DLA
+      README.md             the four device steps
+      int8/                 INT8 only: the FP32 graph + TensorRT <= 10 implicit-INT8 calibration cache
+
+Writing needs the build machine (onnx); :func:`open_bundle` and everything the device does with
+a bundle needs only numpy (and TensorRT or ONNX Runtime to run it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import UsageError
+from .manifest import ManifestError, check_files, file_sha256, make_manifest, parity_summary, read_manifest, write_manifest
+
+MANIFEST = "manifest.json"
+REFERENCE = "reference.npz"
+
+
+@dataclass
+class BundleInfo:
+    path: str
+    size: int
+    files: dict[str, str] = field(default_factory=dict)
+
+    def line(self) -> str:
+        from .fsutil import human_size
+
+        return f"{self.path} ({len(self.files)} files, {human_size(self.size)})"
+
+
+@dataclass
+class Bundle:
+    """An opened, checked bundle (torch-free)."""
+
+    path: str
+    manifest: dict[str, Any]
+
+    @property
+    def onnx(self) -> str:
+        return os.path.join(self.path, self.manifest["onnx"])
+
+    def references(self) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
+        """(inputs, reference outputs per input in ``output_names`` order) from ``reference.npz``."""
+        refs = self.manifest.get("references") or {}
+        path = os.path.join(self.path, refs.get("file", REFERENCE))
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                n = int(refs.get("count", 0))
+                names = self.manifest["output_names"]
+                inputs = [np.asarray(data[f"input_{i}"], np.float32) for i in range(n)]
+                outputs = [[np.asarray(data[f"output_{i}_{name}"], np.float32) for name in names] for i in range(n)]
+        except (OSError, KeyError, ValueError) as exc:
+            raise ManifestError(f"{path}: reference data unreadable ({type(exc).__name__}); copy the bundle again") from None
+        if not inputs:
+            raise ManifestError(f"{self.path}: the bundle holds no reference inputs")
+        return inputs, outputs
+
+    def plans(self) -> list[str]:
+        """Engines built into this bundle (``deploy-kit build BUNDLE``), newest first."""
+        found = [os.path.join(self.path, f) for f in os.listdir(self.path) if f.endswith(".plan")]
+        return sorted(found, key=os.path.getmtime, reverse=True)
+
+
+def is_bundle(path: str) -> bool:
+    """A bundle directory, or its manifest.json."""
+    return (os.path.isdir(path) and os.path.isfile(os.path.join(path, MANIFEST))) or (
+        os.path.basename(path) == MANIFEST and os.path.isfile(path))
+
+
+def open_bundle(path: str, *, check: bool = True) -> Bundle:
+    """Open a bundle directory (or its manifest.json), validate the manifest and every file's sha256.
+
+    Raises:
+        ManifestError: not a bundle, newer schema, a missing or changed file (one line).
+    """
+    directory = os.path.dirname(os.path.abspath(path)) if os.path.basename(path) == MANIFEST else path
+    if not os.path.isdir(directory) or not os.path.isfile(os.path.join(directory, MANIFEST)):
+        raise ManifestError(f"{path} is not a deploy-kit bundle (no {MANIFEST}); make one with 'deploy-kit bundle ARTIFACT'")
+    where = os.path.join(directory, MANIFEST)
+    manifest = read_manifest(where)
+    if "files" not in manifest or manifest.get("onnx") not in manifest["files"]:
+        raise ManifestError(f"{where} lists no graph among its files; it is not a bundle manifest")
+    if check:
+        check_files(manifest, directory, where)
+    return Bundle(directory, manifest)
+
+
+def write_bundle(onnx_path: str, inputs: Sequence[np.ndarray], refs: Sequence[Sequence[np.ndarray]], out: str,
+                 *, report=None) -> BundleInfo:
+    """Write ``out`` (a directory) atomically: everything is written beside it first, then renamed.
+
+    Args:
+        onnx_path: the precision ONNX written by deploy-kit (its metadata becomes the manifest).
+        inputs: reference inputs (float32 NCHW at the export size).
+        refs: the PyTorch FP32 outputs per input (``output_names`` order).
+        out: bundle directory to (re)create.
+        report: the ParityReport of the export, recorded in the manifest when given.
+
+    Raises:
+        UsageError: the ONNX has no deploy-kit metadata.
+    """
+    from .export import read_metadata
+    from .precision.int8 import legacy_cache_path
+
+    meta = read_metadata(onnx_path)
+    quant = meta.pop("deploy_kit.int8", None)  # how the Q/DQ graph was calibrated (int8.py)
+    meta = _graph_manifest(meta, onnx_path)
+    parent = os.path.dirname(os.path.abspath(out)) or "."
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", suffix=".part", dir=parent)
+    try:
+        onnx_name = os.path.basename(onnx_path)
+        shutil.copyfile(onnx_path, os.path.join(tmp, onnx_name))
+        arrays = {f"input_{i}": np.asarray(x, np.float32) for i, x in enumerate(inputs)}
+        for i, outs in enumerate(refs):
+            for name, o in zip(meta["output_names"], outs):
+                arrays[f"output_{i}_{name}"] = np.asarray(o, np.float32)
+        np.savez_compressed(os.path.join(tmp, REFERENCE), **arrays)
+        int8 = None
+        if meta["precision"] == "int8":
+            fp32 = onnx_path[: -len(".int8.onnx")] + ".fp32.onnx" if onnx_path.endswith(".int8.onnx") else None
+            cache = legacy_cache_path(fp32) if fp32 else None
+            if fp32 and os.path.isfile(fp32) and cache and os.path.isfile(cache):
+                os.makedirs(os.path.join(tmp, "int8"))
+                shutil.copyfile(fp32, os.path.join(tmp, "int8", os.path.basename(fp32)))
+                shutil.copyfile(cache, os.path.join(tmp, "int8", os.path.basename(cache)))
+                int8 = {"fp32_onnx": f"int8/{os.path.basename(fp32)}", "calibration_cache": f"int8/{os.path.basename(cache)}",
+                        "quantization": quant}
+        with open(os.path.join(tmp, "build.sh"), "w", encoding="utf-8") as fh:
+            fh.write(build_script(onnx_name, meta, int8))
+        os.chmod(os.path.join(tmp, "build.sh"), 0o755)
+        with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as fh:
+            fh.write(_readme(meta, onnx_name, len(inputs)))
+        files = {}
+        for root, _, names in os.walk(tmp):
+            for name in sorted(names):
+                full = os.path.join(root, name)
+                files[os.path.relpath(full, tmp).replace(os.sep, "/")] = file_sha256(full)
+        manifest = make_manifest(
+            meta,
+            onnx=onnx_name,
+            files=files,
+            references={"file": REFERENCE, "count": len(inputs), "reference": report.reference if report else None,
+                        "inputs": list(report.inputs) if report else None},
+            parity=parity_summary(report) if report is not None else None,
+            int8=int8,
+        )
+        write_manifest(os.path.join(tmp, MANIFEST), manifest)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    size = sum(os.path.getsize(os.path.join(r, n)) for r, _, ns in os.walk(out) for n in ns)
+    return BundleInfo(out, size, files)
+
+
+def bundle_artifact(artifact: str, out: str | None = None, samples: int = 2) -> BundleInfo:
+    """``deploy-kit bundle ARTIFACT``: a bundle from an existing deploy-kit ONNX (build machine).
+
+    The reference outputs are recomputed with the PyTorch model rebuilt from the artifact's
+    metadata (the weights file it was exported from must still be there), as ``verify`` does.
+    """
+    from .verify import rebuild_reference
+
+    if not artifact.endswith(".onnx"):
+        raise UsageError(f"{artifact}: bundle takes the .onnx deploy-kit wrote (FP16/INT8/FP32), not a plan")
+    report, inputs, refs, _ = rebuild_reference(artifact, samples)
+    base = artifact[: -len(".onnx")]
+    return write_bundle(artifact, inputs, refs, out or base + ".bundle", report=report)
+
+
+def build_script(onnx_name: str, meta: dict, int8: dict | None) -> str:
+    """``build.sh``: the trtexec lines for TensorRT 10 (JetPack 6/7) and 11, with and without DLA."""
+    stem = onnx_name[: -len(".onnx")]
+    q = shlex.quote
+    lines = [
+        "#!/bin/sh",
+        "# Build the engine ON THE TARGET (TensorRT engines are not portable between GPUs or versions).",
+        "# Preferred: deploy-kit build . --backend tensorrt   (same builder as export; writes the manifest,",
+        "#            then: deploy-kit verify . --backend tensorrt)",
+        "# Or with trtexec (JetPack: /usr/src/tensorrt/bin/trtexec). Usage: sh build.sh [gpu|dla|legacy-int8]",
+        "set -e",
+        'cd "$(dirname "$0")"',
+        'TRTEXEC="${TRTEXEC:-trtexec}"',
+        'MODE="${1:-gpu}"',
+        "",
+        "# Precision is in the graph (FP16 casts / INT8 Q/DQ): strongly typed on TensorRT 10 and 11 alike.",
+        'if [ "$MODE" = gpu ]; then',
+        f'  "$TRTEXEC" --onnx={q(onnx_name)} --stronglyTyped --saveEngine={q(stem + ".trt.plan")}',
+        "fi",
+        "# Jetson DLA (Orin/Xavier): layers DLA cannot run fall back to the GPU; trtexec --verbose lists them.",
+        'if [ "$MODE" = dla ]; then',
+        f'  "$TRTEXEC" --onnx={q(onnx_name)} --stronglyTyped --useDLACore=0 --allowGPUFallback --saveEngine={q(stem + ".dla0.plan")}',
+        "fi",
+    ]
+    if int8:
+        lines += [
+            "# TensorRT <= 10 only (JetPack 6): implicit INT8 on the FP32 graph with the calibration cache.",
+            "# TensorRT 11 removed implicit INT8 and calibrators; use the Q/DQ graph above there.",
+            'if [ "$MODE" = legacy-int8 ]; then',
+            f'  "$TRTEXEC" --onnx={q(int8["fp32_onnx"])} --int8 --fp16 --calib={q(int8["calibration_cache"])} '
+            f'--saveEngine={q(stem + ".int8-implicit.trt10.plan")}',
+            "fi",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _graph_manifest(meta: dict, onnx_path: str) -> dict:
+    """The manifest fields of a deploy-kit ONNX's metadata (older exports lack the I/O section)."""
+    needed = ("model", "input_shape", "input_names", "output_names", "output_kind", "input")
+    missing = [k for k in needed if k not in meta]
+    if missing:
+        raise UsageError(f"{onnx_path} has no deploy-kit {'metadata' if 'model' in missing else 'I/O metadata'} "
+                         f"({', '.join(missing)}); re-export it with this deploy-kit")
+    meta = {k: v for k, v in meta.items() if "." not in k}
+    meta.setdefault("precision", "fp32")
+    return meta
+
+
+def _readme(meta: dict, onnx_name: str, count: int) -> str:
+    shape = "x".join(str(d) for d in meta["input_shape"])
+    tlc = "TLC on" if meta.get("tlc") else "no TLC"
+    return f"""# {meta['model']} {meta['variant']} — {meta['precision'].upper()} bundle ({shape}, {tlc})
+
+Made by deploy-kit {meta.get('deploy_kit_version', '?')}. Everything here is checked against
+`manifest.json` (sha256 of every file) before it is used.
+
+On the device (Jetson with JetPack, or a GPU server), with only the core installed
+(`pip install deploy-kit`, plus JetPack's TensorRT or `deploy-kit[ort]`):
+
+```bash
+deploy-kit build .  --backend tensorrt          # the engine, built here on the target
+deploy-kit verify . --backend auto              # {count} reference inputs vs their PyTorch FP32 outputs
+deploy-kit run .    photo.png folder/ --out restored/
+```
+
+`build.sh` has the equivalent `trtexec` lines (TensorRT 10 and 11, GPU or DLA).
+Input: {meta['input']['color']} in [0, 1], {meta['input']['normalisation']}; padding: {meta['input']['padding']}.
+Images of any size are tiled through the fixed {meta['input_shape'][2]}x{meta['input_shape'][3]} engine by `deploy-kit run`.
+Graph: `{onnx_name}`.
+"""
+
+
+def _replace_dir(tmp: str, out: str) -> None:
+    """Move the finished ``tmp`` onto ``out``; an old ``out`` is removed only after the move."""
+    old = None
+    if os.path.lexists(out):
+        if not os.path.isdir(out) or not is_bundle(out):
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise UsageError(f"{out} exists and is not a deploy-kit bundle; remove it or choose another --out")
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", suffix=".old", dir=os.path.dirname(os.path.abspath(out)))
+        os.rmdir(old)
+        os.rename(out, old)
+    os.rename(tmp, out)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(out, 0o777 & ~umask)
+    if old:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(old)

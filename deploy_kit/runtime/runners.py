@@ -1,0 +1,218 @@
+"""The one runner interface: numpy in, numpy out, whatever computes it.
+
+Parity, ``verify``, the INT8 quality table, the seam check and the runtime all run models
+through a :class:`Runner`:
+
+* :class:`OrtRunner` — ONNX Runtime (CPU; the CUDA execution provider when installed and asked
+  for). This module is the only place in deploy-kit that builds an ``InferenceSession``.
+* :class:`EngineRunner` — a TensorRT / TensorRT-RTX plan (needs a CUDA GPU).
+* ``deploy_kit.reference.TorchRunner`` — the PyTorch FP32 reference (build machine only; it
+  lives outside the runtime because the runtime never imports torch).
+
+numpy only at import time; onnxruntime and tensorrt are imported when a runner is opened.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+ORT_PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+class Runner:
+    """Runs one model with a fixed-shape input.
+
+    Attributes:
+        name: ``pytorch`` | ``onnxruntime`` | ``tensorrt`` | ``tensorrt-rtx``.
+        input_name: the (single) image input's name.
+        output_names: output names, in the order :meth:`run` returns them.
+        input_shape: (N, C, H, W) the model takes, or None when any shape is accepted.
+    """
+
+    name = ""
+    input_name = "input"
+    output_names: list[str] = []
+    input_shape: tuple[int, ...] | None = None
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """One forward pass: float32 NCHW in, the outputs (float32) in ``output_names`` order."""
+        raise NotImplementedError
+
+    def run_many(self, inputs: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
+        """:meth:`run` for each input (outputs per input)."""
+        return [self.run(x) for x in inputs]
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def ort_session(model, *, threads: int = 0, optimize: bool = True, arena: bool = True, providers: str = "cpu"):
+    """An ONNX Runtime session (the single place one is built).
+
+    Args:
+        model: an ONNX path or serialized model bytes.
+        threads: intra-op threads (0 = ONNX Runtime's default); inter-op is then 1.
+        optimize: False disables every graph optimisation (no fused kernels: each node runs as
+            written, which is what load checks and the INT8 calibrator want).
+        arena: False turns the CPU memory arena off, so peak memory is not kept alive between
+            runs of a one-shot session.
+        providers: ``cpu`` or ``cuda`` (CUDA EP first, CPU fallback).
+
+    Raises:
+        MissingDependencyError: onnxruntime is not installed (names the extra).
+    """
+    from .._deps import require
+
+    ort = require("onnxruntime")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.enable_cpu_mem_arena = arena
+    return ort.InferenceSession(model, opts, providers=ORT_PROVIDERS[providers])
+
+
+def ort_providers_available() -> list[str]:
+    """Execution providers of the installed onnxruntime ([] when it is not installed)."""
+    try:
+        import onnxruntime as ort
+    except Exception:  # noqa: BLE001 - a broken install counts as missing
+        return []
+    return list(ort.get_available_providers())
+
+
+class OrtRunner(Runner):
+    """ONNX Runtime on one ONNX file.
+
+    Args:
+        path: ONNX file.
+        device: ``cpu``, ``cuda`` or ``auto`` (CUDA EP when this onnxruntime has it).
+        threads, optimize, arena: see :func:`ort_session`.
+        input_name: which input takes the image (default: the first).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str, *, device: str = "cpu", threads: int = 0, optimize: bool = True,
+                 arena: bool = True, input_name: str | None = None):
+        if device == "auto":
+            device = "cuda" if "CUDAExecutionProvider" in ort_providers_available() else "cpu"
+        self.device = device
+        self.path = path
+        self.session = ort_session(path, threads=threads, optimize=optimize, arena=arena, providers=device)
+        ins = self.session.get_inputs()
+        chosen = next((i for i in ins if i.name == input_name), None) if input_name else ins[0]
+        if chosen is None:
+            from ..errors import UsageError
+
+            raise UsageError(f"{path} has no input named '{input_name}' (inputs: {', '.join(i.name for i in ins)})")
+        self.input_name = chosen.name
+        self._half = chosen.type == "tensor(float16)"
+        self.input_shape = tuple(d if isinstance(d, int) else -1 for d in chosen.shape)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        feed = np.ascontiguousarray(x, dtype=np.float16 if self._half else np.float32)
+        outs = self.session.run(None, {self.input_name: feed})
+        return [np.asarray(o, dtype=np.float32) for o in outs]
+
+    def close(self) -> None:
+        self.session = None
+
+
+class EngineRunner(Runner):
+    """A TensorRT / TensorRT-RTX plan through :class:`deploy_kit.runtime.session.EngineSession`.
+
+    Args:
+        plan: the ``.plan`` file.
+        backend: ``tensorrt`` or ``tensorrt-rtx`` (the runtime that deserializes it).
+    """
+
+    def __init__(self, plan: str, backend: str):
+        from .session import EngineSession
+
+        self.name = backend
+        self.session = EngineSession(plan, backend)
+        self.input_name = self.session.inputs[0]
+        self.input_shape = self.session.buffers[self.input_name][1]
+        self.output_names = list(self.session.outputs)
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        out = self.session.run({self.input_name: x})
+        return [np.asarray(out[n], dtype=np.float32) for n in self.output_names]
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def run_isolated(path: str, inputs: Sequence[np.ndarray], threads: int = 0) -> list[list[np.ndarray]]:
+    """ONNX Runtime CPU outputs per input, computed in a fresh (spawned) process.
+
+    The child imports numpy + onnxruntime only, so ONNX Runtime's peak memory does not stack on
+    what PyTorch holds in this process: Restormer-Local at 720x1280 peaks at ~18 GB in ONNX
+    Runtime alone, and the export process OOM'd on 24 GB. The arena is off (one-shot session).
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_run_ort_once, path, list(inputs), threads).result()
+
+
+def _run_ort_once(path: str, inputs: list, threads: int) -> list[list[np.ndarray]]:
+    runner = OrtRunner(path, threads=threads, arena=False)
+    try:
+        return runner.run_many(inputs)
+    finally:
+        runner.close()
+
+
+def engine_backends() -> dict[str, tuple[bool, str]]:
+    """Which runners can execute here: name -> (usable, why not). Used by ``env`` and ``verify``."""
+    from .._deps import available
+    from .cuda import gpu_available
+
+    gpu, gpu_why = gpu_available()
+    out: dict[str, tuple[bool, str]] = {}
+    for name, module, extra in (("tensorrt", "tensorrt", "tensorrt"), ("tensorrt-rtx", "tensorrt_rtx", "rtx")):
+        if not available(module):
+            out[name] = (False, f"{module} is not installed (pip install 'deploy-kit[{extra}]', or JetPack's TensorRT on a Jetson)")
+        elif not gpu:
+            out[name] = (False, gpu_why)
+        else:
+            out[name] = (True, "")
+    providers = ort_providers_available()
+    if not providers:
+        out["onnxruntime"] = (False, "onnxruntime is not installed (pip install 'deploy-kit[ort]')")
+    else:
+        out["onnxruntime"] = (True, "CUDA EP available" if "CUDAExecutionProvider" in providers else "CPU")
+    return out
+
+
+def open_runner(path: str, backend: str = "auto") -> Runner:
+    """A runner for an ``.onnx`` (ONNX Runtime) or a ``.plan`` (its TensorRT runtime).
+
+    Args:
+        backend: for a plan ``tensorrt``/``tensorrt-rtx`` (``auto`` reads the plan's manifest);
+            for an ONNX ``onnxruntime`` or ``auto``.
+    """
+    if path.endswith(".onnx"):
+        return OrtRunner(path, device="auto")
+    if backend in ("auto", None):
+        from ..manifest import read_manifest
+
+        side = path + ".json"
+        backend = read_manifest(side)["backend"]["name"] if os.path.exists(side) else "tensorrt"
+    return EngineRunner(path, backend)
