@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from .errors import MissingDependencyError
@@ -12,7 +13,28 @@ _EXTRAS = {
     "tensorrt_rtx": ("rtx", "tensorrt-rtx-cu13"),
     "tensorrt": ("tensorrt", "tensorrt-cu13"),
     "polygraphy": ("polygraphy", "polygraphy"),
+    "onnxruntime": ("ort", "onnxruntime"),
+    "torch": ("export", "torch"),
+    "onnx": ("export", "onnx"),
+    "onnxsim": ("export", "onnxsim"),
+    "onnxconverter_common": ("export", "onnxconverter-common"),
+    "skimage": ("export", "scikit-image"),
 }
+
+# what the build-machine commands (export, bundle ARTIFACT, verify ONNX, seam-check) import
+EXPORT_MODULES = ("torch", "onnx", "onnxruntime", "onnxsim", "onnxconverter_common", "skimage")
+
+
+def require_export() -> None:
+    """Fail in one line, naming the ``export`` extra, when the build-machine chain is not installed
+    (the core install on a Jetson has none of it)."""
+    for module in EXPORT_MODULES:
+        if importlib.util.find_spec(module) is None:
+            extra, package = _EXTRAS[module]
+            raise MissingDependencyError(
+                f"{package} is not installed: this command runs on the build machine and needs the export chain; "
+                f"install it with: pip install 'deploy-kit[{extra}]' (on the device use bundle commands: build, verify, run)"
+            )
 
 
 def require(module: str) -> ModuleType:

@@ -91,6 +91,9 @@ def export(model, variant, weights, height, width, tlc, train_size, fp16, int8, 
     the .plan with its .json manifest, and a parity report (JSON, Markdown, heatmap PNG).
     Exit code 0 when every parity gate passes, 1 when one fails, 2 for bad input.
     """
+    from ._deps import require_export
+
+    require_export()
     from .pipeline import Int8Settings
     from .request import resolve_request
 
@@ -98,8 +101,11 @@ def export(model, variant, weights, height, width, tlc, train_size, fp16, int8, 
         raise UsageError("--fp16 and --int8 are mutually exclusive; pick one")
     if not int8 and calib:
         raise UsageError("--calib only applies with --int8")
-    if calib_count < 1:
-        raise UsageError(f"--calib-count must be at least 1; got {calib_count}")
+    if int8:
+        from .precision.calibration import MIN_IMAGES
+
+        if calib_count < MIN_IMAGES:  # before minutes of export work, not at the INT8 stage
+            raise UsageError(f"--calib-count must be at least {MIN_IMAGES}; got {calib_count}")
     if samples < 1:
         raise UsageError(f"--samples must be at least 1; got {samples}")
     req = resolve_request(model, variant=variant, weights=weights, height=height, width=width, tlc=tlc,
@@ -225,6 +231,9 @@ def verify(artifact, backend, samples) -> None:
             raise UsageError(f"{artifact} is a folder but not a deploy-kit bundle (no manifest.json)")
         if backend != "auto":
             raise UsageError("--backend applies to bundles; an .onnx runs on ONNX Runtime, a .plan on its own runtime")
+        from ._deps import require_export
+
+        require_export()
         from .verify import verify_artifact
 
         report = verify_artifact(artifact, samples=samples)
@@ -244,8 +253,10 @@ def bundle(artifact, out_dir, samples) -> None:
     """Write a device bundle from a deploy-kit ONNX (FP16, INT8 or FP32): the graph to build on the
     target, one manifest (sha256 of every file), reference inputs with their PyTorch FP32 outputs,
     build.sh (trtexec, TensorRT 10/11, GPU or DLA) and a README. Needs the export extra (torch)."""
+    from ._deps import require_export
     from .bundle import bundle_artifact
 
+    require_export()
     if not os.path.isfile(artifact):
         raise UsageError(f"artifact not found: {artifact}")
     if samples < 1:
@@ -272,14 +283,14 @@ def run(target, inputs, out_dir, backend, overlap) -> None:
     from .runtime.restore import collect_images, restore_file, tiles_for
     from .runtime.tiling import DEFAULT_OVERLAP
 
+    runner, manifest, note = _open_for_run(target, backend)  # a bad or tampered target is reported first
     try:
-        files = collect_images(inputs)
-    except FileNotFoundError as exc:
-        raise UsageError(f"input not found: {exc.args[0]}") from None
-    if not files:
-        raise UsageError("no images found in the given inputs (png, jpg, tif, bmp, webp)")
-    runner, manifest, note = _open_for_run(target, backend)
-    try:
+        try:
+            files = collect_images(inputs)
+        except FileNotFoundError as exc:
+            raise UsageError(f"input not found: {exc.args[0]}") from None
+        if not files:
+            raise UsageError("no images found in the given inputs (png, jpg, tif, bmp, webp)")
         if manifest["output_kind"] != "image":
             raise UsageError(f"{target} outputs {manifest['output_kind']}, not images; run restores images only")
         _, ch, th, tw = manifest["input_shape"]
@@ -287,9 +298,12 @@ def run(target, inputs, out_dir, backend, overlap) -> None:
             overlap = min(DEFAULT_OVERLAP, min(th, tw) // 4)
         if overlap < 0 or 2 * overlap >= min(th, tw):
             raise UsageError(f"--overlap must be between 0 and {min(th, tw) // 2 - 1} for a {th}x{tw} engine; got {overlap}")
+        # tiles start on the model's size multiple, so each sees the downsampling grid the whole image does
+        multiple = int(manifest["input"].get("pad_multiple", 1))
+        multiple = multiple if th % multiple == 0 and tw % multiple == 0 else 1
         try:
-            total = sum(tiles_for(f, (th, tw), overlap, 1) for f in files)
-        except OSError as exc:
+            total = sum(tiles_for(f, (th, tw), overlap, multiple) for f in files)
+        except (OSError, ValueError) as exc:
             raise UsageError(f"cannot read an input image: {exc}") from None
         click.echo(f"run: {note}; {len(files)} images, {total} tiles of {th}x{tw}, overlap {overlap}", err=True)
         os.makedirs(out_dir, exist_ok=True)
@@ -300,7 +314,7 @@ def run(target, inputs, out_dir, backend, overlap) -> None:
                 if os.path.abspath(dst) == os.path.abspath(f):
                     raise UsageError(f"--out would overwrite the input {f}; choose another folder")
                 try:
-                    h, w = restore_file(runner, f, dst, channels=ch, tile=(th, tw), overlap=overlap, multiple=1,
+                    h, w = restore_file(runner, f, dst, channels=ch, tile=(th, tw), overlap=overlap, multiple=multiple,
                                         progress=lambda done, n: bar.update(1))
                 except (OSError, ValueError) as exc:
                     raise UsageError(f"{f}: {exc}") from None
@@ -377,6 +391,9 @@ def seam_check_cmd(onnx_path, overlap, weights, height, width, image, border, mi
     full-image PyTorch FP32 output: overall PSNR, PSNR around tile boundaries (seam) and
     elsewhere, the worst boundary and the times. ONNX Runtime on the CPU.
     """
+    from ._deps import require_export
+
+    require_export()
     from .seamcheck import SeamChecker
 
     if not os.path.isfile(onnx_path):

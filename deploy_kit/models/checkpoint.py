@@ -75,7 +75,8 @@ def match_variant(spec: ModelSpec, hparams: dict[str, Any]) -> Variant:
     return Variant.make("custom", hparams, summary="hyper-parameters read from the checkpoint")
 
 
-def load_model(adapter: ModelAdapter, variant_name: str | None, weights: str | None, seed: int = 0) -> LoadedModel:
+def load_model(adapter: ModelAdapter, variant_name: str | None, weights: str | None, seed: int = 0,
+               init: str = "active") -> LoadedModel:
     """Build the model, from a checkpoint or with random (non-degenerate) weights.
 
     Args:
@@ -83,6 +84,9 @@ def load_model(adapter: ModelAdapter, variant_name: str | None, weights: str | N
         variant_name: requested variant, or None to infer it from the checkpoint (or use the default).
         weights: checkpoint path or None for random weights.
         seed: random-weight seed.
+        init: without ``weights``: ``active`` (every residual branch contributes: what parity
+            needs) or ``official`` (the official code's initialisation, exact zeros and ones
+            included: what an untrained official checkpoint holds).
 
     Raises:
         CheckpointError: unreadable file, other architecture, or a checkpoint that contradicts
@@ -91,6 +95,12 @@ def load_model(adapter: ModelAdapter, variant_name: str | None, weights: str | N
     spec = adapter.spec
     if weights is None:
         variant = spec.variant(variant_name or spec.default_variant)
+        if init == "official":
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                model = adapter.build(variant)
+                adapter.official_init_(model)
+            return LoadedModel(model.eval(), variant, None, f"official initialisation (seed {seed}), untrained")
         model = adapter.build(variant)
         adapter.randomize_(model, seed)
         return LoadedModel(model.eval(), variant, None, f"random weights (seed {seed}); pass --weights for real output")

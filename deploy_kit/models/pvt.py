@@ -529,6 +529,28 @@ class PVTAdapter(ModelAdapter):
                 return heads
         return [max(1, d // 64) for d in hp["embed_dims"]]
 
+    def official_init_(self, model: nn.Module) -> None:
+        """whai362/PVT ``_init_weights``: Linear weights truncated normal (std 0.02) with zero bias,
+        LayerNorm 1/0, v2 convs normal(0, sqrt(2 / fan_out)) with zero bias; v1 positional
+        embeddings and cls token truncated normal (std 0.02)."""
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.trunc_normal_(m.weight, std=0.02)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+                elif isinstance(m, nn.LayerNorm):
+                    nn.init.ones_(m.weight)
+                    nn.init.zeros_(m.bias)
+                elif isinstance(m, nn.Conv2d) and isinstance(model, PyramidVisionTransformerV2):
+                    fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                    m.weight.normal_(0.0, math.sqrt(2.0 / fan_out))
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+            for name, p in model.named_parameters():
+                if name.startswith("pos_embed") or name == "cls_token":
+                    nn.init.trunc_normal_(p, std=0.02)
+
     def randomize_(self, model: nn.Module, seed: int) -> None:
         super().randomize_(model, seed)
         gen = torch.Generator().manual_seed(seed + 1)

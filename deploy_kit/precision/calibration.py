@@ -89,14 +89,21 @@ class CalibrationSet:
 # manifests
 # ---------------------------------------------------------------------------------------------
 def manifest_dir() -> str:
-    """Directory holding the shipped manifests (``calibration/`` at the project root).
+    """Directory holding the shipped manifests.
 
-    ``DEPLOY_KIT_CALIBRATION_DIR`` overrides it (for installs that keep the manifests elsewhere).
+    In an installed wheel they are package data, ``deploy_kit/calibration/`` (pyproject maps the
+    top-level ``calibration/`` folder there); in the source tree and in an editable install there
+    is no such folder inside the package and ``calibration/`` at the project root is used.
+    ``DEPLOY_KIT_CALIBRATION_DIR`` overrides both (for installs that keep the manifests elsewhere).
     """
     env = os.environ.get("DEPLOY_KIT_CALIBRATION_DIR")
     if env:
         return env
-    return os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "calibration"))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    installed = os.path.join(package, "calibration")
+    if os.path.isdir(installed):
+        return installed
+    return os.path.normpath(os.path.join(package, "..", "calibration"))
 
 
 def manifest_path(name: str) -> str:

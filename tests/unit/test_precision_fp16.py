@@ -76,3 +76,48 @@ def test_island_constants_stay_exact_fp32(tmp_path):
     ref = run_onnxruntime(src, [x.numpy()])[0][0]
     out = run_onnxruntime(dst, [x.numpy()])[0][0]
     assert metrics("output", ref, out, "image").psnr > 50
+
+
+def _shared_bias_graph(path):
+    """LayerNormalization (kept FP32) and Gemm (FP16) reading ONE zero-bias initializer, as onnxsim
+    writes it when official init leaves equal tensors (issue 9: PVT 'Gemm bound to different types')."""
+    from onnx import TensorProto, helper
+
+    zeros = onnx.numpy_helper.from_array(np.zeros(8, np.float32), "shared_zero_bias")
+    ones = onnx.numpy_helper.from_array(np.ones(8, np.float32), "ln_scale")
+    w = onnx.numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("LayerNormalization", ["input", "ln_scale", "shared_zero_bias"], ["ln"], name="/norm/LayerNormalization", axis=-1),
+        helper.make_node("Gemm", ["ln", "w", "shared_zero_bias"], ["output"], name="Gemm_1"),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [4, 8])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [4, 8])], [zeros, ones, w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_fp16_constant_shared_with_an_fp32_island_gets_its_own_copy(tmp_path):
+    src, dst = str(tmp_path / "s.onnx"), str(tmp_path / "s16.onnx")
+    _shared_bias_graph(src)
+    convert_fp16(src, dst, [r"/LayerNormalization$"])  # raised 'bound to different types' before the fix
+    x = np.random.default_rng(1).standard_normal((4, 8)).astype(np.float32)
+    ref, out = run_onnxruntime(src, [x])[0][0], run_onnxruntime(dst, [x])[0][0]
+    assert np.abs(ref - out).max() < 1e-2
+    inits = {i.name: i.data_type for i in onnx.load(dst).graph.initializer}
+    assert inits["shared_zero_bias__dk_fp32"] == onnx.TensorProto.FLOAT  # the island's own copy
+
+
+def test_fp16_graph_that_does_not_load_is_the_tools_error_naming_stage_and_node(tmp_path, monkeypatch):
+    import pytest
+
+    from deploy_kit.errors import DeployKitError, InvalidGraphError
+    from deploy_kit.precision import fp16
+
+    src, dst = str(tmp_path / "s.onnx"), str(tmp_path / "s16.onnx")
+    _shared_bias_graph(src)
+    monkeypatch.setattr(fp16, "unshare_constants", lambda *a, **k: 0)  # the converter's own behaviour
+    with pytest.raises(InvalidGraphError) as info:
+        convert_fp16(src, dst, [r"/LayerNormalization$"])
+    msg = str(info.value)
+    assert isinstance(info.value, DeployKitError) and "\n" not in msg
+    assert "fp16 stage" in msg and "Gemm_1 (Gemm)" in msg
+    assert not (tmp_path / "s16.onnx").exists() and [p.name for p in tmp_path.iterdir()] == ["s.onnx"]

@@ -1,0 +1,289 @@
+"""``deploy-kit seam-check``: how far tiled inference is from the full-image PyTorch output.
+
+A fixed-size ONNX runs over a photo several times its size through :mod:`deploy_kit.runtime.tiling`;
+the PyTorch FP32 reference, rebuilt from the ONNX's metadata exactly as ``verify`` does, runs on the
+whole photo at once. Reported: overall PSNR (data range 1), PSNR in a band around every tile
+boundary ("seam PSNR") and elsewhere, the worst boundary (where), and the times.
+
+Build-machine side: torch is imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from .errors import UsageError
+
+SEAM_BAND = 3  # half-width in pixels of the band measured around each tile boundary
+# default photo: 3.5 x 3.75 engine heights/widths; kept a multiple of the engine size / 8 so the
+# full-image reference does not zero-pad its own border to the model's multiple (that padding is a
+# border effect of the reference, not a seam, and it showed up as the "worst seam" at 422x474)
+PHOTO_SCALE = (3.5, 3.75)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB for data range 1 (inf when identical, nan when empty)."""
+    if a.size == 0:
+        return float("nan")
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+@dataclass
+class SeamResult:
+    """One tiled run against the full-image reference.
+
+    Attributes:
+        psnr: tiled vs full image over all pixels (dB, data range 1).
+        seam_psnr / other_psnr: inside / outside the band of ``band`` px around tile boundaries.
+        worst_seam: the tile boundary segment with the largest error: ``axis`` ("y" for a horizontal
+            boundary at row ``at``, "x" for a vertical one at column ``at``), ``span`` along the
+            boundary, its ``psnr`` and ``max_abs``, and ``peak`` (y, x) of its largest error.
+        tiled_s: tiled ONNX Runtime time; tile_s: one tile (median); reference_s: full-image PyTorch.
+        time_factor: tiled time / (tiles x single-tile time), i.e. measured time per output pixel
+            over (single-tile time per pixel x pixel_factor); 1.0 = no tiling overhead.
+    """
+
+    onnx: str
+    model: str
+    variant: str
+    tlc: bool
+    engine_size: tuple[int, int]
+    image_size: tuple[int, int]
+    overlap: int
+    border: int
+    tiles: int
+    pixel_factor: float
+    psnr: float
+    seam_psnr: float
+    other_psnr: float
+    max_abs: float
+    band: int
+    worst_seam: dict = field(default_factory=dict)
+    tiled_s: float = 0.0
+    tile_s: float = 0.0
+    reference_s: float = 0.0
+    time_factor: float = 0.0
+    photo: str = ""
+
+    def line(self) -> str:
+        w = self.worst_seam
+        where = (f"worst seam {w['axis']}={w['at']} ({'x' if w['axis'] == 'y' else 'y'} {w['span'][0]}-{w['span'][1]}) "
+                 f"{w['psnr']:.1f} dB, peak at y={w['peak'][0]} x={w['peak'][1]}") if w else "no interior seam (one tile)"
+        return (f"{self.model} {self.variant}{' TLC' if self.tlc else ''} {self.engine_size[0]}x{self.engine_size[1]} "
+                f"on {self.image_size[0]}x{self.image_size[1]}, overlap {self.overlap}: {self.tiles} tiles "
+                f"(x{self.pixel_factor:.2f} pixels), PSNR {self.psnr:.2f} dB, seam {self.seam_psnr:.2f} dB, "
+                f"elsewhere {self.other_psnr:.2f} dB, max abs {self.max_abs:.2e}; {where}; "
+                f"tiled {self.tiled_s:.2f} s (x{self.time_factor:.2f} of tile cost), reference {self.reference_s:.2f} s")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def seam_metrics(ref: np.ndarray, out: np.ndarray, boxes, band: int = SEAM_BAND) -> dict:
+    """PSNR overall / in the seam band / elsewhere, and the worst boundary segment.
+
+    Args:
+        ref, out: (C, H, W) full-image and tiled outputs.
+        boxes: tiles as (y0, y1, x0, x1) in image coordinates (``TilingPlan.boxes()``).
+        band: half-width of the band around each interior tile edge.
+    """
+    _, h, w = ref.shape
+    err = (np.asarray(out, np.float64) - np.asarray(ref, np.float64)) ** 2
+    err_px = err.mean(axis=0)
+    mask = np.zeros((h, w), dtype=bool)
+    segments = []  # (axis, at, span, y-slice, x-slice)
+    for y0, y1, x0, x1 in boxes:
+        for at, interior in ((y0, y0 > 0), (y1, y1 < h)):
+            if interior:
+                segments.append(("y", at, (x0, x1), slice(max(0, at - band), min(h, at + band)), slice(x0, x1)))
+        for at, interior in ((x0, x0 > 0), (x1, x1 < w)):
+            if interior:
+                segments.append(("x", at, (y0, y1), slice(y0, y1), slice(max(0, at - band), min(w, at + band))))
+    for *_, ys, xs in segments:
+        mask[ys, xs] = True
+    worst = {}
+    worst_mse = -1.0
+    for axis, at, span, ys, xs in segments:
+        m = float(err_px[ys, xs].mean())
+        if m > worst_mse:
+            worst_mse = m
+            sub = err_px[ys, xs]
+            py, px = np.unravel_index(int(np.argmax(sub)), sub.shape)
+            worst = {"axis": axis, "at": int(at), "span": [int(span[0]), int(span[1])],
+                     "psnr": float("inf") if m == 0 else 10.0 * math.log10(1.0 / m),
+                     "max_abs": float(np.sqrt(sub.max())) if sub.size else 0.0,
+                     "peak": [int(ys.start + py), int(xs.start + px)]}
+
+    def band_psnr(sel: np.ndarray) -> float:
+        if not sel.any():
+            return float("nan")
+        m = float(err_px[sel].mean())
+        return float("inf") if m == 0 else 10.0 * math.log10(1.0 / m)
+
+    mse = float(err_px.mean())
+    return {"psnr": float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse),
+            "seam_psnr": band_psnr(mask), "other_psnr": band_psnr(~mask),
+            "max_abs": float(np.abs(np.asarray(out, np.float64) - ref).max()), "worst_seam": worst}
+
+
+class SeamChecker:
+    """Prepared once (reference output, ONNX runner), measured for any number of overlaps.
+
+    Args:
+        onnx_path: a deploy-kit ONNX (its metadata names model, variant, TLC, weights, seed).
+        weights: checkpoint overriding the metadata's path (e.g. the file moved).
+        height, width: photo size (default 3.5 x 3.75 times the engine size).
+        image: a photo to use instead of the bundled sample (used as is, not degraded).
+        threads: ONNX Runtime intra-op threads (0 = default).
+
+    Raises:
+        UsageError: not a deploy-kit ONNX, not an image model, weights gone or changed, bad image.
+    """
+
+    def __init__(self, onnx_path: str, weights: Optional[str] = None, height: Optional[int] = None,
+                 width: Optional[int] = None, image: Optional[str] = None, threads: int = 0):
+        from .export import read_metadata
+        from .memory import map_large_allocations
+        from .models import get_adapter
+        from .models.checkpoint import load_model
+        from .pipeline import file_sha256
+        from .reference import reference_runner
+        from .runtime.runners import OrtRunner
+        from .verify import request_from_metadata
+
+        if not os.path.isfile(onnx_path):
+            raise UsageError(f"ONNX file not found: {onnx_path}")
+        try:
+            meta = read_metadata(onnx_path)
+        except Exception as exc:  # noqa: BLE001 - a corrupt file is a user error here
+            raise UsageError(f"{onnx_path} is not a readable ONNX file ({type(exc).__name__})") from exc
+        req = request_from_metadata(meta, meta.get("precision", "fp32"))
+        if weights is not None:
+            if not os.path.isfile(weights):
+                raise UsageError(f"weights file not found: {weights}")
+            req = dataclasses.replace(req, weights=os.path.abspath(weights))
+        elif req.weights:
+            if not os.path.isfile(req.weights):
+                raise UsageError(f"the weights this artifact was exported from are gone: {req.weights}; pass --weights")
+            if meta.get("weights_sha256") and file_sha256(req.weights) != meta["weights_sha256"]:
+                raise UsageError(f"{req.weights} changed since the export (sha256 differs); re-export")
+        adapter = get_adapter(req.model)
+        if adapter.output_kind(req) != "image" or len(adapter.output_names(req)) != 1:
+            raise UsageError(f"seam-check needs an image-to-image model; {req.model} with these options outputs {adapter.output_kind(req)}")
+        th, tw = req.height, req.width
+        H = height or max(8, round(PHOTO_SCALE[0] * th / 8) * 8)
+        W = width or max(8, round(PHOTO_SCALE[1] * tw / 8) * 8)
+        if H < 1 or W < 1:
+            raise UsageError(f"--height/--width must be positive; got {H}x{W}")
+        map_large_allocations()  # the reference is a full-size forward pass; see memory.py
+        self.runner = OrtRunner(onnx_path, threads=threads, input_name=adapter.input_names(req)[0])
+        ch = int(self.runner.input_shape[1])
+        full_req = dataclasses.replace(req, height=H, width=W)
+        degradation = adapter.input_degradation(req)
+        if image is None:
+            from .data.samples import available_samples, sample_images
+
+            self.x = sample_images(1, ch, H, W, degradation, req.seed)[0][0]
+            self.photo = f"{os.path.basename(available_samples()[0])} fitted to {H}x{W}" + (f" + {degradation} (seed {req.seed})" if degradation else "")
+        else:
+            from .data.samples import fit
+            from .runtime.imageio import read_image, to_model_channels
+
+            if not os.path.isfile(image):
+                raise UsageError(f"image not found: {image}")
+            arr, _ = read_image(image)
+            arr, _ = to_model_channels(arr, ch)
+            if height or width:
+                arr = fit(arr, H, W)
+            H, W = arr.shape[:2]
+            full_req = dataclasses.replace(req, height=H, width=W)
+            self.x = np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)
+            self.photo = f"{os.path.basename(image)} ({H}x{W}, as is)"
+        loaded = load_model(adapter, None if req.variant == "custom" else req.variant, req.weights, req.seed)
+        ref_runner = reference_runner(adapter, loaded.model, full_req)
+        t0 = time.perf_counter()
+        self.ref = ref_runner.run(self.x[None])[0][0].astype(np.float32)
+        self.reference_s = time.perf_counter() - t0
+        loaded_model = loaded.model
+        del ref_runner, loaded
+        self.onnx_path, self.req, self.tile = onnx_path, req, (th, tw)
+        # tile origins on the model's stride (NAFNet: 2**levels, Restormer: 8), when the engine size allows
+        stride = int(getattr(loaded_model, "padder_size", 0) or adapter.spec.pad_multiple or 1)
+        self.multiple = stride if th % stride == 0 and tw % stride == 0 else 1
+        self.tile_s = self._time_one_tile()
+
+    def _time_one_tile(self, repeats: int = 3) -> float:
+        th, tw = self.tile
+        x = np.ascontiguousarray(self.x[None, :, :th, :tw]) if self.x.shape[1] >= th and self.x.shape[2] >= tw \
+            else np.zeros((1, self.x.shape[0], th, tw), np.float32)
+        self.runner.run(x)  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            self.runner.run(x)
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times))
+
+    def measure(self, overlap: int, border: int = 0, band: int = SEAM_BAND) -> SeamResult:
+        """Tile the photo with ``overlap`` (and ``border`` reflect padding) and compare.
+
+        Raises:
+            UsageError: overlap or border out of range for this engine size.
+        """
+        from .runtime.tiling import make_plan, tile_run
+
+        _, H, W = self.x.shape
+        try:
+            plan = make_plan(H, W, self.tile, overlap, border, self.multiple)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        t0 = time.perf_counter()
+        out = tile_run(self.x, lambda t: self.runner.run(t)[0], self.tile, overlap, self.multiple, border=border)
+        tiled_s = time.perf_counter() - t0
+        m = seam_metrics(self.ref, out, plan.boxes(), band)
+        return SeamResult(self.onnx_path, self.req.model, self.req.variant, self.req.tlc is not None, self.tile, (H, W),
+                          overlap, border, plan.tiles, plan.pixel_factor, m["psnr"], m["seam_psnr"], m["other_psnr"],
+                          m["max_abs"], band, m["worst_seam"], tiled_s, self.tile_s, self.reference_s,
+                          tiled_s / (plan.tiles * self.tile_s) if self.tile_s else float("nan"), self.photo)
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def seam_check(onnx_path: str, weights: Optional[str] = None, height: Optional[int] = None, width: Optional[int] = None,
+               overlap: Optional[int] = None, image: Optional[str] = None, border: int = 0, band: int = SEAM_BAND,
+               threads: int = 0) -> SeamResult:
+    """Tiled ONNX Runtime output vs the full-image PyTorch FP32 output, on one photo.
+
+    Args:
+        onnx_path: a deploy-kit ONNX export (any precision; the reference is FP32).
+        weights: override the checkpoint path recorded in the metadata.
+        height, width: photo size (default 3.5 x 3.75 the engine size).
+        overlap: tile overlap in px (default :data:`deploy_kit.runtime.tiling.DEFAULT_OVERLAP`).
+        image: photo file instead of the bundled sample (not degraded).
+        border: extra reflect padding around the photo before tiling.
+        band: half-width of the seam band in px.
+
+    Returns:
+        :class:`SeamResult` (``.line()`` is a one-line summary).
+
+    Raises:
+        UsageError: see :class:`SeamChecker`; overlap out of range.
+    """
+    from .runtime.tiling import DEFAULT_OVERLAP
+
+    checker = SeamChecker(onnx_path, weights, height, width, image, threads)
+    try:
+        if overlap is None:  # the default, shrunk for engines too small for it (never an asked-for value)
+            overlap = min(DEFAULT_OVERLAP, min(checker.tile) // 4)
+        return checker.measure(overlap, border, band)
+    finally:
+        checker.close()
