@@ -19,12 +19,8 @@ def median_time(fn, repeats: int, warmup: int = 1) -> float:
 
 
 def ort_session(path: str, threads: int):
-    """ONNX Runtime CPU session with a fixed intra-op thread count (same as torch's for ratios)."""
-    import onnxruntime as ort
+    """ONNX Runtime CPU session with a fixed intra-op thread count (same as torch's for ratios);
+    built by the project's one session factory (deploy_kit/runtime/runners.py)."""
+    from deploy_kit.runtime.runners import ort_session as make
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    return make(path, threads=threads)

@@ -172,7 +172,7 @@ def _run_and_summarise(req, out_dir, backend, stop_after, samples, int8, build_o
 
 @cli.command()
 @click.argument("target", type=click.Path())
-@click.option("--backend", type=click.Choice(["tensorrt-rtx", "tensorrt"]), default="tensorrt-rtx", show_default=True, help="tensorrt on the device (JetPack, desktop); tensorrt-rtx builds ahead of time, even without a GPU.")
+@click.option("--backend", type=click.Choice(["auto", "tensorrt", "tensorrt-rtx"]), default="auto", show_default=True, help="tensorrt on the device (JetPack, desktop); tensorrt-rtx builds ahead of time, even without a GPU; auto = tensorrt if installed, else tensorrt-rtx.")
 @click.option("--dla-core", type=int, help="Jetson DLA core (tensorrt backend): layers DLA cannot run fall back to the GPU; the run lists which.")
 @click.option("--compute-capability", "compute_capabilities", multiple=True, help="TensorRT-RTX target; repeatable.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="TensorRT timing cache file (read if present, written after the build).")
@@ -183,10 +183,13 @@ def build(target, backend, dla_core, compute_capabilities, timing_cache, out_pat
     The engine is written with a .json manifest beside it. Needs no torch: on a Jetson the core
     install plus JetPack's TensorRT is enough. Same builder as 'export'.
     """
+    from ._deps import available
     from .engine import build_engine
 
     if not os.path.exists(target):
         raise UsageError(f"not found: {target}")
+    if backend == "auto":
+        backend = "tensorrt" if available("tensorrt") else "tensorrt-rtx"
     if dla_core is not None and backend != "tensorrt":
         raise UsageError("--dla-core needs --backend tensorrt (DLA exists on Jetson TensorRT only)")
     if dla_core is not None and dla_core < 0:
@@ -306,6 +309,9 @@ def run(target, inputs, out_dir, backend, overlap) -> None:
         except (OSError, ValueError) as exc:
             raise UsageError(f"cannot read an input image: {exc}") from None
         click.echo(f"run: {note}; {len(files)} images, {total} tiles of {th}x{tw}, overlap {overlap}", err=True)
+        if manifest.get("global_context") and total > len(files):
+            click.echo("note: this graph pools over its whole input, so tiles cannot match the full-image output "
+                       "exactly (measured ~43 dB seams on NAFNet without TLC); export it with --tlc for tiled use", err=True)
         os.makedirs(out_dir, exist_ok=True)
         started, pixels = time.perf_counter(), 0
         with click.progressbar(length=total, label="tiles", file=sys.stderr) as bar:

@@ -52,6 +52,7 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "files": ((dict,), False),
     "references": ((dict, type(None)), False),
     "int8": ((dict, type(None)), False),
+    "global_context": ((bool,), False),
 }
 PRECISIONS = ("fp32", "fp16", "int8")
 OUTPUT_KINDS = ("image", "logits", "features")

@@ -267,11 +267,7 @@ def _fmt(v, digits: int = 3) -> str:
 
 
 def _clean(obj):
-    """JSON-safe: inf/nan become strings."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return "inf" if obj > 0 else ("-inf" if obj < 0 else "nan")
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    return obj
+    """JSON-safe: inf/nan become strings (the manifest's rule, one implementation)."""
+    from .manifest import _json_safe
+
+    return _json_safe(obj)

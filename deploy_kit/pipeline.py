@@ -230,6 +230,7 @@ def request_metadata(adapter, spec, req: ExportRequest, variant, input_shape: li
         "seed": req.seed,
         "degradation": degradation or "none",
         "tolerance": asdict(spec.tolerance),
+        "global_context": adapter.global_context(req),
     }
 
 

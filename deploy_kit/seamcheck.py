@@ -150,31 +150,16 @@ class SeamChecker:
 
     def __init__(self, onnx_path: str, weights: Optional[str] = None, height: Optional[int] = None,
                  width: Optional[int] = None, image: Optional[str] = None, threads: int = 0):
-        from .export import read_metadata
         from .memory import map_large_allocations
         from .models import get_adapter
         from .models.checkpoint import load_model
-        from .pipeline import file_sha256
         from .reference import reference_runner
         from .runtime.runners import OrtRunner
-        from .verify import request_from_metadata
+        from .verify import artifact_request
 
         if not os.path.isfile(onnx_path):
             raise UsageError(f"ONNX file not found: {onnx_path}")
-        try:
-            meta = read_metadata(onnx_path)
-        except Exception as exc:  # noqa: BLE001 - a corrupt file is a user error here
-            raise UsageError(f"{onnx_path} is not a readable ONNX file ({type(exc).__name__})") from exc
-        req = request_from_metadata(meta, meta.get("precision", "fp32"))
-        if weights is not None:
-            if not os.path.isfile(weights):
-                raise UsageError(f"weights file not found: {weights}")
-            req = dataclasses.replace(req, weights=os.path.abspath(weights))
-        elif req.weights:
-            if not os.path.isfile(req.weights):
-                raise UsageError(f"the weights this artifact was exported from are gone: {req.weights}; pass --weights")
-            if meta.get("weights_sha256") and file_sha256(req.weights) != meta["weights_sha256"]:
-                raise UsageError(f"{req.weights} changed since the export (sha256 differs); re-export")
+        req, _ = artifact_request(onnx_path, weights)
         adapter = get_adapter(req.model)
         if adapter.output_kind(req) != "image" or len(adapter.output_names(req)) != 1:
             raise UsageError(f"seam-check needs an image-to-image model; {req.model} with these options outputs {adapter.output_kind(req)}")

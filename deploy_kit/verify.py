@@ -61,6 +61,33 @@ def artifact_metadata(path: str) -> dict:
         raise UsageError(f"{path} is not a readable ONNX file ({type(exc).__name__})") from exc
 
 
+def artifact_request(path: str, weights: str | None = None) -> tuple[ExportRequest, dict]:
+    """The request an artifact was made from, with its weights file checked (gone, or changed since).
+
+    Args:
+        weights: a checkpoint to use instead of the path recorded in the artifact (e.g. it moved).
+
+    Raises:
+        UsageError: not a deploy-kit artifact, or the weights are gone or changed.
+    """
+    import dataclasses
+
+    from .manifest import file_sha256
+
+    meta = artifact_metadata(path)
+    req = request_from_metadata(meta, meta.get("precision", "fp32"))
+    if weights is not None:
+        if not os.path.isfile(weights):
+            raise UsageError(f"weights file not found: {weights}")
+        return dataclasses.replace(req, weights=os.path.abspath(weights)), meta
+    if req.weights:
+        if not os.path.isfile(req.weights):
+            raise UsageError(f"the weights this artifact was exported from are gone: {req.weights}; pass them again")
+        if meta.get("weights_sha256") and file_sha256(req.weights) != meta["weights_sha256"]:
+            raise UsageError(f"{req.weights} changed since the export (sha256 differs); re-export")
+    return req, meta
+
+
 def rebuild_reference(path: str, samples: int = 2):
     """The PyTorch reference of an artifact, rebuilt from its metadata (build machine: torch).
 
@@ -73,20 +100,13 @@ def rebuild_reference(path: str, samples: int = 2):
     import torch
 
     from . import parity
-    from .manifest import file_sha256
     from .memory import map_large_allocations
     from .models import get_adapter
     from .models.checkpoint import load_model
     from .reference import input_labels, reference_outputs
 
     map_large_allocations()  # the reference is a full-size forward pass; see memory.py
-    meta = artifact_metadata(path)
-    req = request_from_metadata(meta, meta.get("precision", "fp32"))
-    if req.weights:
-        if not os.path.isfile(req.weights):
-            raise UsageError(f"the weights this artifact was exported from are gone: {req.weights}")
-        if meta.get("weights_sha256") and file_sha256(req.weights) != meta["weights_sha256"]:
-            raise UsageError(f"{req.weights} changed since the export (sha256 differs); re-export")
+    req, meta = artifact_request(path)
     adapter = get_adapter(req.model)
     loaded = load_model(adapter, None if req.variant == "custom" else req.variant, req.weights, req.seed)
     inputs = adapter.sample_inputs(req, count=samples)

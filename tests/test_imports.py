@@ -28,11 +28,18 @@ def test_import_package_is_light():
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["export", "--help"], ["build", "--help"], ["verify", "--help"],
-                                  ["run", "--help"], ["env", "--help"], ["list-models"], ["list-models", "--all"]])
+                                  ["run", "--help"], ["env", "--help"], ["bundle", "--help"], ["seam-check", "--help"],
+                                  ["list-models"], ["list-models", "--all"]])
 def test_help_and_listing_do_not_import_torch(argv):
     body = f"from deploy_kit.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code"
     assert _heavy(body, HEAVY) == []
 
 
 def test_runtime_pulls_no_torch_onnx_or_click():
-    assert _heavy("import deploy_kit.runtime", HEAVY + ["click"]) == []
+    assert _heavy("import deploy_kit.runtime, deploy_kit.runtime.restore", HEAVY + ["click"]) == []
+
+
+def test_device_side_modules_pull_no_torch_or_onnx():
+    """What build/verify/run of a bundle import on the device (the core install has no torch/onnx)."""
+    body = "import deploy_kit.manifest, deploy_kit.bundle, deploy_kit.verify, deploy_kit.engine, deploy_kit.parity"
+    assert _heavy(body, HEAVY) == []

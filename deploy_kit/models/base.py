@@ -70,6 +70,12 @@ class ModelAdapter:
     def output_names(self, req: ExportRequest) -> list[str]:
         return ["output"]
 
+    def global_context(self, req: ExportRequest) -> bool:
+        """Whether the exported graph pools over the whole image (so tiles cannot reproduce the
+        full-image output exactly: each sees its own statistics). Recorded in the manifest; ``run``
+        warns when it tiles such a graph."""
+        return False
+
     def input_normalisation(self, req: ExportRequest) -> str:
         """What the graph itself does to its [0, 1] input before the network (manifest ``input``)."""
         return "none"

@@ -160,6 +160,10 @@ class NAFNetAdapter(ModelAdapter):
             dec_blk_nums=[count("decoders", i) for i in range(levels)],
         )
 
+    def global_context(self, req: ExportRequest) -> bool:
+        """Without TLC the simplified channel attention averages the whole feature map."""
+        return req.tlc is None
+
     def randomize_(self, model: nn.Module, seed: int) -> None:
         super().randomize_(model, seed)
         gen = torch.Generator().manual_seed(seed + 1)

@@ -479,6 +479,10 @@ class RestormerAdapter(ModelAdapter):
             dual_pixel_task="skip_conv.weight" in sd,
         )
 
+    def global_context(self, req: ExportRequest) -> bool:
+        """Without TLC the transposed attention spans the whole feature map."""
+        return req.tlc is None
+
     def randomize_(self, model: nn.Module, seed: int) -> None:
         super().randomize_(model, seed)
         gen = torch.Generator().manual_seed(seed + 1)

@@ -1,10 +1,16 @@
-"""Embedded runtime for Jetson/desktop: numpy + tensorrt only (no torch, onnx or click).
+"""Embedded runtime for Jetson/desktop: numpy + Pillow, plus TensorRT or ONNX Runtime to run a
+model (no torch, onnx or click).
 
-``EngineSession`` runs a plan built by deploy-kit; ``preprocess``/``postprocess`` are the same
-conversions parity and calibration use.
+* :mod:`.runners` — the one runner interface (ONNX Runtime, TensorRT / TensorRT-RTX engines);
+* :mod:`.tiling` — any image size through a fixed-size model (overlapping, blended tiles);
+* :mod:`.restore` / :mod:`.imageio` — image files in and out, format and bit depth preserved;
+* :mod:`.session` — ``EngineSession``, a deserialized plan with its device buffers (ctypes CUDA).
 """
 
-from .session import EngineSession, load_manifest
-from .imageio import postprocess, preprocess
+from .imageio import postprocess, preprocess, read_image, write_image
+from .runners import EngineRunner, OrtRunner, Runner, engine_backends, open_runner
+from .session import EngineSession
+from .tiling import DEFAULT_OVERLAP, tile_run
 
-__all__ = ["EngineSession", "load_manifest", "preprocess", "postprocess"]
+__all__ = ["EngineSession", "Runner", "OrtRunner", "EngineRunner", "open_runner", "engine_backends", "tile_run",
+           "DEFAULT_OVERLAP", "read_image", "write_image", "preprocess", "postprocess"]

@@ -7,7 +7,6 @@ ahead of time it cannot run (tests mark this ``gpu`` and skip with the reason).
 from __future__ import annotations
 
 import importlib
-import json
 import os
 from typing import Any
 
@@ -16,13 +15,6 @@ import numpy as np
 from . import cuda
 
 _DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64, "INT8": np.int8, "BOOL": np.bool_}
-
-
-def load_manifest(plan_path: str) -> dict[str, Any]:
-    """The JSON sidecar written next to a plan (``<plan>.json``)."""
-    side = plan_path + ".json" if not plan_path.endswith(".json") else plan_path
-    with open(side, encoding="utf-8") as fh:
-        return json.load(fh)
 
 
 class EngineSession:
@@ -38,7 +30,9 @@ class EngineSession:
         if not ok:
             raise RuntimeError(why)
         if backend is None:
-            backend = load_manifest(plan_path)["backend"]["name"] if os.path.exists(plan_path + ".json") else "tensorrt"
+            from ..manifest import read_manifest
+
+            backend = read_manifest(plan_path + ".json")["backend"]["name"] if os.path.exists(plan_path + ".json") else "tensorrt"
         self.trt = importlib.import_module("tensorrt_rtx" if backend == "tensorrt-rtx" else "tensorrt")
         logger = self.trt.Logger(self.trt.Logger.WARNING)
         self.runtime = self.trt.Runtime(logger)
