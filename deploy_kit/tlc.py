@@ -40,11 +40,24 @@ def spatial_sum(x: torch.Tensor) -> torch.Tensor:
     return x.new_ones(1, h) @ (x @ x.new_ones(w, 1))
 
 
+def spatial_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean over the last two axes, (..., h, w) -> (..., 1, 1), as two MatMuls with 1/w and 1/h.
+
+    Range-safe rewrite for FP16 (issue 11): the sum form (``spatial_sum(x) / (h * w)``) holds
+    h*w*|x| before the division — 65 536 x |x| for a 256 x 256 map, far beyond FP16's 65 504, and
+    the converter clamps the 65 536 divisor to 1e4 on top. Weighting each term by 1/w (then 1/h)
+    keeps every partial sum within max|x|; exact in real arithmetic, and the GEMM accumulation
+    keeps the FP32 precision :func:`spatial_sum` was chosen for.
+    """
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    return x.new_full((1, h), 1.0 / h) @ (x @ x.new_full((w, 1), 1.0 / w))
+
+
 class SeparableGlobalMean(nn.Module):
-    """Global average pooling (exact same value) computed with :func:`spatial_sum`."""
+    """Global average pooling (exact same value) computed with :func:`spatial_mean`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return spatial_sum(x) / (int(x.shape[-2]) * int(x.shape[-1]))
+        return spatial_mean(x)
 
 
 class LocalAvgPoolEager(nn.Module):
@@ -101,7 +114,7 @@ class LocalAvgPoolStatic(nn.Module):
         if tuple(x.shape[-2:]) != self.size:
             raise RuntimeError(f"static TLC pool built for {self.size}, got {tuple(x.shape[-2:])}")
         if self.is_global:
-            return spatial_sum(x) / (self.size[0] * self.size[1])  # see spatial_sum
+            return spatial_mean(x)  # see spatial_mean
         if self.k2 > 1:
             x = F.avg_pool2d(x, (1, self.k2), stride=1)
         if self.k1 > 1:
