@@ -36,6 +36,7 @@ import subprocess
 import sys
 import time
 import traceback
+import warnings
 import zipfile
 import zlib
 from collections import Counter
@@ -327,8 +328,6 @@ def zip_mutation(rng: random.Random, b: bytes, hint: str = "") -> tuple[str, byt
         i = rng.randrange(len(members))
         j = rng.randrange(len(members))
         members.append((members[i][0], members[j][1]))
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return "zip:dup-name", _rezip(members)
@@ -469,7 +468,8 @@ def _delete(obj: Any, path: tuple) -> Any:
 def _nested(rng: random.Random, depth: int) -> Any:
     if depth <= 0:
         return rng.choice(HOSTILE[:20])
-    return rng.choice(([_nested(rng, depth - 1)], {"k": _nested(rng, depth - 1)}, [_nested(rng, depth - 1), 1]))
+    inner, shape = _nested(rng, depth - 1), rng.randrange(3)
+    return [inner] if shape == 0 else {"k": inner} if shape == 1 else [inner, 1]
 
 
 def json_mutation(rng: random.Random, manifest: dict) -> tuple[str, bytes]:
@@ -535,7 +535,7 @@ def json_mutation(rng: random.Random, manifest: dict) -> tuple[str, bytes]:
                 pass
     text = json.dumps(m, indent=rng.choice((None, 2)))  # NaN/Infinity literals where the values are non-finite
     if kind == "text-deep":  # nesting at the text level: RecursionError territory
-        depth = rng.choice((500, 990, 1000, 5000, 100000))
+        depth = rng.choice((500, 900, 950, 970, 980, 990, 1000, 5000, 100000))
         key = rng.choice(("schema", "hparams", "files", "input_shape", "tlc", "x", "references", "model"))
         open_, close = rng.choice((("[", "]"), ('{"a":', "}")))
         text = text[:-1] + f', "{key}": ' + open_ * depth + "1" + close * depth + "}"
@@ -577,7 +577,7 @@ def npy_header_mutation(rng: random.Random, npz: bytes) -> tuple[str, bytes]:
     if d is not None:
         buf = io.BytesIO()
         try:
-            np.lib.format._write_array_header(buf, d, (1, 0))
+            np.lib.format.write_array_header_1_0(buf, d)
         except (ValueError, TypeError):
             buf = io.BytesIO(b"\x93NUMPY\x01\x00" + struct.pack("<H", 32) + b"{'descr': '<f4', 'shape': ()}    ")
         hlen = 10 + struct.unpack("<H", data[8:10])[0] if data[6:7] == b"\x01" else 12 + struct.unpack("<I", data[8:12])[0]
@@ -655,7 +655,10 @@ class Fuzzer:
             import torch
 
             out = []
-            for name, obj in structure_checkpoints():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                objs = structure_checkpoints()
+            for name, obj in objs:
                 buf = io.BytesIO()
                 try:
                     torch.save(obj, buf)
@@ -764,13 +767,10 @@ class Fuzzer:
         from deploy_kit.export import read_metadata
         from deploy_kit.verify import artifact_metadata
 
-        path = os.path.join(self.dir, "case.onnx")
+        # the extension varies: onnx.load picks its JSON/text parsers by extension unless told the format
+        path = os.path.join(self.dir, "case" + (".onnx", ".json", ".textproto", ".onnxtxt", ".pth", "")[len(data) % 6])
         _write(path, data)
-        for fn in (read_metadata, artifact_metadata):  # read_metadata is called directly by bundle/seamcheck/engine too
-            try:
-                fn(path)
-            except _user_error():
-                pass
+        _all(lambda: read_metadata(path), lambda: artifact_metadata(path))  # read_metadata: bundle/seamcheck/engine too
 
     def call_manifest(self, data: bytes) -> None:
         from deploy_kit.bundle import open_bundle
@@ -779,12 +779,8 @@ class Fuzzer:
 
         _write(os.path.join(self.bundle, "manifest.json"), data)
         _write(self.plan + ".json", data)
-        for fn in (read_manifest, artifact_metadata):
-            try:
-                fn(self.plan + ".json" if fn is read_manifest else self.plan)
-            except _user_error():
-                pass
-        open_bundle(self.bundle).references()
+        _all(lambda: read_manifest(self.plan + ".json"), lambda: artifact_metadata(self.plan),
+             lambda: open_bundle(self.bundle).references())
 
     def call_npz(self, data: bytes) -> None:
         from deploy_kit.bundle import open_bundle
@@ -809,6 +805,9 @@ class Fuzzer:
         self.reset_bundle()
         t0 = time.perf_counter()
         old = signal.signal(signal.SIGALRM, _on_alarm)
+        caught = warnings.catch_warnings()
+        caught.__enter__()
+        warnings.simplefilter("ignore")  # torch/numpy warn about odd pickles and beta layouts
         try:
             for index in range(start, start + cases):
                 name, data = gen(index)
@@ -851,10 +850,23 @@ class Fuzzer:
                 if verbose:
                     print(f"  {target}#{index} {name}: {outcome} ({dt:.3f} s)", flush=True)
         finally:
+            caught.__exit__(None, None, None)
             signal.signal(signal.SIGALRM, old)
             self.reset_bundle()
         stats.seconds = time.perf_counter() - t0
         return stats
+
+
+def _all(*calls: Callable[[], Any]) -> None:
+    """Run every call; a DeployKitError of any is re-raised at the end (the case counts as rejected)."""
+    rejected = None
+    for call in calls:
+        try:
+            call()
+        except _user_error() as exc:
+            rejected = exc
+    if rejected is not None:
+        raise rejected
 
 
 def _on_alarm(signum, frame):

@@ -18,10 +18,14 @@ a bundle needs only numpy (and TensorRT or ONNX Runtime to run it).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shlex
 import shutil
 import tempfile
+import tokenize
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -32,6 +36,7 @@ from .manifest import ManifestError, check_files, file_sha256, make_manifest, pa
 
 MANIFEST = "manifest.json"
 REFERENCE = "reference.npz"
+_MAX_REFERENCE_BYTES = 2 << 30  # reference.npz, inflated (a 2048x2048 export's is ~200 MB)
 
 
 @dataclass
@@ -60,14 +65,43 @@ class Bundle:
     def references(self) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
         """(inputs, reference outputs per input in ``output_names`` order) from ``reference.npz``."""
         refs = self.manifest.get("references") or {}
-        path = os.path.join(self.path, refs.get("file", REFERENCE))
+        name, n = refs.get("file", REFERENCE), refs.get("count", 0)
+        where = os.path.join(self.path, MANIFEST)
+        if not isinstance(name, str) or name not in self.manifest.get("files", {}):
+            # only a file the manifest lists (a plain relative name, sha256-checked) is read
+            raise ManifestError(f"{where}: references file {str(name)[:60]!r} is not among the bundle's files; "
+                                "copy the bundle again")
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise ManifestError(f"{where}: references count {str(n)[:30]!r} is not an integer; copy the bundle again")
+        path = os.path.join(self.path, name)
+        names = self.manifest["output_names"]
+
+        def array(data, key: str) -> np.ndarray:
+            # the .npy header must not claim more than its member holds (else numpy allocates the claim first)
+            info = data.zip.getinfo(key + ".npy")
+            with data.zip.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if read_header is None:
+                    raise ValueError(f"npy version {version}")
+                shape, _, dtype = read_header(fh)
+                if fh.tell() + math.prod(shape) * dtype.itemsize > info.file_size:
+                    raise ValueError("array larger than its data")
+            return np.asarray(data[key], np.float32)
+
         try:
-            with np.load(path, allow_pickle=False) as data:
-                n = int(refs.get("count", 0))
-                names = self.manifest["output_names"]
-                inputs = [np.asarray(data[f"input_{i}"], np.float32) for i in range(n)]
-                outputs = [[np.asarray(data[f"output_{i}_{name}"], np.float32) for name in names] for i in range(n)]
-        except (OSError, KeyError, ValueError) as exc:
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):  # a bare .npy loads as an array
+                raise ValueError("not an .npz archive")
+            with data:
+                if sum(i.file_size for i in data.zip.infolist()) > _MAX_REFERENCE_BYTES:
+                    raise ManifestError(f"{path} inflates to more than {_MAX_REFERENCE_BYTES >> 30} GiB (a zip bomb or "
+                                        "a damaged file); copy the bundle again")
+                inputs = [array(data, f"input_{i}") for i in range(n)]
+                outputs = [[array(data, f"output_{i}_{name}") for name in names] for i in range(n)]
+        except (OSError, KeyError, ValueError, TypeError, EOFError, NotImplementedError, zipfile.BadZipFile, zlib.error,
+                tokenize.TokenError) as exc:  # what numpy/zipfile raise for a damaged archive or .npy header
             raise ManifestError(f"{path}: reference data unreadable ({type(exc).__name__}); copy the bundle again") from None
         if not inputs:
             raise ManifestError(f"{self.path}: the bundle holds no reference inputs")

@@ -432,6 +432,30 @@ def seam_check_cmd(onnx_path, overlap, weights, height, width, image, border, mi
             sys.exit(1)
 
 
+@cli.command("debug-precision")
+@click.argument("onnx_path", type=click.Path(dir_okay=False))
+@click.option("--target-psnr", type=float, default=50.0, show_default=True, help="PSNR (dB) the FP16 graph must reach on the true-FP16 check.")
+@click.option("--samples", type=int, default=2, show_default=True, help="Sample photos at the graph's input shape.")
+@click.option("--inputs", "inputs_npz", type=click.Path(dir_okay=False), help="Inputs as an .npz (arrays of the graph's input shape) instead of sample photos.")
+@click.option("--max-evals", type=int, default=40, show_default=True, help="Most true-FP16 evaluations the search may run.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="FP16 graph to write (default <stem>.fp16-debug.onnx; the JSON report beside it).")
+def debug_precision_cmd(onnx_path, target_psnr, samples, inputs_npz, max_evals, out_path) -> None:
+    """Find a small set of nodes of ONNX_PATH (an FP32 ONNX) to keep FP32 so that the FP16 graph
+    reaches --target-psnr on the true-FP16 check (every FP16 tensor rounded, reductions summed in
+    FP16; reference: the FP32 ONNX on ONNX Runtime). Exit 0 when met, 1 when not, 2 bad input.
+    """
+    from .precision.debug import debug_precision
+
+    res = debug_precision(onnx_path, target_psnr=target_psnr, samples=samples, max_evals=max_evals,
+                          out_path=out_path, inputs_npz=inputs_npz, log=None)
+    for line in res.lines():
+        click.echo(line)
+    click.echo(f"wrote {res.output} and its .json report")
+    if not res.met:
+        click.echo(f"DEBUG-PRECISION: target {target_psnr:g} dB not met (best {res.psnr:.2f} dB)", err=True)
+        sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line + exit 2."""
     try:

@@ -131,17 +131,32 @@ def export_onnx(
 
 
 def read_metadata(path: str) -> dict[str, Any]:
-    """``metadata_props`` of an ONNX file, JSON values decoded (without loading weights)."""
+    """``metadata_props`` of an ONNX file, JSON values decoded (without loading weights).
+
+    Raises:
+        UsageError: a missing, unreadable or damaged file (not a protobuf ModelProto).
+    """
     import json
 
     import onnx
+    from google.protobuf.message import DecodeError
 
-    model = onnx.load(path, load_external_data=False)
+    from .errors import UsageError
+
+    try:
+        # binary protobuf whatever the extension (onnx picks JSON/text parsers by extension otherwise)
+        model = onnx.load(path, format="protobuf", load_external_data=False)
+    except FileNotFoundError:
+        raise UsageError(f"ONNX file not found: {path}") from None
+    except (DecodeError, OSError, RecursionError) as exc:  # RecursionError: python protobuf on deep nesting
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise UsageError(f"{path} is not a readable ONNX file ({reason}); pass the .onnx deploy-kit wrote, "
+                         "copied whole") from exc
     out: dict[str, Any] = {}
     for p in model.metadata_props:
         try:
             out[p.key] = json.loads(p.value)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON (or nested past the recursion limit): keep the text
             out[p.key] = p.value
     return out
 

@@ -113,8 +113,8 @@ def validate(data: Any, where: str) -> dict[str, Any]:
     if data.get("schema") != SCHEMA:
         raise ManifestError(f"{where} is not a deploy-kit manifest (schema {str(data.get('schema'))[:40]!r}, expected {SCHEMA!r})")
     version = data.get("schema_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise ManifestError(f"{where} has no valid schema_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ManifestError(f"{where} has no valid schema_version (a positive integer); re-export it")
     if version > VERSION:
         raise ManifestError(f"{where} uses manifest schema {version}, newer than this deploy-kit reads ({VERSION}); "
                             "upgrade deploy-kit on this machine")
@@ -154,11 +154,13 @@ def read_manifest(path: str) -> dict[str, Any]:
     """
     try:
         with open(path, "rb") as fh:
-            raw = fh.read(16 << 20)
+            raw = fh.read((16 << 20) + 1)
     except FileNotFoundError:
         raise ManifestError(f"manifest not found: {path}") from None
     except OSError as exc:
         raise ManifestError(f"cannot read manifest {path}: {exc.strerror or exc}") from None
+    if len(raw) > 16 << 20:
+        raise ManifestError(f"{path} is larger than 16 MiB; it is not a deploy-kit manifest")
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):

@@ -82,6 +82,7 @@ class Run:
     cand_outs: list = field(default_factory=list)
     plan: str | None = None
     built: Any = None
+    ranges: dict = field(default_factory=dict)  # range-safe site -> largest FP32 statistic seen
     precision_done: str = "fp32"  # the precision of the last graph that went through parity
 
     @property
@@ -191,11 +192,16 @@ def stage_reference(run: Run) -> None:
     import torch
 
     from . import parity
+    from .models.rangesafe import record_ranges
+    from .reference import reference_runner
 
     def go() -> str:
         req, adapter = run.req, run.adapter
         run.inputs = adapter.sample_inputs(req, count=run.samples)
-        run.refs = reference_outputs(adapter, run.loaded.model, req, run.inputs)
+        runner = reference_runner(adapter, run.loaded.model, req)
+        with record_ranges(runner.module) as ranges:  # what the range-safe FP16 rewrites must hold
+            run.refs = runner.run_many(run.inputs)
+        run.ranges = dict(ranges)
         degradation = adapter.input_degradation(req)
         ref_desc = f"PyTorch {torch.__version__} FP32 eager{adapter.reference_label(req)}"
         run.metadata = request_metadata(adapter, run.spec, req, run.loaded.variant, list(run.inputs[0].shape), degradation)
@@ -239,10 +245,14 @@ def stage_export(run: Run) -> None:
 
     from .export import export_onnx
     from .memory import release_memory
+    from .models.rangesafe import apply_scales
 
     def go() -> str:
         raw = os.path.join(run.work, "raw.onnx")
         exportable = run.adapter.wrap(run.loaded.model, run.req, static=True)
+        scales = apply_scales(exportable, run.ranges)
+        if scales:
+            run.res.notes.append("range-safe FP16 sites: " + ", ".join(f"{n} at scale 2^-{k}" for k, n in sorted(scales.items())))
         info = export_onnx(exportable, torch.from_numpy(run.inputs[0]), raw, input_names=run.input_names,
                            output_names=run.output_names, metadata={**run.metadata, "precision": "fp32"})
         run.loaded = None  # the exportable copy and the model are freed before ONNX Runtime runs
@@ -300,8 +310,47 @@ def stage_precision(run: Run) -> None:
 
     run.timed(f"precision {run.req.precision}", go)
     _parity_onnx(run, run.req.precision, run.cand_path)
+    if run.req.precision == "fp16":
+        stage_true_fp16(run)
     if run.req.precision == "int8" and run.kind == "image":
         run.timed("quality (held-out images)", lambda: _quality(run))
+
+
+TRUE_FP16_MAX_PIXELS = 512 * 512  # the emulation graph holds every tensor twice (FP16-rounded copy)
+
+
+def stage_true_fp16(run: Run) -> None:
+    """A parity row that rounds every intermediate tensor to FP16 (precision/truefp16.py).
+
+    ONNX Runtime's CPU kernels compute FP16 graphs in FP32 between casts, so the ONNX Runtime row
+    cannot show an FP16 overflow; this one does (inf/NaN or lost PSNR), as TensorRT FP16 would.
+    """
+    from . import parity
+
+    if run.req.height * run.req.width > TRUE_FP16_MAX_PIXELS:
+        run.report.checks.append(parity.skipped(
+            "true-fp16", "fp16", run.cand_path,
+            f"runs up to {TRUE_FP16_MAX_PIXELS} pixels (memory); the same graph rules apply at every size: "
+            "export at 512x512 to run it"))
+        return
+
+    def go() -> str:
+        from .precision.truefp16 import BACKEND
+        from .runtime.runners import in_child_process
+
+        outs = in_child_process(_true_fp16_child, run.cand_path, list(run.inputs))
+        check = parity.evaluate(BACKEND, "fp16", run.cand_path, run.output_names, run.refs, outs, run.kind,
+                                run.spec.tolerance)
+        run.report.checks.append(check)
+        return _check_line(check)
+
+    run.timed("parity fp16 (true FP16 rounding)", go)
+
+
+def _true_fp16_child(path: str, inputs: list) -> list:
+    from .precision.truefp16 import true_fp16_outputs
+
+    return true_fp16_outputs(path, inputs, fp16_path=path)
 
 
 def stage_engine(run: Run) -> None:
@@ -432,7 +481,8 @@ def _make_precision(req, adapter, fp32_path: str, dst: str, s: Int8Settings, res
     )
     if cal.skipped:
         res.notes.append(f"calibration: skipped {len(cal.skipped)} files (first: {cal.skipped[0][0]}: {cal.skipped[0][1]})")
-    opts = Int8Options(method=s.method, remainder=s.remainder, fp32_patterns=tuple(adapter.fp32_islands(req)))
+    opts = Int8Options(method=s.method, remainder=s.remainder, fp32_patterns=tuple(adapter.int8_excluded(req)),
+                       remainder_fp32_patterns=tuple(adapter.fp32_islands(req)))
     rep = quantize_int8(fp32_path, dst, cal, opts, cache_key_extra=req.stem())
     res.notes.append(f"calibration: {cal.description}")
     if rep.get("legacy_cache"):
@@ -484,7 +534,7 @@ def _close(run: Run) -> ExportResult:
     res, stem, report, precision = run.res, run.stem, run.report, run.precision_done
     if run.kind in ("image", "features") and run.cand_outs:
         path = write_heatmap(f"{stem}.{precision}.heatmap.png", run.refs[0][0], run.cand_outs[0][0])
-        next(c for c in reversed(report.checks) if c.status != "skipped").heatmap = path
+        next(c for c in reversed(report.checks) if c.backend == "onnxruntime").heatmap = path  # cand_outs: ORT
         res.artifacts.append(("parity heatmap", path))
     write_text(f"{stem}.{precision}.parity.json", report.to_json())
     write_text(f"{stem}.{precision}.parity.md", report.to_markdown())

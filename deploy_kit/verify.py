@@ -55,10 +55,7 @@ def artifact_metadata(path: str) -> dict:
         return read_manifest(side)
     from .export import read_metadata
 
-    try:
-        return read_metadata(path)
-    except Exception as exc:  # noqa: BLE001 - a corrupt file is a user error here
-        raise UsageError(f"{path} is not a readable ONNX file ({type(exc).__name__})") from exc
+    return read_metadata(path)  # UsageError for a missing or damaged file (one line)
 
 
 def artifact_request(path: str, weights: str | None = None) -> tuple[ExportRequest, dict]:

@@ -101,8 +101,14 @@ class ModelAdapter:
         return " with TLC" if req.tlc else ""
 
     def fp32_islands(self, req: ExportRequest) -> list[str]:
-        """Regexes on ONNX node names whose nodes stay FP32 inside FP16 graphs (overflow sites)."""
+        """Regexes on ONNX node names whose nodes stay FP32 inside FP16 graphs: overflow sites no
+        range-safe rewrite (models/rangesafe.py) covers yet."""
         return []
+
+    def int8_excluded(self, req: ExportRequest) -> list[str]:
+        """Regexes on node names INT8 never quantizes (e.g. a mean written as a MatMul with a constant
+        1/N vector is no weighted layer); default: the FP32 islands."""
+        return self.fp32_islands(req)
 
     def sample_inputs(self, req: ExportRequest, count: int = 2) -> list[np.ndarray]:
         """Representative inputs as float32 NCHW: real sample photographs with the model's channel

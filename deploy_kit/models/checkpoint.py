@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -37,6 +38,17 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"weights file not found: {path}")
+    # torch.save stores its records uncompressed; a zip that inflates far past its own size is a
+    # zip bomb (torch would inflate every record into memory before any check)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
+        declared = 0  # not a zip (legacy format) or a damaged one: torch.load says which below
+    size = os.path.getsize(path)
+    if declared > 2 * size + (64 << 20):
+        raise CheckpointError(f"{path} inflates to {declared / 2**30:.1f} GiB from {size / 2**20:.1f} MiB (torch.save "
+                              "never compresses: a zip bomb or a repacked file); pass an official .pth file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
@@ -44,19 +56,31 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"cannot read {path} as a PyTorch checkpoint ({first[:160]}); pass an official .pth file"
         ) from exc
+
+    def is_state_dict(d: Any) -> bool:  # names (str) -> tensors
+        return isinstance(d, Mapping) and bool(d) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                          for k, v in d.items())
+
     if isinstance(obj, Mapping):
         for key in _WRAPPER_KEYS:
             inner = obj.get(key)
-            if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            if is_state_dict(inner):
                 obj = inner
                 break
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if not is_state_dict(obj):
         raise CheckpointError(
-            f"{path} holds no state dict (expected tensors, or one under 'params'/'model'/'state_dict')"
+            f"{path} holds no state dict (expected tensors by name, or such a dict under 'params'/'model'/'state_dict')"
         )
     sd = {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items()}
     for key, value in sd.items():
+        odd = ("sparse" if value.layout != torch.strided else "nested" if value.is_nested
+               else "meta (no data)" if value.is_meta else None)
+        if odd:
+            raise CheckpointError(f"{path}: tensor '{key}' is {odd}; a model checkpoint holds dense tensors — "
+                                  "pass an official .pth file")
         if value.is_floating_point() or value.is_complex():
+            if value.is_floating_point() and value.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+                value = value.float()  # float8 & co: no isfinite kernel
             bad = int((~torch.isfinite(value)).sum())
             if bad:
                 raise CheckpointError(

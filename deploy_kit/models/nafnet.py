@@ -19,6 +19,7 @@ from ..errors import CheckpointError
 from ..specs import ExportRequest, Variant
 from ..tlc import LocalAvgPoolEager, LocalAvgPoolStatic, SeparableGlobalMean
 from .base import ModelAdapter
+from .rangesafe import channel_layernorm, set_range_safe, smallest_safe_eps_scale
 from .registry import NAFNET
 
 
@@ -30,13 +31,28 @@ class LayerNorm2d(nn.Module):
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
         self.eps = eps
+        self.range_safe = False  # export form: models/rangesafe.py (FP16 overflow, issue 11)
+        self.scale_log2 = 0  # set per site from the FP32 activations (rangesafe.apply_scales)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.range_safe:
+            # trained NAFNet: |x| ~ 175, so (x - mu)^2 ~ 1e5 and its channel sum ~ 1.5e7 leave FP16
+            # (TensorRT#4338); the rewrite keeps every partial sum in range, same function
+            return channel_layernorm(x, self.weight, self.bias, self.eps, self.scale_log2)
         mu = x.mean(1, keepdim=True)
         d = x - mu
         var = (d * d).mean(1, keepdim=True)
         y = d / torch.sqrt(var + self.eps)
         return self.weight.view(1, -1, 1, 1) * y + self.bias.view(1, -1, 1, 1)
+
+    @property
+    def max_scale_log2(self) -> int:
+        return smallest_safe_eps_scale(self.eps)
+
+    @staticmethod
+    def range_statistic(x: torch.Tensor) -> torch.Tensor:
+        """The largest per-pixel channel variance (what the rewrite must keep in FP16 range)."""
+        return x.var(1, unbiased=False).max()
 
 
 class SimpleGate(nn.Module):
@@ -193,16 +209,21 @@ class NAFNetAdapter(ModelAdapter):
                 )
             elif static:
                 block.sca[0] = SeparableGlobalMean()
+        set_range_safe(net, static)
         return net
 
     def reference_label(self, req: ExportRequest) -> str:
         return " with TLC (integral-image box mean + replicate pad, as upstream)" if req.tlc else ""
 
     def fp32_islands(self, req: ExportRequest) -> list[str]:
-        # LayerNorm2d statistics (variance over C can exceed the FP16 range on real activations),
-        # and the SCA pooling: a global or 384-wide mean is a long reduction (deployment.md §8.1),
-        # cheap to keep in FP32, and not a weighted layer INT8 should quantize.
-        return [r"/norm[12]/", r"/sca\.0/"]
+        # none: LayerNorm2d's statistics and the SCA means are range-safe in the export form
+        # (models/rangesafe.py, tlc.spatial_mean), so the FP16 graph is FP16 end to end
+        return []
+
+    def int8_excluded(self, req: ExportRequest) -> list[str]:
+        # the SCA pooling: means as MatMuls with constant 1/w, 1/h vectors (or AveragePools) are
+        # no weighted layer INT8 should quantize
+        return [r"/sca\.0/"]
 
 
 ADAPTER = NAFNetAdapter()

@@ -36,6 +36,7 @@ from ..errors import CheckpointError, UsageError
 from ..specs import ExportRequest, Variant
 from ..tlc import WindowMerge, cut_windows, merge_windows_eager, window_starts, spatial_sum
 from .base import ModelAdapter
+from .rangesafe import channel_layernorm, l2_normalize_spatial, set_range_safe, smallest_safe_eps_scale
 from .restormer_spec import RESTORMER
 
 PAD_MULTIPLE = 8  # three 2x downsamplings
@@ -44,7 +45,24 @@ PAD_MULTIPLE = 8  # three 2x downsamplings
 # ---------------------------------------------------------------------------------------
 # layers (state-dict names follow upstream exactly)
 # ---------------------------------------------------------------------------------------
-class BiasFreeLayerNorm(nn.Module):
+class _ChannelNorm(nn.Module):
+    """Shared by the two bodies: the range-safe export form and its per-site statistic."""
+
+    range_safe = False  # export form: models/rangesafe.py (FP16 overflow, issue 11)
+    scale_log2 = 0  # set per site from the FP32 activations (rangesafe.apply_scales)
+    eps = 1e-5
+
+    @property
+    def max_scale_log2(self) -> int:
+        return smallest_safe_eps_scale(self.eps)
+
+    @staticmethod
+    def range_statistic(x: torch.Tensor) -> torch.Tensor:
+        """The largest per-pixel channel variance (what the rewrite must keep in FP16 range)."""
+        return x.var(1, unbiased=False).max()
+
+
+class BiasFreeLayerNorm(_ChannelNorm):
     """x / sqrt(var_C(x) + eps) * w over the channel axis of an NCHW map (numerator NOT centred)."""
 
     def __init__(self, channels: int, eps: float = 1e-5):
@@ -53,12 +71,14 @@ class BiasFreeLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.range_safe:  # squared deviations and their channel sum leave FP16 on trained weights
+            return channel_layernorm(x, self.weight, None, self.eps, self.scale_log2, centred_numerator=False)
         d = x - x.mean(1, keepdim=True)
         var = (d * d).mean(1, keepdim=True)  # biased variance, as upstream (unbiased=False)
         return x / torch.sqrt(var + self.eps) * self.weight.view(1, -1, 1, 1)
 
 
-class WithBiasLayerNorm(nn.Module):
+class WithBiasLayerNorm(_ChannelNorm):
     """(x - mean_C) / sqrt(var_C + eps) * w + b over the channel axis of an NCHW map."""
 
     def __init__(self, channels: int, eps: float = 1e-5):
@@ -68,6 +88,8 @@ class WithBiasLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.range_safe:  # squared deviations and their channel sum leave FP16 on trained weights
+            return channel_layernorm(x, self.weight, self.bias, self.eps, self.scale_log2)
         d = x - x.mean(1, keepdim=True)
         var = (d * d).mean(1, keepdim=True)
         return d / torch.sqrt(var + self.eps) * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
@@ -99,6 +121,14 @@ class L2Normalize(nn.Module):
     def __init__(self, eps: float = 1e-12):
         super().__init__()
         self.eps = eps
+        self.range_safe = False  # export form: models/rangesafe.py (the sum of squares leaves FP16)
+        self.scale_log2 = 0  # set per site from the FP32 activations (rangesafe.apply_scales)
+        self.max_scale_log2 = 8
+
+    @staticmethod
+    def range_statistic(x: torch.Tensor) -> torch.Tensor:
+        """The largest mean square over a map (what the range-safe norm keeps in FP16 range)."""
+        return (x * x).mean((-2, -1)).max()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise (..., h, w) over its two spatial axes (= F.normalize over the h*w pixels).
@@ -107,6 +137,8 @@ class L2Normalize(nn.Module):
         single ReduceSum over h*w accumulates in FP32 and was measured 1e-6 (256x256) to 2e-5
         (720x1280) relative off a float64 sum; the GEMM form stays at ~1e-7 at every size.
         """
+        if self.range_safe:
+            return l2_normalize_spatial(x, self.eps, self.scale_log2)
         ssq = spatial_sum(x * x)
         return x / torch.sqrt(ssq).clamp_min(self.eps)
 
@@ -519,20 +551,22 @@ class RestormerAdapter(ModelAdapter):
             for block, down in net.block_levels():
                 kernel = req.tlc.kernel(down)
                 block.attn.window = StaticWindows(kernel, (hp // down, wp // down)) if static else EagerWindows(kernel)
+        set_range_safe(net, static)
         return net
 
     def reference_label(self, req: ExportRequest) -> str:
         return " with TLC (Restormer-Local windows merged by index writes, as upstream)" if req.tlc else ""
 
     def fp32_islands(self, req: ExportRequest) -> list[str]:
+        # none: the LayerNorm statistics and the q/k L2 norms are range-safe in the export form
+        # (models/rangesafe.py), and softmax subtracts its row max (it cannot overflow)
+        return []
+
+    def int8_excluded(self, req: ExportRequest) -> list[str]:
         # Node names come from the TorchScript exporter's module scopes, e.g.
-        # /encoder_level1/encoder_level1.0/attn/q_norm/ReduceSum (global) or
-        # .../attn/window/q_norm/ReduceSum (TLC: the core runs inside the window plan).
-        return [
-            r"/norm[12]/body/",  # LayerNorm statistics, WithBias and BiasFree
-            r"/attn/(?:window/)?[qk]_norm/",  # q/k L2 norm: sum of squares over h*w pixels
-            r"/attn/(?:window/)?Softmax",  # softmax over the channel-attention row
-        ]
+        # .../attn/q_norm/MatMul (global) or .../attn/window/q_norm/MatMul (TLC): the norms' means
+        # are MatMuls with constant 1/w, 1/h vectors, no weighted layer INT8 should quantize
+        return [r"/attn/(?:window/)?[qk]_norm/"]
 
 
 def window_plan(net: nn.Module) -> list[tuple[str, tuple[int, int], list[int], list[int]]]:

@@ -68,7 +68,9 @@ class Int8Options:
         method: activation-range calibration: ``minmax`` (max |x| seen), ``entropy`` (KL
             threshold, TensorRT's legacy default) or ``percentile`` (``percentile`` of |x|).
         remainder: precision of the nodes left unquantized: ``fp32`` or ``fp16``.
-        fp32_patterns: regexes on node names kept out of quantization (the model's FP32 islands).
+        fp32_patterns: regexes on node names kept out of quantization (``adapter.int8_excluded``).
+        remainder_fp32_patterns: regexes on node names kept FP32 when ``remainder="fp16"`` (the
+            model's FP16 islands, ``adapter.fp32_islands``: the same graph rules as ``--fp16``).
         exclude_first_last: keep the first and last weighted layers (pixel in/out) in float.
         cache_dir: activation-range cache directory; None → ``$XDG_CACHE_HOME/deploy-kit/calib``
             (``~/.cache/deploy-kit/calib``).
@@ -82,6 +84,7 @@ class Int8Options:
     method: str = "minmax"
     remainder: str = "fp32"
     fp32_patterns: tuple[str, ...] = ()
+    remainder_fp32_patterns: tuple[str, ...] = ()
     exclude_first_last: bool = True
     cache_dir: str | None = None
     op_types: tuple[str, ...] = DEFAULT_OP_TYPES
@@ -97,7 +100,7 @@ class Int8Options:
             raise UsageError(f"unknown INT8 remainder precision '{self.remainder}'; choose fp32 or fp16")
         if not 50.0 < self.percentile <= 100.0:
             raise UsageError(f"percentile {self.percentile} must be in (50, 100]")
-        for pat in self.fp32_patterns:
+        for pat in self.fp32_patterns + self.remainder_fp32_patterns:
             try:
                 re.compile(pat)
             except re.error as exc:
@@ -581,6 +584,6 @@ def _fp16_remainder(path: str, int8_layers: Sequence[str], opts: Int8Options) ->
     """
     from .fp16 import convert_fp16
 
-    keep = list(opts.fp32_patterns) + [r"_(Quantize|Dequantize)Linear(_\d+)?$"]
+    keep = list(opts.remainder_fp32_patterns) + [r"_(Quantize|Dequantize)Linear(_\d+)?$"]
     keep += [f"^{re.escape(n)}$" for n in int8_layers]
     convert_fp16(path, path, keep, stage="int8 (fp16 remainder)")  # it reads the whole graph first, then writes atomically

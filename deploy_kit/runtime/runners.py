@@ -157,18 +157,25 @@ class EngineRunner(Runner):
         self.session.close()
 
 
-def run_isolated(path: str, inputs: Sequence[np.ndarray], threads: int = 0) -> list[list[np.ndarray]]:
-    """ONNX Runtime CPU outputs per input, computed in a fresh (spawned) process.
+def in_child_process(fn, *args):
+    """``fn(*args)`` in a fresh (spawned) process; returns its result (``fn`` must be importable).
 
-    The child imports numpy + onnxruntime only, so ONNX Runtime's peak memory does not stack on
-    what PyTorch holds in this process: Restormer-Local at 720x1280 peaks at ~18 GB in ONNX
-    Runtime alone, and the export process OOM'd on 24 GB. The arena is off (one-shot session).
+    Used for ONNX Runtime runs next to a PyTorch process: the child imports numpy + onnxruntime
+    only, so ONNX Runtime's peak memory does not stack on what PyTorch holds in this one
+    (Restormer-Local at 720x1280 peaks at ~18 GB in ONNX Runtime alone; the export process
+    OOM'd on 24 GB when both lived in one process).
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_run_ort_once, path, list(inputs), threads).result()
+        return pool.submit(fn, *args).result()
+
+
+def run_isolated(path: str, inputs: Sequence[np.ndarray], threads: int = 0) -> list[list[np.ndarray]]:
+    """ONNX Runtime CPU outputs per input, computed in a fresh process (:func:`in_child_process`),
+    with the arena off (one-shot session)."""
+    return in_child_process(_run_ort_once, path, list(inputs), threads)
 
 
 def _run_ort_once(path: str, inputs: list, threads: int) -> list[list[np.ndarray]]:

@@ -37,7 +37,7 @@ def export(tmp_dir, variant: str | None, size: int, weights: str | None = None, 
     x = torch.rand(1, 3, size, size)
     torch.onnx.export(adapter.wrap(loaded.model, req, static=True), x, path, dynamo=False, opset_version=17,
                       input_names=["input"], output_names=["output"])
-    return path, adapter.fp32_islands(req)
+    return path, adapter.int8_excluded(req)
 
 
 def run(path, x):

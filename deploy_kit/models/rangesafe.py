@@ -1,0 +1,191 @@
+"""Range-safe rewrites for FP16 graphs, used by the model files' export forms (imports torch).
+
+Every rewrite is exact in real arithmetic — it only moves power-of-two scales (exact in FP16 and
+FP32) and turns sums into means, so that no intermediate leaves FP16's range (max 65 504) — and
+is used only in a model's *export* form (``wrap(static=True)``): the eager reference keeps the
+upstream formula, so parity still compares two independent computations.
+
+Why (issue 11): trained NAFNet activations reach |x| ≈ 175, so a channel LayerNorm's squared
+deviations reach ~1e5 and their sum over C channels ~1.5e7; ONNX Runtime's CPU kernels compute
+those in FP32 and hide it, TensorRT in FP16 gives inf/NaN (NVIDIA/TensorRT#4338). The same holds
+for Restormer's q/k L2 norm, a sum of squares over h·w pixels.
+
+:func:`channel_layernorm` (NAFNet ``LayerNorm2d``, Restormer's BiasFree/WithBias bodies):
+
+* ``y = x·2^-s`` shrinks the values; eps is scaled by ``2^-2s``; LayerNorm is scale-invariant and
+  power-of-two scaling commutes with rounding, so in FP32 the result is bit-identical.
+* *Means instead of sums*: each term is scaled by the power of two b ≈ 1/√C before it is summed
+  (and before squaring), so no partial sum exceeds about twice its largest term.
+* ``s`` per site (:func:`record_ranges` / :func:`apply_scales`): the smallest one for which the
+  largest per-pixel variance measured in FP32 on the sample inputs, scaled by 2^-2s, keeps 4x
+  headroom below 65 504 — usually 0, so small activations do not underflow — capped where
+  eps·2^-2s would stop being an FP16 subnormal.
+
+Measured (true-FP16 check of deploy_kit.precision.truefp16, FP16 partial sums, against the FP32
+ONNX on ONNX Runtime; feature PSNR, data range = reference range; 1x C x 8x8, eps 1e-6):
+
+=================  ====  =====================  =========  =========  =========
+input              C     plain (LayerNorm2d)    safe s=0   safe s=1   safe s=2
+=================  ====  =====================  =========  =========  =========
+randn * 300        256   23.4 dB (var inf)      24.8       88.0       88.5
+randn * 300        512   26.0                   24.4       89.4       87.7
+uniform +-175      512   22.3                   85.6       86.6       85.2
+randn * 1          512   89.9                   88.4       89.6       87.8
+randn * 0.01       512   90.0                   62.2       46.6       24.6
+randn * 2000       512   inf/NaN (6656 values)  24.4       26.0       24.1  (needs s >= 4)
+=================  ====  =====================  =========  =========  =========
+
+BiasFree numerator (``centred_numerator=False``): randn*300, C=256: 27.4 (s=0), 87.7 (s=1).
+FP32 change vs the plain formula on randn*{1, 300} (+ per-channel offsets), C in
+{32, 48, 256, 384, 512}, s in {0, 2, 5}: max abs 0.0 (bit-identical; :func:`fp32_change`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+def _pow2_at_most(v: float) -> float:
+    """The largest power of two <= v (v > 0)."""
+    return 2.0 ** math.floor(math.log2(v))
+
+
+def smallest_safe_eps_scale(eps: float) -> int:
+    """The largest ``scale_log2`` whose scaled eps (``eps * 2^-2s``) stays >= FP16's smallest subnormal 2^-24."""
+    return max(0, math.floor((math.log2(eps) + 24) / 2))
+
+
+def choose_scale_log2(max_var: float) -> int:
+    """Smallest ``s`` with ``max_var * 2^-2s <= 16384`` (4x headroom below FP16's 65504).
+
+    Args:
+        max_var: the largest per-pixel channel variance measured in FP32 on sample images.
+    """
+    if max_var <= 16384:
+        return 0
+    return math.ceil(math.log2(max_var / 16384) / 2)
+
+
+def channel_layernorm(x, weight, bias, eps: float, scale_log2: int = 0, centred_numerator: bool = True):
+    """LayerNorm over the channel axis of an NCHW tensor, written so FP16 cannot overflow.
+
+    Same function as ``w * (x - mean_C) / sqrt(var_C + eps) + b`` (biased variance), bit-identical
+    in FP32. See the module docstring for the bounds.
+
+    Args:
+        x: (N, C, H, W) tensor.
+        weight, bias: (C,) tensors, or None (BiasFree has no bias).
+        eps: the LayerNorm's eps (unscaled).
+        scale_log2: s in ``y = x * 2^-s`` (see :func:`choose_scale_log2`).
+        centred_numerator: False gives Restormer's BiasFree numerator (``x``, not ``x - mean``).
+    """
+
+    c = int(x.shape[1])  # a Python int: a traced shape would leave Shape->Cast nodes in the graph
+    s = 2.0 ** -scale_log2
+    y = x * s if scale_log2 else x
+    b = _pow2_at_most(c ** -0.5)  # ~1/sqrt(C), a power of two
+    mu = (y * b).sum(1, keepdim=True) / (c * b)  # partial sums <= ~sqrt(C) max|y|
+    d = y - mu
+    db = d * b  # partial sums of (d*b)^2 stay <= ~2 max d^2
+    var = (db * db).sum(1, keepdim=True) / (c * b * b)
+    num = d if centred_numerator else y
+    out = num / torch.sqrt(var + eps * s * s)
+    if weight is not None:
+        out = weight.view(1, -1, 1, 1) * out
+    if bias is not None:
+        out = out + bias.view(1, -1, 1, 1)
+    return out
+
+
+def plain_layernorm_channels(x, weight, bias, eps: float, centred_numerator: bool = True):
+    """The models' formula (NAFNet LayerNorm2d / Restormer WithBias; BiasFree when not centred)."""
+
+    mu = x.mean(1, keepdim=True)
+    d = x - mu
+    var = (d * d).mean(1, keepdim=True)
+    out = (d if centred_numerator else x) / torch.sqrt(var + eps)
+    if weight is not None:
+        out = weight.view(1, -1, 1, 1) * out
+    if bias is not None:
+        out = out + bias.view(1, -1, 1, 1)
+    return out
+
+
+def fp32_change(channels=(32, 48, 256, 384, 512), scales=(1.0, 300.0), scale_log2: int = 0, seed: int = 0) -> float:
+    """Max |range-safe - plain| in FP32 on random data (the docstring's measurement)."""
+
+    g = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for c in channels:
+        w = torch.randn(c, generator=g)
+        b = torch.randn(c, generator=g)
+        for amp in scales:
+            x = torch.randn(2, c, 16, 16, generator=g) * amp + torch.randn(1, c, 1, 1, generator=g) * amp * 0.1
+            for centred in (True, False):
+                ref = plain_layernorm_channels(x, w, b, 1e-6, centred)
+                got = channel_layernorm(x, w, b, 1e-6, scale_log2, centred)
+                worst = max(worst, float((ref - got).abs().max()))
+    return worst
+
+
+def l2_normalize_spatial(x: torch.Tensor, eps: float, scale_log2: int = 0) -> torch.Tensor:
+    """x / max(‖x‖₂, eps) over the last two axes (…, h, w), range-safe (Restormer's q/k norm).
+
+    ‖x‖ = sqrt(mean(x²))·sqrt(h·w): the plain sum of squares over h·w pixels leaves FP16 at
+    |x| ≈ 1 and 65 536 pixels; the mean runs as MatMuls with 1/w and 1/h
+    (:func:`deploy_kit.tlc.spatial_mean`), so every partial sum stays ≤ max x². With
+    xs = x·2^-s: x / max(‖x‖, eps) = xs / max(‖xs‖, eps·2^-s), for |x| beyond 256.
+    """
+    from ..tlc import spatial_mean
+
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    s = 2.0 ** -scale_log2
+    xs = x * s if scale_log2 else x
+    norm = torch.sqrt(spatial_mean(xs * xs)) * float(h * w) ** 0.5
+    return xs / norm.clamp_min(eps * s)
+
+
+def set_range_safe(module: torch.nn.Module, on: bool = True) -> int:
+    """Switch every submodule with a ``range_safe`` attribute (export form only); returns the count."""
+    n = 0
+    for m in module.modules():
+        if hasattr(m, "range_safe"):
+            m.range_safe = on
+            n += 1
+    return n
+
+
+@contextlib.contextmanager
+def record_ranges(module: torch.nn.Module):
+    """Record, per range-safe site, the largest statistic its rewrite must keep in FP16 range.
+
+    Every submodule with ``range_safe`` defines ``range_statistic(x)`` (a LayerNorm: its largest
+    per-pixel channel variance; an L2 norm: its largest mean square). Yields the dict
+    ``{module name: largest value seen}``, filled while the block runs forward passes.
+    """
+    seen: dict[str, float] = {}
+    hooks = []
+    for name, m in module.named_modules():
+        if hasattr(m, "range_safe"):
+            def hook(mod, args, _out, name=name):
+                v = float(mod.range_statistic(args[0].detach()))
+                seen[name] = max(seen.get(name, 0.0), v)
+            hooks.append(m.register_forward_hook(hook))
+    try:
+        yield seen
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def apply_scales(module: torch.nn.Module, ranges: dict[str, float]) -> dict[int, int]:
+    """Set each range-safe site's ``scale_log2`` from :func:`record_ranges`; returns {s: sites}."""
+    used: dict[int, int] = {}
+    for name, m in module.named_modules():
+        if hasattr(m, "range_safe"):
+            s = min(choose_scale_log2(ranges.get(name, 0.0)), m.max_scale_log2)
+            m.scale_log2 = s
+            used[s] = used.get(s, 0) + 1
+    return used
