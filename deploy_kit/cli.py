@@ -444,6 +444,9 @@ def debug_precision_cmd(onnx_path, target_psnr, samples, inputs_npz, max_evals, 
     reaches --target-psnr on the true-FP16 check (every FP16 tensor rounded, reductions summed in
     FP16; reference: the FP32 ONNX on ONNX Runtime). Exit 0 when met, 1 when not, 2 bad input.
     """
+    from ._deps import require_export
+
+    require_export()
     from .precision.debug import debug_precision
 
     res = debug_precision(onnx_path, target_psnr=target_psnr, samples=samples, max_evals=max_evals,

@@ -252,7 +252,7 @@ def stage_export(run: Run) -> None:
         exportable = run.adapter.wrap(run.loaded.model, run.req, static=True)
         scales = apply_scales(exportable, run.ranges)
         if scales:
-            run.res.notes.append("range-safe FP16 sites: " + ", ".join(f"{n} at scale 2^-{k}" for k, n in sorted(scales.items())))
+            run.res.notes.append("range-safe FP16 sites: " + ", ".join(f"{n} at scale 2^{-k}" for k, n in sorted(scales.items())))
         info = export_onnx(exportable, torch.from_numpy(run.inputs[0]), raw, input_names=run.input_names,
                            output_names=run.output_names, metadata={**run.metadata, "precision": "fp32"})
         run.loaded = None  # the exportable copy and the model are freed before ONNX Runtime runs

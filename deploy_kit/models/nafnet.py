@@ -19,7 +19,7 @@ from ..errors import CheckpointError
 from ..specs import ExportRequest, Variant
 from ..tlc import LocalAvgPoolEager, LocalAvgPoolStatic, SeparableGlobalMean
 from .base import ModelAdapter
-from .rangesafe import channel_layernorm, set_range_safe, smallest_safe_eps_scale
+from .rangesafe import channel_layernorm, layernorm_scale_log2, set_range_safe
 from .registry import NAFNET
 
 
@@ -45,14 +45,13 @@ class LayerNorm2d(nn.Module):
         y = d / torch.sqrt(var + self.eps)
         return self.weight.view(1, -1, 1, 1) * y + self.bias.view(1, -1, 1, 1)
 
-    @property
-    def max_scale_log2(self) -> int:
-        return smallest_safe_eps_scale(self.eps)
-
     @staticmethod
-    def range_statistic(x: torch.Tensor) -> torch.Tensor:
-        """The largest per-pixel channel variance (what the rewrite must keep in FP16 range)."""
-        return x.var(1, unbiased=False).max()
+    def range_statistic(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the rewrite must fit: the largest per-pixel channel variance and max |x|."""
+        return {"var": x.var(1, unbiased=False).max(), "abs": x.abs().max()}
+
+    def choose_scale_log2(self, stats: dict[str, float]) -> int:
+        return layernorm_scale_log2(stats.get("var", 0.0), stats.get("abs", 0.0), self.weight.numel(), self.eps)
 
 
 class SimpleGate(nn.Module):

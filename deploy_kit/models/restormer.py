@@ -36,7 +36,7 @@ from ..errors import CheckpointError, UsageError
 from ..specs import ExportRequest, Variant
 from ..tlc import WindowMerge, cut_windows, merge_windows_eager, window_starts, spatial_sum
 from .base import ModelAdapter
-from .rangesafe import channel_layernorm, l2_normalize_spatial, set_range_safe, smallest_safe_eps_scale
+from .rangesafe import channel_layernorm, l2_normalize_spatial, l2norm_scale_log2, layernorm_scale_log2, set_range_safe
 from .restormer_spec import RESTORMER
 
 PAD_MULTIPLE = 8  # three 2x downsamplings
@@ -52,14 +52,13 @@ class _ChannelNorm(nn.Module):
     scale_log2 = 0  # set per site from the FP32 activations (rangesafe.apply_scales)
     eps = 1e-5
 
-    @property
-    def max_scale_log2(self) -> int:
-        return smallest_safe_eps_scale(self.eps)
-
     @staticmethod
-    def range_statistic(x: torch.Tensor) -> torch.Tensor:
-        """The largest per-pixel channel variance (what the rewrite must keep in FP16 range)."""
-        return x.var(1, unbiased=False).max()
+    def range_statistic(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the rewrite must fit: the largest per-pixel channel variance and max |x|."""
+        return {"var": x.var(1, unbiased=False).max(), "abs": x.abs().max()}
+
+    def choose_scale_log2(self, stats: dict[str, float]) -> int:
+        return layernorm_scale_log2(stats.get("var", 0.0), stats.get("abs", 0.0), self.weight.numel(), self.eps)
 
 
 class BiasFreeLayerNorm(_ChannelNorm):
@@ -123,12 +122,15 @@ class L2Normalize(nn.Module):
         self.eps = eps
         self.range_safe = False  # export form: models/rangesafe.py (the sum of squares leaves FP16)
         self.scale_log2 = 0  # set per site from the FP32 activations (rangesafe.apply_scales)
-        self.max_scale_log2 = 8
 
     @staticmethod
-    def range_statistic(x: torch.Tensor) -> torch.Tensor:
-        """The largest mean square over a map (what the range-safe norm keeps in FP16 range)."""
-        return (x * x).mean((-2, -1)).max()
+    def range_statistic(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the range-safe norm must fit: max |x| (its squares, and their means)."""
+        return {"abs": x.abs().max()}
+
+    @staticmethod
+    def choose_scale_log2(stats: dict[str, float]) -> int:
+        return l2norm_scale_log2(stats.get("abs", 0.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise (..., h, w) over its two spatial axes (= F.normalize over the h*w pixels).

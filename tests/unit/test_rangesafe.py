@@ -61,7 +61,7 @@ def test_stress_model_plain_layernorm_overflows_only_under_true_fp16_and_rewrite
         ref = eager(x).numpy()
         same = A.wrap(load_model(A, "tiny-notlc", None).model, req, static=False)(x).numpy()
     assert np.abs(ref - same).max() < 1e-3  # the same function, only larger inside
-    assert max(ranges.values()) > 65504 / 4  # the activations really are out of FP16's comfort zone
+    assert max(r["var"] for r in ranges.values()) > 65504  # variances beyond FP16: a plain LayerNorm overflows
     psnr = {}
     for name, safe in (("plain", False), ("range-safe", True)):
         static = A.wrap(m, req, static=True)
