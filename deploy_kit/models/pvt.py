@@ -47,6 +47,7 @@ from ..errors import CheckpointError, UsageError
 from ..specs import ExportRequest, Variant
 from .base import ModelAdapter
 from .pvt_spec import PVT
+from .rangesafe import layernorm_scale_log2, set_range_safe
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -397,6 +398,34 @@ class StaticAdaptiveAvgPool(nn.Module):
 # --------------------------------------------------------------------------------------------
 # the module the pipeline exports
 # --------------------------------------------------------------------------------------------
+class RangeSafeLayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` whose export form normalises x·2^-s with eps·2^-2s (the same function).
+
+    The ONNX LayerNormalization op keeps its statistics in FP32 by spec (stash_type 1) and its
+    epsilon is an FP32 attribute, but a TensorRT FP16 normalization layer may compute them in
+    FP16 (NVIDIA/TensorRT#4338): the power-of-two scale keeps x and its variance in range there
+    too, with no FP32 island. ``s`` per site from the FP32 reference (models/rangesafe.py).
+    Installed on the wrapper's copy of the model; the state dict is unchanged.
+    """
+
+    range_safe = False
+    scale_log2 = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.range_safe or not self.scale_log2:
+            return super().forward(x)
+        s = 2.0 ** -self.scale_log2
+        return F.layer_norm(x * s, self.normalized_shape, self.weight, self.bias, self.eps * s * s)
+
+    @staticmethod
+    def range_statistic(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the scaled input must fit: the largest per-token variance and max |x|."""
+        return {"var": x.var(-1, unbiased=False).max(), "abs": x.abs().max()}
+
+    def choose_scale_log2(self, stats: dict[str, float]) -> int:
+        return layernorm_scale_log2(stats.get("var", 0.0), stats.get("abs", 0.0), self.normalized_shape[-1], self.eps)
+
+
 class PVTWrapped(nn.Module):
     """[0, 1] RGB image -> logits, or the four stage maps; ImageNet normalisation inside (v1 and v2).
 
@@ -411,6 +440,10 @@ class PVTWrapped(nn.Module):
     def __init__(self, net: nn.Module, head: str, size: tuple[int, int] | None):
         super().__init__()
         self.net = net
+        for m in net.modules():  # range-safe in the export form (off in the eager reference)
+            if type(m) is nn.LayerNorm:
+                m.__class__ = RangeSafeLayerNorm
+        set_range_safe(net, size is not None)
         self.head_kind = head
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -610,17 +643,18 @@ class PVTAdapter(ModelAdapter):
         return PVTWrapped(net, head, (req.height, req.width) if static else None).eval()
 
     def fp32_islands(self, req: ExportRequest) -> list[str]:
-        """Every LayerNormalization (block norms, SR norms, patch-embed norms, final norm).
+        """None: the LayerNorms are range-safe in the export form (:class:`RangeSafeLayerNorm`) and
+        softmax subtracts its row max.
 
-        Measured (onnxconverter-common 1.16, keep_io_types, ORT CPU, random weights, 6 sample
-        photos, official tiny at 224): 1 - cosine vs FP32 was 5.8e-7 with no island, 4.1e-7 with
-        the LayerNorms FP32, 6.0e-7 with the softmaxes FP32 (top-1 6/6 everywhere). With
-        trained-like magnitudes (residual branches x3, q/k x2: attention logits and LayerNorm
-        inputs up to ~22) LayerNorm islands halved the error (8.7e-6 -> 4.7e-6); softmax islands
-        never helped (8.1e-6): exp runs on max-subtracted input (no overflow possible) and the
-        remaining error comes from FP16 q/k, which an island on the softmax or on q@k^T does not
-        remove. So the softmaxes stay FP16.
+        Measured before (onnxconverter-common 1.16, ORT CPU, random weights): LayerNorm islands
+        halved the FP16 error only under trained-like magnitudes (1 - cosine 8.7e-6 -> 4.7e-6);
+        softmax islands never helped. PVT small, 224, official-init random weights, all FP16:
+        cosine 0.9999989 on ONNX Runtime and 0.9999986 on the true-FP16 check (top-1 equal).
         """
+        return []
+
+    def int8_excluded(self, req: ExportRequest) -> list[str]:
+        # as before the FP16 rewrite: the LayerNorms stay out of the INT8 pass
         return [r"/LayerNormalization(_\d+)?$"]
 
     @staticmethod

@@ -301,25 +301,37 @@ def test_onnx_export_matches_eager_and_has_no_resize(tmp_path, head, h, w):
 
 
 @pytest.mark.parametrize("variant,head", [("test-tiny", "cls"), ("test-tiny", "features"), ("test-v2-li-tiny", "features")])
-def test_fp16_with_islands_meets_cosine_gate(tmp_path, variant, head):
+def test_fp16_end_to_end_meets_cosine_gate(tmp_path, variant, head):
+    """No FP32 island: the LayerNorms are range-safe in the export form (scales from the FP32
+    reference) and pass the cosine gate on ONNX Runtime and on the true-FP16 check."""
     from onnxconverter_common import float16
+
+    from deploy_kit.models.rangesafe import apply_scales, record_ranges
+    from deploy_kit.precision.truefp16 import true_fp16_outputs
 
     model = _random(variant, seed=4)
     req = _req(variant, h=96, w=96, head=head)
     xs = ADAPTER.sample_inputs(req, 2)
-    proto = _export(ADAPTER.wrap(model, req, static=True), xs[0], tmp_path / "pvt.onnx", ADAPTER.output_names(req))
-    pats = [re.compile(p) for p in ADAPTER.fp32_islands(req)]
-    island = [n.name for n in proto.graph.node if any(p.search(n.name) for p in pats)]
-    norms = [n.name for n in proto.graph.node if n.op_type == "LayerNormalization"]
-    assert sorted(island) == sorted(norms) and norms  # exactly the LayerNorms, every one of them
-    half = float16.convert_float_to_float16(proto, keep_io_types=True, node_block_list=island)
+    assert ADAPTER.fp32_islands(req) == []
+    eager = ADAPTER.wrap(model, req, static=False)
+    with torch.no_grad(), record_ranges(eager) as ranges:
+        for x in xs:
+            eager(torch.from_numpy(x))
+    static = ADAPTER.wrap(model, req, static=True)
+    assert sum(apply_scales(static, ranges).values()) >= 8  # every LayerNorm is a range-safe site
+    proto = _export(static, xs[0], tmp_path / "pvt.onnx", ADAPTER.output_names(req))
+    assert any(n.op_type == "LayerNormalization" for n in proto.graph.node)
+    half = float16.convert_float_to_float16(proto, keep_io_types=True)
     onnx.checker.check_model(half)
-    for x in xs:
+    onnx.save(half, str(tmp_path / "pvt16.onnx"))
+    true16 = true_fp16_outputs(str(tmp_path / "pvt16.onnx"), xs, fp16_path=str(tmp_path / "pvt16.onnx"))
+    for x, t in zip(xs, true16):
         ref, got = _ort(proto, x), _ort(half, x)
-        for r, g in zip(ref, got):
+        for r, g, tt in zip(ref, got, t):
             assert _cos(g, r) >= ADAPTER.spec.tolerance.fp16_min_cosine
+            assert _cos(tt, r) >= ADAPTER.spec.tolerance.fp16_min_cosine
         if head == "cls":
-            assert int(ref[0].argmax()) == int(got[0].argmax())
+            assert int(ref[0].argmax()) == int(got[0].argmax()) == int(t[0].argmax())
 
 
 # --- PVT v2 (stretch) -------------------------------------------------------------------------
