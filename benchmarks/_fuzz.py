@@ -107,11 +107,12 @@ def run_export(out: str) -> None:
         raise RuntimeError(f"seed export failed ({' '.join(cmd)}):\n{r.stderr[-3000:]}")
 
 
-def _zeros_member(name: str, size: int) -> tuple[zipfile.ZipInfo, bytes, int]:
-    """A deflated member of ``size`` zero bytes, compressed by streaming (no big allocation)."""
+def _zeros_member(name: str, size: int, prefix: bytes = b"") -> tuple[str, bytes, int]:
+    """A raw-deflated member holding ``prefix`` then ``size`` zero bytes, compressed by streaming
+    (no big allocation); returns (name, compressed bytes, crc32 of the uncompressed data)."""
     comp = zlib.compressobj(9, zlib.DEFLATED, -15)
     chunk = bytes(1 << 20)
-    parts, crc, left = [], 0, size
+    parts, crc, left = [comp.compress(prefix)], zlib.crc32(prefix), size
     while left:
         piece = chunk[: min(left, len(chunk))]
         parts.append(comp.compress(piece))
@@ -187,19 +188,10 @@ def make_seeds(work: str, *, bomb_mb: int = 256) -> Seeds:
         header = io.BytesIO()
         np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (numel,)})
         hdr = header.getvalue()
-        comp = zlib.compressobj(9, zlib.DEFLATED, -15)
-        crc = zlib.crc32(hdr)
-        parts = [comp.compress(hdr)]
-        chunk, left = bytes(1 << 20), numel * 4
-        while left:
-            piece = chunk[: min(left, len(chunk))]
-            parts.append(comp.compress(piece))
-            crc = zlib.crc32(piece, crc)
-            left -= len(piece)
-        parts.append(comp.flush())
+        _, data, crc = _zeros_member("input_0.npy", numel * 4, prefix=hdr)
         ref = zipfile.ZipFile(io.BytesIO(npz))
         others = [(i.filename, ref.read(i)) for i in ref.infolist() if i.filename != "input_0.npy"]
-        entries = [("input_0.npy", b"".join(parts), 8, crc, len(hdr) + numel * 4)]
+        entries = [("input_0.npy", data, 8, crc, len(hdr) + numel * 4)]
         entries += [(n, zlib.compress(d)[2:-4], 8, zlib.crc32(d), len(d)) for n, d in others]
         seeds.bomb_npz = _raw_zip(entries)
     return seeds

@@ -116,15 +116,11 @@ class _Rewriter:
         onnx = self.onnx
         g = model.graph
         renames: dict[str, str] = {}
-        new_inputs = []
+        new_inputs = [_as_float(v) for v in g.input]
         for v in g.input:
-            v2 = onnx.ValueInfoProto()
-            v2.CopyFrom(v)
             if v.type.tensor_type.elem_type == _HALF:
-                v2.type.tensor_type.elem_type = _FLOAT
                 renames[v.name] = self.fresh(v.name)
                 self.round(v.name, renames[v.name], f"input_{v.name}")
-            new_inputs.append(v2)
         for n in g.node:
             n2 = onnx.NodeProto()
             n2.CopyFrom(n)
@@ -136,13 +132,7 @@ class _Rewriter:
                 self.inits.append(onnx.numpy_helper.from_array(arr, init.name))
             else:
                 self.inits.append(init)
-        outputs = []
-        for v in g.output:
-            v2 = onnx.ValueInfoProto()
-            v2.CopyFrom(v)
-            if v.type.tensor_type.elem_type == _HALF:
-                v2.type.tensor_type.elem_type = _FLOAT
-            outputs.append(v2)
+        outputs = [_as_float(v) for v in g.output]
         graph = onnx.helper.make_graph(self.nodes, g.name, new_inputs, outputs, initializer=self.inits)
         out = onnx.helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
         out.metadata_props.extend(model.metadata_props)
@@ -256,6 +246,17 @@ class _Rewriter:
             self.node("Identity", [t], [out], base)
         self.expanded += 1
         return True
+
+
+def _as_float(value_info):
+    """A copy of a graph input/output declaration, FP16 turned FP32 (the emulation's I/O is FP32)."""
+    import onnx
+
+    out = onnx.ValueInfoProto()
+    out.CopyFrom(value_info)
+    if out.type.tensor_type.elem_type == _HALF:
+        out.type.tensor_type.elem_type = _FLOAT
+    return out
 
 
 def emulation_model(fp16_model, reductions: str = "fp16"):
