@@ -578,7 +578,6 @@ def npy_header_mutation(rng: random.Random, npz: bytes) -> tuple[str, bytes]:
         data = data[:6] + bytes([rng.choice((0, 2, 3, 4, 255)), 0]) + data[8:]
     elif kind == "header-text":
         hlen = struct.unpack("<H", data[8:10])[0]
-        header = data[10:10 + hlen]
         repl = rng.choice((b"__import__('os')", b"{'descr': '<f4'}", b"{" * 50 + b"}" * 50, b"[" * 10000,
                            b"{'descr': '<f4', 'fortran_order': False, 'shape': (1, 3, 32, 32), 'x': 1}",
                            b"{'descr': '<f4', 'fortran_order': 'no', 'shape': (1, 3, 32, 32)}",

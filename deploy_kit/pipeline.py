@@ -20,7 +20,7 @@ from . import __version__
 from .errors import UsageError
 from .manifest import file_sha256
 from .request import validate_request
-from .reference import input_labels, reference_outputs
+from .reference import input_labels
 from .specs import ExportRequest
 
 STOP_POINTS = ("onnx", "simplified", "precision", "engine")

@@ -3,7 +3,6 @@ bundle, and tampered bundles as one-line errors. (The torch-free install is test
 test_device_core.py, from the built wheel.)"""
 
 import json
-import os
 import shutil
 
 import numpy as np

@@ -1,6 +1,5 @@
 """``deploy-kit seam-check`` end to end: export a tiny NAFNet, tile it over a larger photo."""
 
-import json
 import re
 
 import pytest

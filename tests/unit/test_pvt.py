@@ -6,7 +6,6 @@ the whole file runs in well under a minute on 2 CPU cores.
 
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import pytest
