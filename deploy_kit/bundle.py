@@ -202,8 +202,9 @@ def write_bundle(onnx_path: str, inputs: Sequence[np.ndarray], refs: Sequence[Se
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    size = sum(os.path.getsize(os.path.join(r, n)) for r, _, ns in os.walk(out) for n in ns)
-    return BundleInfo(out, size, files)
+    from .fsutil import disk_size
+
+    return BundleInfo(out, disk_size(out), files)
 
 
 def bundle_artifact(artifact: str, out: str | None = None, samples: int = 2) -> BundleInfo:

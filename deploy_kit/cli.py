@@ -133,7 +133,7 @@ def _resolve_backend(name: str) -> str | None:
 
 
 def _run_and_summarise(req, out_dir, backend, stop_after, samples, int8, build_options, bundle=False) -> None:
-    from .fsutil import human_size
+    from .fsutil import disk_size, human_size
     from .pipeline import run_export
 
     started = time.perf_counter()
@@ -156,7 +156,7 @@ def _run_and_summarise(req, out_dir, backend, stop_after, samples, int8, build_o
         click.echo("  note: " + note.replace("\n", "\n        "))
     click.echo("\nArtifacts:")
     for label, path in res.artifacts:
-        size = human_size(os.path.getsize(path)) if os.path.exists(path) else "?"
+        size = human_size(disk_size(path)) if os.path.exists(path) else "?"
         click.echo(f"  {label:<28} {path}  ({size})")
     click.echo("\nParity against the PyTorch FP32 reference:")
     click.echo("  " + res.report.table().replace("\n", "\n  "))
@@ -457,6 +457,86 @@ def debug_precision_cmd(onnx_path, target_psnr, samples, inputs_npz, max_evals, 
     if not res.met:
         click.echo(f"DEBUG-PRECISION: target {target_psnr:g} dB not met (best {res.psnr:.2f} dB)", err=True)
         sys.exit(1)
+
+
+@cli.command("bench")
+@click.argument("target")
+@click.option("--variant", help="Model targets: variant (see list-models).")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Model targets: checkpoint (default: random weights).")
+@click.option("--height", type=int, help="Model targets: input height (default: the model's default size).")
+@click.option("--width", type=int, help="Model targets: input width (default: the model's default size).")
+@click.option("--tlc/--no-tlc", default=None, help="Model targets: Test-time Local Converter (default: as upstream for the variant).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True, help="Model targets: precision of the exported graph that ONNX Runtime and the engine run (PyTorch stays FP32).")
+@click.option("--torch-module", type=click.Choice(["static", "eager"]), default="static", show_default=True, help="Model targets: the PyTorch module timed: the export form (static, TLC unrolled: the function the ONNX computes) or the upstream reference form (eager TLC).")
+@click.option("--runs", type=int, default=20, show_default=True, help="Timed runs per backend (median and p90 over these).")
+@click.option("--warmup", type=int, default=3, show_default=True, help="Untimed runs per backend first.")
+@click.option("--threads", type=int, help="Intra-op threads of every CPU backend (torch and ONNX Runtime); default: os.cpu_count().")
+@click.option("--out", "out_dir", default=DEFAULT_OUT, show_default=True, type=click.Path(file_okay=False), help="Output directory (JSON and plot; the model export happens in a temporary folder inside it).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="JSON report path (default <out>/bench-<stem>.json).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="PNG latency plot (default: next to the JSON, .png).")
+def bench_cmd(target, variant, weights, height, width, tlc, precision, torch_module, runs, warmup, threads, out_dir,
+              json_path, plot_path) -> None:
+    """Latency (median, p90), throughput (MP/s) and peak memory of TARGET on every backend here.
+
+    \b
+    TARGET is one of:
+      a model name       nafnet | restormer | pvt (with --variant, --height, ...): exported to ONNX
+                         first; rows for PyTorch eager FP32 (the baseline of every ratio), and on a
+                         CUDA GPU PyTorch FP16 / channels_last / torch.compile
+      an .onnx, a .plan (with its .json manifest) or a bundle folder
+    Then ONNX Runtime (CPU, CUDA EP) and the TensorRT-RTX / TensorRT engine. Each backend runs in
+    its own process (its peak RSS is its own); a backend that cannot run here is listed with why.
+    Writes a JSON report and a PNG plot.
+    """
+    if runs < 1:
+        raise UsageError(f"--runs must be at least 1; got {runs}")
+    if warmup < 0:
+        raise UsageError(f"--warmup must be 0 or more; got {warmup}")
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be at least 1; got {threads}")
+    from .bench import artifact_target, model_target, run_bench, write_json, write_plot
+
+    model_flags = {"--variant": variant, "--weights": weights, "--height": height, "--width": width, "--tlc/--no-tlc": tlc,
+                   "--precision": None if precision == "fp32" else precision,
+                   "--torch-module": None if torch_module == "static" else torch_module}
+    looks_like_path = os.path.exists(target) or target.endswith((".onnx", ".plan", ".bundle", os.sep)) or os.sep in target
+    if looks_like_path:
+        given = [k for k, v in model_flags.items() if v is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} apply to model targets; {target} is an artifact")
+        bench_target = artifact_target(target)
+    else:
+        from ._deps import require_export
+        from .request import resolve_request
+
+        from .models.registry import get_spec
+
+        get_spec(target)  # an unknown model: one line before the export chain is checked
+        require_export()
+        req = resolve_request(target, variant=variant, weights=weights, height=height, width=width, tlc=tlc,
+                              precision=precision)
+        bench_target = model_target(req, torch_module)
+    json_path = json_path or os.path.join(out_dir, f"bench-{bench_target.stem}.json")
+    plot_path = plot_path or (json_path[: -len(".json")] if json_path.endswith(".json") else json_path) + ".png"
+    result = run_bench(bench_target, out_dir=out_dir, runs=runs, warmup=warmup, threads=threads,
+                       progress=lambda text: click.echo(text, err=True))
+    write_json(result, json_path)
+    write_plot(result, plot_path)
+    shape = "x".join(str(v) for v in bench_target.input_shape)
+    click.echo("")
+    click.echo(f"deploy-kit bench {bench_target.stem}: input {shape}, {bench_target.precision} graph; "
+               f"{result.threads} threads for every CPU backend (torch intra-op, ONNX Runtime intra-op); "
+               f"warm-up {warmup}, {runs} timed runs")
+    for note in result.notes:
+        click.echo(f"  note: {note}")
+    click.echo(result.table())
+    base = next((r for r in result.rows if r.backend == "pytorch" and r.status == "ok"), None)
+    if base is not None:
+        for r in result.rows:
+            if r.status == "ok" and r.backend != "pytorch":
+                click.echo(f"{r.backend}/pytorch latency ratio: {r.ratio_vs_pytorch:.2f} "
+                           f"({1 / r.ratio_vs_pytorch:.2f}x the speed of PyTorch eager FP32 on the CPU)")
+    click.echo(f"wrote {json_path} and {plot_path}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -44,6 +44,13 @@ def write_bytes(path: str, data: bytes) -> None:
             fh.write(data)
 
 
+def disk_size(path: str) -> int:
+    """Bytes of a file, or of every file below a folder (a bundle)."""
+    if not os.path.isdir(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
+
+
 def human_size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from deploy_kit._deps import available
+from deploy_kit.fsutil import disk_size, human_size
 from deploy_kit.runtime.cuda import gpu_available
 
 needs_rtx = pytest.mark.skipif(not available("tensorrt_rtx"), reason="tensorrt-rtx not installed")
@@ -24,11 +25,15 @@ def bundles(tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles")
     made = {}
     for prec, extra in (("fp16", []), ("int8", ["--calib-count", "8"])):
+        # noisy inputs: a random tiny model on an exactly flat dark region is ill-conditioned in FP32
+        # (its LayerNorms amplify rounding; README "How correctness is established")
         r = run_cli("export", "nafnet", "--variant", "tiny", "--height", 64, "--width", 64, "--train-size", 32,
+                    "--degradation", "noise:10",
                     f"--{prec}", *extra, "--bundle", "--backend", "none", "--samples", 2, "--out", out)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         made[prec] = out / f"nafnet-tiny-64x64-tlc.{prec}.bundle"
-        assert "device bundle" in r.stdout and "KB" in r.stdout  # the run prints the bundle's size
+        line = next(l for l in r.stdout.splitlines() if "device bundle" in l)  # the run prints the bundle size
+        assert line.endswith(f"({human_size(disk_size(str(made[prec])))})") and disk_size(str(made[prec])) > 100_000, line
     return made
 
 
@@ -44,7 +49,7 @@ def test_bundle_contents_and_manifest(bundles):
     m = b.manifest
     assert m["schema"] == "deploy-kit/manifest" and m["precision"] == "int8" and m["tlc"]
     assert m["input"]["channels"] == 3 and m["input"]["range"] == [0.0, 1.0] and m["input"]["pad_multiple"] == 16
-    assert m["tolerance"]["int8_min_psnr"] == 35.0 and m["degradation"] == "none"
+    assert m["tolerance"]["int8_min_psnr"] == 35.0 and m["degradation"] == "noise:10"
     assert set(m["files"]) >= {"nafnet-tiny-64x64-tlc.int8.onnx", "reference.npz", "build.sh", "README.md",
                                "int8/nafnet-tiny-64x64-tlc.fp32.onnx", "int8/nafnet-tiny-64x64-tlc.int8.calib"}
     inputs, refs = b.references()
