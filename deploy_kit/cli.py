@@ -503,13 +503,13 @@ def bench_cmd(target, variant, weights, height, width, tlc, precision, torch_mod
     if looks_like_path:
         given = [k for k, v in model_flags.items() if v is not None]
         if given:
-            raise UsageError(f"{', '.join(given)} apply to model targets; {target} is an artifact")
+            raise UsageError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to model targets only; "
+                             f"{target} is an artifact")
         bench_target = artifact_target(target)
     else:
         from ._deps import require_export
-        from .request import resolve_request
-
         from .models.registry import get_spec
+        from .request import resolve_request
 
         get_spec(target)  # an unknown model: one line before the export chain is checked
         require_export()

@@ -29,7 +29,7 @@ def test_import_package_is_light():
 
 @pytest.mark.parametrize("argv", [["--help"], ["export", "--help"], ["build", "--help"], ["verify", "--help"],
                                   ["run", "--help"], ["env", "--help"], ["bundle", "--help"], ["seam-check", "--help"],
-                                  ["debug-precision", "--help"], ["list-models"], ["list-models", "--all"]])
+                                  ["debug-precision", "--help"], ["bench", "--help"], ["list-models"], ["list-models", "--all"]])
 def test_help_and_listing_do_not_import_torch(argv):
     body = f"from deploy_kit.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code"
     assert _heavy(body, HEAVY) == []
