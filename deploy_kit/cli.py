@@ -38,6 +38,32 @@ def cli(debug: bool) -> None:
     _State.debug = debug
 
 
+def _model_options(scope: str):
+    """The options that pick a model and its input (export, bench): variant, weights, size, TLC.
+
+    Args:
+        scope: a prefix for every help text (e.g. "Model targets: " where the command also takes files).
+    """
+
+    def text(t: str) -> str:
+        return scope + t if scope else t[:1].upper() + t[1:]
+
+    options = [
+        click.option("--variant", help=text("model variant (see list-models). Default: read from --weights, else the model's default.")),
+        click.option("--weights", type=click.Path(dir_okay=False), help=text("official checkpoint (.pth). Without it the model is randomly initialised (and the run says so).")),
+        click.option("--height", type=int, help=text("fixed input height (default: the model's default size).")),
+        click.option("--width", type=int, help=text("fixed input width (default: the model's default size).")),
+        click.option("--tlc/--no-tlc", default=None, help=text("Test-time Local Converter (default: as upstream for the variant, e.g. on for GoPro/REDS NAFNet and motion-deblurring Restormer).")),
+    ]
+
+    def apply(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
 @cli.command("list-models")
 @click.option("--all", "show_all", is_flag=True, help="Also list the tiny test variants.")
 def list_models(show_all: bool) -> None:
@@ -60,13 +86,9 @@ def list_models(show_all: bool) -> None:
 
 @cli.command()
 @click.argument("model")
-@click.option("--variant", help="Model variant (see list-models). Default: read from --weights, else the model's default.")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Official checkpoint (.pth). Without it the model is randomly initialised (and the run says so).")
-@click.option("--height", type=int, help="Fixed input height (default: the model's default size).")
-@click.option("--width", type=int, help="Fixed input width (default: the model's default size).")
-@click.option("--tlc/--no-tlc", default=None, help="Test-time Local Converter (default: as upstream for the variant, e.g. on for GoPro/REDS NAFNet and motion-deblurring Restormer).")
+@_model_options("")
 @click.option("--train-size", type=int, help="TLC training patch size (default 256; TLC kernel = 1.5 x train feature size).")
-@click.option("--fp16", "fp16", is_flag=True, help="FP16 graph with FP32 islands at overflow sites.")
+@click.option("--fp16", "fp16", is_flag=True, help="FP16 graph, end to end (range-safe rewrites at overflow sites; parity adds a true-FP16 row).")
 @click.option("--int8", "int8", is_flag=True, help="INT8 explicit Q/DQ from a calibration set (see --calib).")
 @click.option("--calib", help="INT8 calibration set: directory, glob, or manifest (default: the package-shipped set).")
 @click.option("--calib-count", type=int, default=32, show_default=True, help="Number of calibration crops.")
@@ -461,11 +483,7 @@ def debug_precision_cmd(onnx_path, target_psnr, samples, inputs_npz, max_evals, 
 
 @cli.command("bench")
 @click.argument("target")
-@click.option("--variant", help="Model targets: variant (see list-models).")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Model targets: checkpoint (default: random weights).")
-@click.option("--height", type=int, help="Model targets: input height (default: the model's default size).")
-@click.option("--width", type=int, help="Model targets: input width (default: the model's default size).")
-@click.option("--tlc/--no-tlc", default=None, help="Model targets: Test-time Local Converter (default: as upstream for the variant).")
+@_model_options("Model targets: ")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True, help="Model targets: precision of the exported graph that ONNX Runtime and the engine run (PyTorch stays FP32).")
 @click.option("--torch-module", type=click.Choice(["static", "eager"]), default="static", show_default=True, help="Model targets: the PyTorch module timed: the export form (static, TLC unrolled: the function the ONNX computes) or the upstream reference form (eager TLC).")
 @click.option("--runs", type=int, default=20, show_default=True, help="Timed runs per backend (median and p90 over these).")

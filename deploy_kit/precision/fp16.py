@@ -1,7 +1,8 @@
-"""FP16 graph with FP32 islands, for strongly typed engines (TensorRT 10/11, TensorRT-RTX).
+"""FP16 graph for strongly typed engines (TensorRT 10/11, TensorRT-RTX), FP32 graph I/O.
 
-Uses onnxconverter-common's maintained converter with a node block list (the model adapter
-names its overflow sites: LayerNorm statistics, L2 normalisations, softmax). onnxruntime's own
+Uses onnxconverter-common's maintained converter with an optional node block list (FP32 islands:
+the model adapter's ``fp32_islands``, empty since the export forms are range-safe, see
+models/rangesafe.py; ``debug-precision`` keep-lists). onnxruntime's own
 copy of the converter produced duplicate node names with a block list on this graph family
 (../shared/DESIGN.md §2), so it is not used; the output is validated either way.
 """
