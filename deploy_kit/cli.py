@@ -306,7 +306,7 @@ def run(target, inputs, out_dir, backend, overlap) -> None:
     blended tiles.
     """
     from .runtime.restore import collect_images, restore_file, tiles_for
-    from .runtime.tiling import DEFAULT_OVERLAP
+    from .runtime.tiling import tiling_defaults
 
     runner, manifest, note = _open_for_run(target, backend)  # a bad or tampered target is reported first
     try:
@@ -319,13 +319,7 @@ def run(target, inputs, out_dir, backend, overlap) -> None:
         if manifest["output_kind"] != "image":
             raise UsageError(f"{target} outputs {manifest['output_kind']}, not images; run restores images only")
         _, ch, th, tw = manifest["input_shape"]
-        if overlap is None:  # the measured default, capped at a quarter tile for small engines
-            overlap = min(DEFAULT_OVERLAP, min(th, tw) // 4)
-        if overlap < 0 or 2 * overlap >= min(th, tw):
-            raise UsageError(f"--overlap must be between 0 and {min(th, tw) // 2 - 1} for a {th}x{tw} engine; got {overlap}")
-        # tiles start on the model's size multiple, so each sees the downsampling grid the whole image does
-        multiple = int(manifest["input"].get("pad_multiple", 1))
-        multiple = multiple if th % multiple == 0 and tw % multiple == 0 else 1
+        overlap, multiple = tiling_defaults(manifest, overlap)
         try:
             total = sum(tiles_for(f, (th, tw), overlap, multiple) for f in files)
         except (OSError, ValueError) as exc:
@@ -555,6 +549,38 @@ def bench_cmd(target, variant, weights, height, width, tlc, precision, torch_mod
                 click.echo(f"{r.backend}/pytorch latency ratio: {r.ratio_vs_pytorch:.2f} "
                            f"({1 / r.ratio_vs_pytorch:.2f}x the speed of PyTorch eager FP32 on the CPU)")
     click.echo(f"wrote {json_path} and {plot_path}")
+
+
+@cli.command("triton")
+@click.argument("source", type=click.Path())
+@click.option("--repo", required=True, type=click.Path(file_okay=False), help="Triton model repository folder (created if missing; other models in it are left alone).")
+@click.option("--name", help="Base model name (default: the bundle's graph name, e.g. nafnet-tiny-64x64-tlc-fp16).")
+@click.option("--instances", type=int, default=1, show_default=True, help="instance_group count of each model: GPU instances of the plan, CPU instances of the others.")
+@click.option("--threads", type=int, default=0, show_default=True, help="ONNX Runtime intra-op threads per instance (NAME_onnx, and NAME_tiled's tiles with --tiles-through in-process); 0 = ONNX Runtime's default, every core.")
+@click.option("--tiles-through", type=click.Choice(["auto", "plan", "onnx", "in-process"]), default="auto", show_default=True, help="How NAME_tiled runs each tile: plan / onnx = a request to NAME / NAME_onnx inside the server (BLS); auto = plan when the repository has one, else onnx; in-process = deploy-kit's ONNX Runtime runner in the python backend process (CPU nodes, or a server without the onnxruntime backend).")
+@click.option("--overlap", type=int, help="Tile overlap of NAME_tiled in pixels (default: as 'deploy-kit run').")
+def triton_cmd(source, repo, name, instances, threads, tiles_through, overlap) -> None:
+    """Write Triton Inference Server models for SOURCE (a bundle, or a TensorRT plan built inside one).
+
+    \b
+    Into --repo:
+      NAME/        platform tensorrt_plan, 1/model.plan: the engine's exact I/O (needs a plan
+                   built with --backend tensorrt; TensorRT-RTX plans are left out)
+      NAME_onnx/   platform onnxruntime_onnx, 1/model.onnx: the same graph for CPU nodes
+      NAME_tiled/  backend python: images of any size (N, C, H, W), tiled and blended by
+                   deploy-kit's runtime, as 'deploy-kit run' does
+    Every value comes from the manifest and the graph. NAME_tiled needs deploy-kit installed in
+    the Python that runs Triton's python backend.
+    """
+    from .serving.triton import write_repository
+
+    info = write_repository(source, repo, name=name, instances=instances, threads=threads, tiles_through=tiles_through,
+                            overlap=overlap)
+    for model in info.models:
+        click.echo(f"model: {model.path} ({model.kind}; {model.note})")
+    for note in info.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"serve: tritonserver --model-repository={info.repo}   (README 'Serving with Triton': the container command)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -251,3 +251,23 @@ def tile_run(image: np.ndarray, fn: TileFn, tile: tuple[int, int], overlap: int 
     acc /= (norm_y[:, None] * norm_x[None, :]).astype(np.float32)
     t, _, l, _ = plan.pad
     return np.ascontiguousarray(acc[:, t:t + h, l:l + w])
+
+
+def tiling_defaults(manifest: dict, overlap: int | None) -> tuple[int, int]:
+    """(overlap, multiple) for tiling images through a fixed-size model (``deploy-kit run``, Triton).
+
+    The overlap defaults to :data:`DEFAULT_OVERLAP`, capped at a quarter tile for small engines; tiles
+    start on the model's size multiple, so each sees the downsampling grid the whole image does.
+
+    Raises:
+        UsageError: an overlap the engine size cannot take.
+    """
+    from ..errors import UsageError
+
+    _, _, th, tw = manifest["input_shape"]
+    if overlap is None:  # the measured default, capped at a quarter tile for small engines
+        overlap = min(DEFAULT_OVERLAP, min(th, tw) // 4)
+    if overlap < 0 or 2 * overlap >= min(th, tw):
+        raise UsageError(f"--overlap must be between 0 and {min(th, tw) // 2 - 1} for a {th}x{tw} engine; got {overlap}")
+    multiple = int(manifest["input"].get("pad_multiple", 1))
+    return overlap, multiple if th % multiple == 0 and tw % multiple == 0 else 1

@@ -1,0 +1,364 @@
+"""``deploy-kit triton``: a Triton Inference Server model repository from a bundle (or a plan built in one).
+
+Three models, every value taken from the manifest and the graph, never typed twice::
+
+    <repo>/<name>/          platform tensorrt_plan: 1/model.plan, the engine's I/O (fixed size)
+    <repo>/<name>_onnx/     platform onnxruntime_onnx: 1/model.onnx, the same graph for CPU nodes
+    <repo>/<name>_tiled/    backend python: images of any size, tiled and blended by the runtime's
+                            own tile_run (deploy_kit.serving.triton_model), each tile either
+                            - sent to <name> or <name>_onnx inside the server (BLS), or
+                            - run by deploy-kit's ONNX Runtime runner in the python backend process.
+
+The fixed-size configs have ``max_batch_size: 0`` and the graph's full dims: deploy-kit exports and
+builds static shapes (batch included), and Triton's TensorRT backend compares a config's dims with
+the engine's bindings exactly when the config does not batch. Plans carry no I/O metadata of their
+own: a deploy-kit plan is built, strongly typed, from the bundle's graph (its sidecar names it), so
+its bindings are that graph's inputs and outputs, read here from the ONNX file (:mod:`.graphio`).
+
+Each model folder gets a ``deploy-kit.json`` (the manifest it was made from), which also marks the
+folder as deploy-kit's: only such folders are ever replaced. Models are written beside the
+repository first and moved in when complete. No torch, onnx or onnxruntime: the graph is read by :mod:`.graphio`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import __version__
+from ..errors import UsageError
+from ..manifest import ManifestError, read_manifest, validate
+from ..runtime.tiling import tiling_defaults
+from .graphio import TensorInfo, graph_io
+
+TILES_THROUGH = ("auto", "plan", "onnx", "in-process")
+MARKER = "deploy-kit.json"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+# the manifest's input convention (numpy name) -> Triton data_type
+_INPUT_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
+_PYTHON_MODEL = '''"""Written by deploy-kit {version}: images of any size through the fixed-size model (see config.pbtxt).
+
+The model is deploy_kit.serving.triton_model: deploy-kit must be installed in the Python that runs
+Triton's python backend ({extra}).
+"""
+
+try:
+    from deploy_kit.serving.triton_model import TritonPythonModel  # noqa: F401
+except ImportError as exc:  # the message Triton shows when the model fails to load
+    raise ImportError(f"deploy-kit is not importable in the python backend's Python ({{exc}}); "
+                      "{extra}") from exc
+'''
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    kind: str  # tensorrt_plan | onnxruntime_onnx | python
+    path: str
+    note: str = ""
+
+
+@dataclass
+class RepositoryInfo:
+    """What :func:`write_repository` wrote, and what it left out and why."""
+
+    repo: str
+    models: list[ModelInfo] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Source:
+    bundle: Any  # deploy_kit.bundle.Bundle
+    plan: str | None  # a tensorrt plan to serve, or None
+    plan_manifest: dict | None
+    notes: tuple[str, ...]
+
+
+def default_name(manifest: dict) -> str:
+    """The bundle's graph stem as a Triton model name (``nafnet-tiny-64x64-tlc.fp16`` -> ``...-tlc-fp16``)."""
+    stem = manifest["onnx"][: -len(".onnx")] if manifest.get("onnx", "").endswith(".onnx") else manifest["model"]
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-_")[:90] or "model"
+
+
+def _resolve(source: str) -> _Source:
+    """The bundle and the TensorRT plan to serve, from a bundle folder or a plan inside one."""
+    from ..bundle import is_bundle, open_bundle
+
+    if not os.path.exists(source):
+        raise UsageError(f"not found: {source}")
+    if is_bundle(source):
+        bundle = open_bundle(source)
+        notes, chosen = [], None
+        for plan in bundle.plans():  # newest first
+            side = plan + ".json"
+            if not os.path.isfile(side):
+                notes.append(f"{os.path.basename(plan)} has no {os.path.basename(side)}; left out")
+                continue
+            m = read_manifest(side)
+            if m["backend"]["name"] != "tensorrt":
+                notes.append(f"{os.path.basename(plan)} is a {m['backend']['name']} engine, which Triton's TensorRT "
+                             "backend cannot load; left out")
+            elif chosen is None:
+                _check_plan_matches(plan, m, bundle)
+                chosen = (plan, m)
+        if chosen is None:
+            notes.append(f"no TensorRT plan in the bundle, so no tensorrt_plan model: build one with the TensorRT of "
+                         f"the Triton container that will serve it (deploy-kit build {bundle.path} --backend tensorrt), "
+                         "then run this again")
+            return _Source(bundle, None, None, tuple(notes))
+        return _Source(bundle, chosen[0], chosen[1], tuple(notes))
+    if source.endswith(".plan") and os.path.isfile(source):
+        side = source + ".json"
+        if not os.path.isfile(side):
+            raise UsageError(f"{source} has no manifest {side}; serve the bundle it was built in instead")
+        m = read_manifest(side)
+        if m["backend"]["name"] != "tensorrt":
+            raise UsageError(f"{source} is a {m['backend']['name']} engine; Triton's tensorrt_plan models need a "
+                             "TensorRT plan: deploy-kit build BUNDLE --backend tensorrt (in the Triton container)")
+        directory = os.path.dirname(os.path.abspath(source))
+        if not is_bundle(directory):
+            raise UsageError(f"{source} is not inside a deploy-kit bundle; the repository needs the bundle's graph: "
+                             "make one with 'deploy-kit bundle ONNX', build in it ('deploy-kit build BUNDLE') "
+                             "and pass the bundle or that plan")
+        bundle = open_bundle(directory)
+        _check_plan_matches(source, m, bundle)
+        return _Source(bundle, source, m, ())
+    raise UsageError(f"{source}: triton takes a bundle folder or a .plan built inside one")
+
+
+def _check_plan_matches(plan: str, plan_manifest: dict, bundle) -> None:
+    """The plan was built from this bundle's graph (its sidecar names the graph and the same I/O)."""
+    b = bundle.manifest
+    for key in ("onnx", "input_shape", "input_names", "output_names", "precision"):
+        if plan_manifest.get(key) != b.get(key):
+            raise ManifestError(f"{plan}.json: {key} {str(plan_manifest.get(key))[:60]} differs from the bundle's "
+                                f"{str(b.get(key))[:60]}; the plan was not built from this bundle (rebuild it)")
+
+
+def _graph(bundle) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    """The bundle graph's I/O, checked against the manifest (names, order, input dims, static shapes)."""
+    m = bundle.manifest
+    inputs, outputs = graph_io(bundle.onnx)
+    where = os.path.join(bundle.path, "manifest.json")
+    if [t.name for t in inputs] != m["input_names"] or [t.name for t in outputs] != m["output_names"]:
+        raise ManifestError(f"{where}: input/output names {m['input_names']}/{m['output_names']} differ from the "
+                            f"graph's {[t.name for t in inputs]}/{[t.name for t in outputs]}; copy the bundle again")
+    if list(inputs[0].dims) != list(m["input_shape"]):
+        raise ManifestError(f"{where}: input_shape {m['input_shape']} differs from the graph's {list(inputs[0].dims)}")
+    for t in inputs + outputs:
+        if not all(isinstance(d, int) and d > 0 for d in t.dims) or t.triton_type == "TYPE_INVALID":
+            raise UsageError(f"{bundle.onnx}: tensor '{t.name}' has shape {list(t.dims)} and ONNX type {t.elem_type}; "
+                             "Triton configs are written for static shapes of numeric types only")
+    return inputs, outputs
+
+
+def _q(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)  # a protobuf text-format string literal (UTF-8, C escapes)
+
+
+def _tensors(kind: str, tensors: list[tuple[str, str, list[int]]]) -> list[str]:
+    lines = [f"{kind} ["]
+    for i, (name, dtype, dims) in enumerate(tensors):
+        lines += ["  {", f"    name: {_q(name)}", f"    data_type: {dtype}",
+                  f"    dims: [ {', '.join(str(d) for d in dims)} ]", "  }" + ("," if i < len(tensors) - 1 else "")]
+    return lines + ["]"]
+
+
+def _config(header: list[str], name: str, engine: str, inputs, outputs, kind: str, count: int,
+            parameters: dict[str, str] | None = None) -> str:
+    lines = [f"# {h}" if h else "#" for h in header]
+    lines += [f"name: {_q(name)}", engine, "max_batch_size: 0"]
+    lines += _tensors("input", inputs) + _tensors("output", outputs)
+    lines += ["instance_group [", "  {", f"    kind: {kind}", f"    count: {count}", "  }", "]"]
+    for key, value in (parameters or {}).items():
+        lines += ["parameters {", f"  key: {_q(key)}", f"  value: {{ string_value: {_q(value)} }}", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def _fixed(tensors: list[TensorInfo]) -> list[tuple[str, str, list[int]]]:
+    return [(t.name, t.triton_type, list(t.dims)) for t in tensors]
+
+
+def _describe(m: dict) -> str:
+    shape = "x".join(str(d) for d in m["input_shape"])
+    return f"{m['model']} {m['variant']} {m['precision'].upper()} ({shape}{', TLC' if m.get('tlc') else ''})"
+
+
+def write_repository(source: str, repo: str, *, name: str | None = None, instances: int = 1, threads: int = 0,
+                     tiles_through: str = "auto", overlap: int | None = None) -> RepositoryInfo:
+    """Write (or update) the Triton models of ``source`` into the model repository ``repo``.
+
+    Args:
+        source: a bundle folder, or a TensorRT ``.plan`` built inside one (``deploy-kit build BUNDLE``).
+        repo: the model repository folder (created if missing; other models in it are left alone).
+        name: the models' base name (default :func:`default_name`).
+        instances: ``instance_group`` count of each model (GPU for the plan, CPU for the others).
+        threads: ONNX Runtime intra-op threads per instance (``<name>_onnx`` and in-process tiles);
+            0 = ONNX Runtime's default (every core: lower it when several instances share them).
+        tiles_through: how ``<name>_tiled`` runs each tile: a BLS request to ``<name>`` (``plan``) or
+            to ``<name>_onnx`` (``onnx``) in the same server; ``auto`` = ``plan`` when there is one, else
+            ``onnx``; or ``in-process``: deploy-kit's ONNX Runtime runner inside the python backend
+            process, on a copy of the graph (CPU nodes, or servers without the onnxruntime backend).
+        overlap: tile overlap in pixels (default: as ``deploy-kit run``).
+
+    Raises:
+        UsageError / ManifestError: bad options, a source that is not a bundle or a plan built in one,
+            a tampered bundle, or a model folder in ``repo`` that deploy-kit did not write (one line).
+            Nothing is written then.
+    """
+    if tiles_through not in TILES_THROUGH:
+        raise UsageError(f"--tiles-through must be one of {', '.join(TILES_THROUGH)}; got {tiles_through!r}")
+    if not isinstance(instances, int) or isinstance(instances, bool) or not 1 <= instances <= 64:
+        raise UsageError(f"--instances must be between 1 and 64; got {instances}")
+    if not isinstance(threads, int) or isinstance(threads, bool) or not 0 <= threads <= 1024:
+        raise UsageError(f"--threads must be between 0 (ONNX Runtime's default) and 1024; got {threads}")
+    src = _resolve(source)
+    m = src.bundle.manifest
+    name = default_name(m) if name is None else name
+    if not _NAME.fullmatch(name) or name in (".", ".."):
+        raise UsageError(f"--name {name[:60]!r} is not a model name: letters, digits, '_', '-', '.' (at most 100, "
+                         "starting with a letter or digit)")
+    inputs, outputs = _graph(src.bundle)
+    info = RepositoryInfo(os.path.abspath(repo), notes=list(src.notes))
+    header = [f"Written by deploy-kit {__version__} from {os.path.basename(src.bundle.path)}: {_describe(m)}.",
+              "Every value comes from the bundle's manifest and graph; regenerate with 'deploy-kit triton' rather than edit."]
+    plan_name, onnx_name, tiled_name = name, f"{name}_onnx", f"{name}_tiled"
+    files: dict[str, dict[str, Any]] = {}  # model -> {"config.pbtxt": text, "1/x": ("copy", path), MARKER: manifest}
+
+    if src.plan is not None:
+        trt = src.plan_manifest["backend"].get("version", "?")
+        files[plan_name] = {
+            "config.pbtxt": _config(
+                header + [f"TensorRT {trt} plan {os.path.basename(src.plan)}: it loads only under TensorRT {trt} on the",
+                          "GPU kind it was built on: serve it with the Triton container that ships that TensorRT."],
+                plan_name, 'platform: "tensorrt_plan"', _fixed(inputs), _fixed(outputs), "KIND_GPU", instances),
+            "1/model.plan": ("copy", src.plan),
+            MARKER: _marker(src.plan_manifest, "tensorrt_plan", src.plan),
+        }
+        info.models.append(ModelInfo(plan_name, "tensorrt_plan", os.path.join(info.repo, plan_name), f"TensorRT {trt}, GPU"))
+    files[onnx_name] = {
+        "config.pbtxt": _config(header + ["The same graph on ONNX Runtime (CPU nodes)."], onnx_name,
+                                'platform: "onnxruntime_onnx"', _fixed(inputs), _fixed(outputs), "KIND_CPU", instances,
+                                {"intra_op_thread_count": str(threads)} if threads else None),
+        "1/model.onnx": ("copy", src.bundle.onnx),
+        MARKER: _marker(m, "onnxruntime_onnx", src.bundle.onnx),
+    }
+    info.models.append(ModelInfo(onnx_name, "onnxruntime_onnx", os.path.join(info.repo, onnx_name), "ONNX Runtime, CPU"))
+
+    if m["output_kind"] != "image" or len(inputs) != 1 or len(outputs) != 1:
+        info.notes.append(f"no {tiled_name}: the graph outputs {m['output_kind']} ({len(outputs)} outputs), "
+                          "so images of other sizes cannot be tiled through it")
+    else:
+        ov, multiple = tiling_defaults(m, overlap)
+        _, ch, th, tw = m["input_shape"]
+        dtype = _INPUT_DTYPES.get(m["input"].get("dtype", "float32"))
+        if dtype is None:
+            raise ManifestError(f"{src.bundle.path}: input dtype {str(m['input'].get('dtype'))[:20]!r} is not float32/float16")
+        if tiles_through == "plan" and src.plan is None:
+            raise UsageError("--tiles-through plan needs a TensorRT plan in the repository, and there is none "
+                             "(see the notes above); use --tiles-through onnx or in-process")
+        bls = tiles_through != "in-process"
+        target = plan_name if tiles_through == "plan" or (tiles_through == "auto" and src.plan is not None) else onnx_name
+        params = {
+            "tiles_through": "bls" if bls else "in-process",
+            **({"tile_model": target} if bls else {"onnx": "model.onnx", "intra_op_threads": str(threads)}),
+            "tile_input": inputs[0].name,
+            "tile_input_dtype": inputs[0].numpy_type,
+            "tile_output": outputs[0].name,
+            "channels": str(ch),
+            "tile_height": str(th),
+            "tile_width": str(tw),
+            "overlap": str(ov),
+            "multiple": str(multiple),
+            "global_context": "true" if m.get("global_context") else "false",
+            "deploy_kit_version": __version__,
+        }
+        how = (f"Each tile is a request to '{target}' in this server (BLS)." if bls else
+               "Each tile runs on deploy-kit's ONNX Runtime runner in the python backend process (1/model.onnx).")
+        extra = "pip install deploy-kit there" if bls else "pip install 'deploy-kit[ort]' there"
+        tiled = {
+            "config.pbtxt": _config(
+                header + [f"Images of any size (N, {ch}, H, W) in [0, 1], tiled {th}x{tw} with overlap {ov} and blended by",
+                          "deploy-kit's runtime (deploy_kit.runtime.tiling.tile_run), as 'deploy-kit run' does.",
+                          how,
+                          f"Needs deploy-kit in the Python that runs the python backend ({extra})."],
+                tiled_name, 'backend: "python"', [(inputs[0].name, dtype, [-1, ch, -1, -1])],
+                [(outputs[0].name, "TYPE_FP32", [-1, outputs[0].dims[1], -1, -1])], "KIND_CPU", instances, params),
+            "1/model.py": ("text", _PYTHON_MODEL.format(version=__version__, extra=extra)),
+            MARKER: _marker(m, "python", src.bundle.onnx),
+        }
+        if not bls:
+            tiled["1/model.onnx"] = ("copy", src.bundle.onnx)
+        files[tiled_name] = tiled
+        info.models.append(ModelInfo(tiled_name, "python", os.path.join(info.repo, tiled_name),
+                                     f"any size, tiles through {target if bls else 'ONNX Runtime in-process'}"))
+        if m.get("global_context"):
+            info.notes.append("this graph pools over its whole input, so tiles cannot match the full-image output exactly "
+                              "(measured ~43 dB seams on NAFNet without TLC); export it with --tlc for tiled use")
+    _write(repo, files)
+    return info
+
+
+def _marker(manifest: dict, role: str, source_file: str) -> dict:
+    out = {k: v for k, v in manifest.items() if k not in ("files", "references")}
+    out["triton"] = {"role": role, "source": os.path.basename(source_file), "written_by": f"deploy-kit {__version__}"}
+    return validate(out, MARKER)
+
+
+def is_deploy_kit_model(path: str) -> bool:
+    """A model folder deploy-kit wrote (its ``deploy-kit.json`` reads as a manifest)."""
+    try:
+        read_manifest(os.path.join(path, MARKER))
+    except ManifestError:
+        return False
+    return os.path.isdir(path)
+
+
+def _write(repo: str, files: dict[str, dict[str, Any]]) -> None:
+    """Every model into a temp folder beside ``repo``, then each moved in; replaced only if deploy-kit's."""
+    if os.path.lexists(repo) and not os.path.isdir(repo):
+        raise UsageError(f"--repo {repo} exists and is not a folder")
+    for model in files:
+        target = os.path.join(repo, model)
+        if os.path.lexists(target) and not is_deploy_kit_model(target):
+            raise UsageError(f"{target} exists and was not written by deploy-kit; remove it or choose another --name")
+    parent = os.path.dirname(os.path.abspath(repo)) or "."
+    os.makedirs(parent, exist_ok=True)
+    # beside the repository, not in it: a polling server would try to load a half-written folder
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(repo))}.", suffix=".part", dir=parent)
+    try:
+        for model, content in files.items():
+            for rel, value in content.items():
+                path = os.path.join(tmp, model, rel)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                if rel == MARKER:
+                    from ..manifest import write_manifest
+
+                    write_manifest(path, value)
+                elif isinstance(value, tuple) and value[0] == "copy":
+                    shutil.copyfile(value[1], path)
+                else:
+                    with open(path, "w", encoding="utf-8") as fh:
+                        fh.write(value[1] if isinstance(value, tuple) else value)
+        umask = os.umask(0)
+        os.umask(umask)
+        for root, dirs, _ in os.walk(tmp):
+            for d in dirs:
+                os.chmod(os.path.join(root, d), 0o777 & ~umask)
+        if not os.path.lexists(repo):
+            os.chmod(tmp, 0o777 & ~umask)
+            os.rename(tmp, repo)  # a new repository appears complete
+            return
+        for model in files:
+            target, old = os.path.join(repo, model), os.path.join(tmp, f".old-{model}")
+            if os.path.lexists(target):
+                os.rename(target, old)
+            os.rename(os.path.join(tmp, model), target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,118 @@
+"""The python backend model ``<name>_tiled`` of a deploy-kit Triton repository (see :mod:`.triton`).
+
+It serves images of any size through the fixed-size graph with the runtime's own tiling and
+blending (:func:`deploy_kit.runtime.tiling.tile_run`, what ``deploy-kit run`` uses), so a served
+image equals ``deploy-kit run``'s output for it. Each tile goes through a
+:class:`~deploy_kit.runtime.runners.Runner`:
+
+* ``tiles_through: bls`` — :class:`TritonModelRunner`, a BLS request to the fixed-size model
+  ``tile_model`` in the same server (the TensorRT plan on a GPU server: one engine in GPU memory,
+  scheduled by Triton across every instance and request, with its own statistics);
+* ``tiles_through: in-process`` — deploy-kit's :class:`~deploy_kit.runtime.runners.OrtRunner` in
+  this process (CPU nodes, or a server without the onnxruntime backend).
+
+Every setting is a ``parameters`` entry of the model's config.pbtxt, written from the manifest.
+Runs inside Triton's python backend stub: ``triton_python_backend_utils`` exists only there, so it
+is imported when the model is initialised, not when this module is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from ..runtime.runners import Runner
+from ..runtime.tiling import tile_run
+
+
+class TritonModelRunner(Runner):
+    """A fixed-size model of the same Triton server, called through BLS (one tile per request)."""
+
+    name = "triton-bls"
+
+    def __init__(self, pb_utils, model: str, input_name: str, output_name: str, dtype: str):
+        self.pb = pb_utils
+        self.model = model
+        self.input_name = input_name
+        self.output_names = [output_name]
+        self.dtype = np.dtype(dtype)
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        pb = self.pb
+        request = pb.InferenceRequest(
+            model_name=self.model,
+            requested_output_names=self.output_names,
+            inputs=[pb.Tensor(self.input_name, np.ascontiguousarray(x, dtype=self.dtype))],
+        )
+        response = request.exec()
+        if response.has_error():
+            raise RuntimeError(f"'{self.model}' failed on a tile: {response.error().message()}")
+        out = pb.get_output_tensor_by_name(response, self.output_names[0])
+        return [np.asarray(out.as_numpy(), dtype=np.float32)]
+
+
+class TritonPythonModel:
+    """Triton's python backend interface (``initialize`` / ``execute`` / ``finalize``)."""
+
+    def initialize(self, args: dict) -> None:
+        import triton_python_backend_utils as pb_utils
+
+        from .. import __version__
+
+        self.pb = pb_utils
+        config = json.loads(args["model_config"])
+        p = {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
+        self.input_name = config["input"][0]["name"]
+        self.output_name = config["output"][0]["name"]
+        self.channels = int(p["channels"])
+        self.tile = (int(p["tile_height"]), int(p["tile_width"]))
+        self.overlap = int(p["overlap"])
+        self.multiple = int(p["multiple"])
+        log = pb_utils.Logger
+        if p.get("deploy_kit_version") != __version__:
+            log.log_warn(f"{args['model_name']}: written by deploy-kit {p.get('deploy_kit_version')}, served by "
+                         f"deploy-kit {__version__}: tiling may differ from the writer's 'deploy-kit run'")
+        if p.get("global_context") == "true":
+            log.log_warn(f"{args['model_name']}: the graph pools over its whole input, so tiles cannot match a "
+                         "full-image output exactly; export it with --tlc for tiled use")
+        if p["tiles_through"] == "in-process":
+            from ..runtime.runners import OrtRunner
+
+            path = os.path.join(args["model_repository"], args["model_version"], p["onnx"])
+            self.runner = OrtRunner(path, device="auto", threads=int(p.get("intra_op_threads") or 0),
+                                    input_name=p["tile_input"])
+        elif p["tiles_through"] == "bls":
+            self.runner = TritonModelRunner(pb_utils, p["tile_model"], p["tile_input"], p["tile_output"],
+                                            p["tile_input_dtype"])
+        else:
+            raise ValueError(f"{args['model_name']}: unknown tiles_through {p['tiles_through']!r} in config.pbtxt")
+
+    def restore(self, batch: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) float32 in [0, 1] -> (N, C2, H, W) float32, each image tiled as ``deploy-kit run`` does.
+
+        Raises:
+            ValueError: not (N, channels, H, W) with N, H, W >= 1.
+        """
+        if batch.ndim != 4 or batch.shape[1] != self.channels or min(batch.shape) < 1:
+            raise ValueError(f"expected a float32 (N, {self.channels}, H, W) image batch; got shape {list(batch.shape)}")
+        fn = lambda t: self.runner.run(t)[0]  # noqa: E731 - the runtime's own call, as restore_file makes it
+        return np.stack([tile_run(image, fn, self.tile, self.overlap, self.multiple) for image in batch])
+
+    def execute(self, requests: list) -> list:
+        pb = self.pb
+        responses = []
+        for request in requests:
+            try:
+                batch = pb.get_input_tensor_by_name(request, self.input_name).as_numpy()
+                out = self.restore(np.asarray(batch, dtype=np.float32))
+                responses.append(pb.InferenceResponse(output_tensors=[pb.Tensor(self.output_name, out)]))
+            except (ValueError, RuntimeError) as exc:  # this request fails; the others are served
+                responses.append(pb.InferenceResponse(output_tensors=[], error=pb.TritonError(str(exc))))
+        return responses
+
+    def finalize(self) -> None:
+        runner = getattr(self, "runner", None)
+        if runner is not None:
+            runner.close()
