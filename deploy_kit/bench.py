@@ -2,8 +2,10 @@
 
 Rows, in order (a backend that cannot run here is a ``skipped`` row with the reason):
 
-* ``pytorch`` — the adapter's module (export form by default) in eager PyTorch FP32 on the CPU:
-  the baseline every ``ratio_vs_pytorch`` is taken against (model targets only);
+* ``pytorch`` — the upstream module (``--torch-module eager``, the default: what a user would run
+  without deploy-kit; TLC as upstream computes it) in eager PyTorch FP32 on the CPU: the baseline
+  every ``ratio_vs_pytorch`` is taken against (model targets only). ``static`` times the export
+  form instead (TLC unrolled, range-safe norms, LayerNorm affines folded: models/fastpath.py);
 * ``pytorch-cuda``, ``pytorch-cuda-fp16``, ``pytorch-cuda-fp16-cl`` (channels_last),
   ``pytorch-cuda-fp16-compile`` (``torch.compile``) — when ``torch.cuda.is_available()``;
 * ``onnxruntime`` (CPU) and ``onnxruntime-cuda`` (its CUDA execution provider) on the exported graph;
@@ -80,7 +82,7 @@ class BenchTarget:
     onnx_missing: str = ""  # why there is none (plan targets)
     plans: dict[str, str] = field(default_factory=dict)  # engine backend -> plan
     input_shape: tuple[int, ...] | None = None
-    torch_module: str = "static"
+    torch_module: str = "eager"
 
 
 @dataclass
@@ -154,7 +156,7 @@ class BenchResult:
 
 # --------------------------------------------------------------------------- targets
 
-def model_target(req, torch_module: str = "static") -> BenchTarget:
+def model_target(req, torch_module: str = "eager") -> BenchTarget:
     """A model request; :func:`run_bench` exports it first (ONNX at the request's precision)."""
     return BenchTarget("model", f"{req.model} {req.variant}", f"{req.stem()}.{req.precision}", req.precision, req=req,
                        input_shape=None, torch_module=torch_module)
@@ -472,7 +474,8 @@ def _child_torch(req, form: str, device: str, dtype: str, channels_last: bool, c
     adapter = get_adapter(req.model)
     loaded = load_model(adapter, None if req.variant == "custom" else req.variant, req.weights, req.seed)
     module = adapter.wrap(loaded.model, req, static=form == "static").eval()
-    detail = f"{form} module{' (TLC unrolled, as exported)' if form == 'static' and req.tlc else ''}, eager"
+    detail = ("upstream module" if form == "eager" else
+              f"export form{' (TLC unrolled)' if req.tlc else ''}, range-safe, affines folded") + ", eager mode"
     if device == "cpu":
         runner = TorchRunner(module, adapter.output_names(req))
         with torch.inference_mode():

@@ -172,8 +172,9 @@ def _run_and_summarise(req, out_dir, backend, stop_after, samples, int8, build_o
     res = run_export(req, out_dir=out_dir, backend=backend, stop_after=stop_after, samples=samples,
                      int8=int8, build_options=build_options, progress=progress, bundle=bundle)
     click.echo("")
+    peak = "" if res.peak_rss_mib is None else f", peak RSS {human_size(int(res.peak_rss_mib * 2**20))} (with child processes)"
     click.echo(f"deploy-kit {req.model} {res.request.variant} {req.height}x{req.width} {req.precision}"
-               f"{' TLC' if req.tlc else ''} - {time.perf_counter() - started:.1f} s")
+               f"{' TLC' if req.tlc else ''} - {time.perf_counter() - started:.1f} s{peak}")
     for note in res.notes:
         click.echo("  note: " + note.replace("\n", "\n        "))
     click.echo("\nArtifacts:")
@@ -479,7 +480,7 @@ def debug_precision_cmd(onnx_path, target_psnr, samples, inputs_npz, max_evals, 
 @click.argument("target")
 @_model_options("Model targets: ")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True, help="Model targets: precision of the exported graph that ONNX Runtime and the engine run (PyTorch stays FP32).")
-@click.option("--torch-module", type=click.Choice(["static", "eager"]), default="static", show_default=True, help="Model targets: the PyTorch module timed: the export form (static, TLC unrolled: the function the ONNX computes) or the upstream reference form (eager TLC).")
+@click.option("--torch-module", type=click.Choice(["eager", "static"]), default="eager", show_default=True, help="Model targets: the PyTorch module timed (the baseline of every ratio): the upstream model as a user would run it (eager; TLC as upstream computes it) or deploy-kit's export form (static: TLC unrolled, range-safe norms, LayerNorm affines folded into the next conv).")
 @click.option("--runs", type=int, default=20, show_default=True, help="Timed runs per backend (median and p90 over these).")
 @click.option("--warmup", type=int, default=3, show_default=True, help="Untimed runs per backend first.")
 @click.option("--threads", type=int, help="Intra-op threads of every CPU backend (torch and ONNX Runtime); default: os.cpu_count().")
@@ -510,7 +511,7 @@ def bench_cmd(target, variant, weights, height, width, tlc, precision, torch_mod
 
     model_flags = {"--variant": variant, "--weights": weights, "--height": height, "--width": width, "--tlc/--no-tlc": tlc,
                    "--precision": None if precision == "fp32" else precision,
-                   "--torch-module": None if torch_module == "static" else torch_module}
+                   "--torch-module": None if torch_module == "eager" else torch_module}
     looks_like_path = os.path.exists(target) or target.endswith((".onnx", ".plan", ".bundle", os.sep)) or os.sep in target
     if looks_like_path:
         given = [k for k, v in model_flags.items() if v is not None]

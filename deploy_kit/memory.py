@@ -4,7 +4,7 @@ glibc serves an allocation above its mmap threshold with its own mapping, return
 free; below it, from a heap that rarely shrinks. The threshold starts at 128 KiB but *rises* to
 the size of every mapped block freed (up to 32 MiB), so after the first few activations of a
 forward pass most of them live on the heap and freed ones pile up there. Measured on the
-Restormer-Local export (benchmarks/bench_restormer.py --only a): at 360x640 peak RSS 3705 MiB
+Restormer-Local export (the old benchmarks/bench_restormer.py): at 360x640 peak RSS 3705 MiB
 with the default, 2306 MiB with a fixed 1 MiB threshold, same wall time; at 720x1280 9427 MiB
 before, 8003 MiB after (484 s).
 """
@@ -47,3 +47,87 @@ def release_memory() -> None:
             libc.malloc_trim(0)
     except AttributeError:
         pass
+
+
+class PeakRss:
+    """Peak resident memory of this process *and its children* (summed), sampled in the background.
+
+    The export runs ONNX Runtime, the engine build and the true-FP16 check in child processes
+    (runtime/runners.py: in_child_process), so the memory a user needs is the whole tree's at
+    its busiest moment, not any one process's ``ru_maxrss``. Linux ``/proc`` only; elsewhere
+    :attr:`available` is False and every figure is None. Sampled every ``interval`` seconds, so a
+    spike shorter than that can be missed.
+
+    Use as a context manager; :meth:`take` returns the peak (MiB) since the previous call.
+    """
+
+    def __init__(self, interval: float = 0.05):
+        import os
+        import threading
+
+        self.interval = interval
+        self.available = os.path.isdir(f"/proc/{os.getpid()}")
+        self._page = os.sysconf("SC_PAGE_SIZE") if self.available else 4096
+        self._lock = threading.Lock()
+        self._stage = 0
+        self.overall = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="deploy-kit-peak-rss", daemon=True)
+
+    def __enter__(self) -> "PeakRss":
+        if self.available:
+            self._sample()
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=1.0)
+
+    def _tree(self) -> list[int]:
+        import os
+
+        pids, todo = [], [os.getpid()]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            try:
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                        todo += [int(c) for c in fh.read().split()]
+            except OSError:  # the process ended meanwhile
+                continue
+        return pids
+
+    def _sample(self) -> None:
+        total = 0
+        for pid in self._tree():
+            try:
+                with open(f"/proc/{pid}/statm") as fh:
+                    total += int(fh.read().split()[1]) * self._page
+            except (OSError, IndexError, ValueError):
+                continue
+        with self._lock:
+            self._stage = max(self._stage, total)
+            self.overall = max(self.overall, total)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def take(self) -> float | None:
+        """Peak MiB of the process tree since the last :meth:`take` (or the start); None off Linux."""
+        if not self.available:
+            return None
+        self._sample()
+        with self._lock:
+            peak, self._stage = self._stage, 0
+        return peak / 2**20
+
+    def peak_mib(self) -> float | None:
+        """Peak MiB of the process tree over the whole ``with`` block so far."""
+        if not self.available:
+            return None
+        self._sample()
+        return self.overall / 2**20

@@ -42,6 +42,10 @@ class ExportResult:
     request: ExportRequest
     artifacts: list[tuple[str, str]] = field(default_factory=list)  # (label, path)
     timings: list[tuple[str, float]] = field(default_factory=list)
+    # peak resident memory (MiB) of this process and its children, per stage and overall
+    # (memory.PeakRss); None where /proc is not available
+    stage_peaks: list[tuple[str, float | None]] = field(default_factory=list)
+    peak_rss_mib: float | None = None
     notes: list[str] = field(default_factory=list)
     report: Any = None  # ParityReport
     quality: dict | None = None  # INT8 quality table (precision -> PSNRs), image models only
@@ -84,6 +88,7 @@ class Run:
     built: Any = None
     ranges: dict = field(default_factory=dict)  # range-safe site -> largest FP32 statistic seen
     precision_done: str = "fp32"  # the precision of the last graph that went through parity
+    memory: Any = None  # memory.PeakRss of the whole run
 
     @property
     def kind(self) -> str:
@@ -98,11 +103,20 @@ class Run:
         return self.adapter.input_names(self.req)
 
     def timed(self, label: str, fn: Callable[[], str]) -> None:
+        from .fsutil import human_size
+
         self.progress("start", label)
+        if self.memory is not None:
+            self.memory.take()  # the stage's peak starts here
         t0 = time.perf_counter()
         detail = fn()
         self.res.timings.append((label, time.perf_counter() - t0))
-        self.progress("done", f"{label}: {detail}" if detail else label)
+        peak = self.memory.take() if self.memory is not None else None
+        self.res.stage_peaks.append((label, peak))
+        text = f"{label}: {detail}" if detail else label
+        if peak is not None:
+            text += f" [peak RSS {human_size(int(peak * 2**20))}]"
+        self.progress("done", text)
 
 
 def run_export(
@@ -139,7 +153,7 @@ def run_export(
         the caller decides (the CLI exits 1 when ``result.report.passed()`` is False).
     """
     from .engine import get_backend
-    from .memory import map_large_allocations
+    from .memory import PeakRss, map_large_allocations
     from .models import get_adapter, get_spec
 
     validate_request(req)
@@ -157,13 +171,15 @@ def run_export(
               engine_backend, dict(build_options or {}), progress, ExportResult(req), adapter=adapter,
               spec=get_spec(req.model))
     try:
-        for _name, stage, stops_at in STAGES:
-            stage(run)
-            if stop_after is not None and stop_after in stops_at:
-                run.res.notes.append(f"stopped after '{stop_after}' as asked")
-                break
-        if bundle:
-            stage_bundle(run)
+        with PeakRss() as run.memory:
+            for _name, stage, stops_at in STAGES:
+                stage(run)
+                if stop_after is not None and stop_after in stops_at:
+                    run.res.notes.append(f"stopped after '{stop_after}' as asked")
+                    break
+            if bundle:
+                stage_bundle(run)
+            run.res.peak_rss_mib = run.memory.peak_mib()
         return _close(run)
     finally:
         shutil.rmtree(run.work, ignore_errors=True)

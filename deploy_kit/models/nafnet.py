@@ -19,39 +19,16 @@ from ..errors import CheckpointError
 from ..specs import ExportRequest, Variant
 from ..tlc import LocalAvgPoolEager, LocalAvgPoolStatic, SeparableGlobalMean
 from .base import ModelAdapter
-from .rangesafe import channel_layernorm, layernorm_scale_log2, set_range_safe
+from .fastpath import ConvParts, make_fast_form
+from .rangesafe import ChannelLayerNorm, set_range_safe
 from .registry import NAFNET
 
 
-class LayerNorm2d(nn.Module):
+class LayerNorm2d(ChannelLayerNorm):
     """LayerNorm over channels at each pixel (biased variance, eps 1e-6), then affine."""
 
     def __init__(self, channels: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        self.eps = eps
-        self.range_safe = False  # export form: models/rangesafe.py (FP16 overflow, issue 11)
-        self.scale_log2 = 0  # set per site from the FP32 activations (rangesafe.apply_scales)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.range_safe:
-            # trained NAFNet: |x| ~ 175, so (x - mu)^2 ~ 1e5 and its channel sum ~ 1.5e7 leave FP16
-            # (TensorRT#4338); the rewrite keeps every partial sum in range, same function
-            return channel_layernorm(x, self.weight, self.bias, self.eps, self.scale_log2)
-        mu = x.mean(1, keepdim=True)
-        d = x - mu
-        var = (d * d).mean(1, keepdim=True)
-        y = d / torch.sqrt(var + self.eps)
-        return self.weight.view(1, -1, 1, 1) * y + self.bias.view(1, -1, 1, 1)
-
-    @staticmethod
-    def range_statistic(x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """What the rewrite must fit: the largest per-pixel channel variance and max |x|."""
-        return {"var": x.var(1, unbiased=False).max(), "abs": x.abs().max()}
-
-    def choose_scale_log2(self, stats: dict[str, float]) -> int:
-        return layernorm_scale_log2(stats.get("var", 0.0), stats.get("abs", 0.0), self.weight.numel(), self.eps)
+        super().__init__(channels, eps)
 
 
 class SimpleGate(nn.Module):
@@ -78,6 +55,13 @@ class NAFBlock(nn.Module):
         self.dropout2 = nn.Identity()
         self.beta = nn.Parameter(torch.zeros((1, c, 1, 1)))
         self.gamma = nn.Parameter(torch.zeros((1, c, 1, 1)))
+        self.parts1: ConvParts | None = None  # export form: models/fastpath.py (issue 12)
+        self.parts2: ConvParts | None = None
+
+    def make_fast(self) -> None:
+        """Export form: LayerNorm affines folded into conv1/conv4, SimpleGate halves as separate chains."""
+        self.parts1 = ConvParts.fold(self.norm1, self.conv1, self.conv2, 2)
+        self.parts2 = ConvParts.fold(self.norm2, self.conv4, None, 2)
 
     def _sca(self, x: torch.Tensor) -> torch.Tensor:
         pool = self.sca[0]
@@ -86,13 +70,22 @@ class NAFBlock(nn.Module):
         return finish(s) if finish is not None else s
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
-        x = self.conv2(self.conv1(self.norm1(inp)))
-        x = self.sg(x)
+        n = self.norm1(inp)
+        if self.parts1 is not None:
+            a, g = self.parts1(n)
+            x = a * g
+        else:
+            x = self.sg(self.conv2(self.conv1(n)))
         x = x * self._sca(x)
         x = self.dropout1(self.conv3(x))
         y = inp + x * self.beta
-        x = self.conv5(self.sg(self.conv4(self.norm2(y))))
-        return y + self.dropout2(x) * self.gamma
+        n = self.norm2(y)
+        if self.parts2 is not None:
+            a, g = self.parts2(n)
+            x = a * g
+        else:
+            x = self.sg(self.conv4(n))
+        return y + self.dropout2(self.conv5(x)) * self.gamma
 
 
 class NAFNet(nn.Module):
@@ -209,6 +202,8 @@ class NAFNetAdapter(ModelAdapter):
             elif static:
                 block.sca[0] = SeparableGlobalMean()
         set_range_safe(net, static)
+        if static:
+            make_fast_form(net)
         return net
 
     def reference_label(self, req: ExportRequest) -> str:

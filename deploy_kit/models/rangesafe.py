@@ -92,11 +92,31 @@ def l2norm_scale_log2(max_abs: float) -> int:
     return max(math.ceil(math.log2(max_abs / 128.0)), -MAX_SCALE_UP) if max_abs > 0 else 0
 
 
+def channel_normalize(x, eps: float, scale_log2: int = 0, centred_numerator: bool = True):
+    """The normalised part of :func:`channel_layernorm` (no affine): ``(x - mean_C) / sqrt(var_C + eps)``.
+
+    Written in the doubly scaled domain z = x·2^-s·b (b ≈ 1/√C, a power of two) so the graph makes
+    one elementwise pass fewer than scaling by 2^-s and by b separately: z - mean(z) is (x - mean)·2^-s·b
+    exactly, its squares' channel mean is var·2^-2s·b², and dividing by sqrt(that + eps·2^-2s·b²)
+    gives the same quotient — every step moves a power of two only, so FP32 results are bit-identical
+    to the plain formula, and each partial sum stays within about √C·max|x·2^-s| (the FP16 bound).
+    Used by the export forms that fold the LayerNorm's affine into the next 1×1 conv
+    (:mod:`deploy_kit.models.fastpath`).
+    """
+    c = int(x.shape[1])  # a Python int: a traced shape would leave Shape->Cast nodes in the graph
+    b = _pow2_at_most(c ** -0.5)  # ~1/sqrt(C), a power of two
+    sb = 2.0 ** -scale_log2 * b
+    z = x * sb
+    dz = z - z.sum(1, keepdim=True) / c  # partial sums <= ~sqrt(C) max|x 2^-s|
+    var = (dz * dz).sum(1, keepdim=True) / c  # partial sums of dz^2 stay <= ~2 max dz^2
+    return (dz if centred_numerator else z) / torch.sqrt(var + eps * sb * sb)
+
+
 def channel_layernorm(x, weight, bias, eps: float, scale_log2: int = 0, centred_numerator: bool = True):
     """LayerNorm over the channel axis of an NCHW tensor, written so FP16 cannot overflow.
 
     Same function as ``w * (x - mean_C) / sqrt(var_C + eps) + b`` (biased variance), bit-identical
-    in FP32. See the module docstring for the bounds.
+    in FP32 (:func:`channel_normalize`, then the affine). See the module docstring for the bounds.
 
     Args:
         x: (N, C, H, W) tensor.
@@ -105,36 +125,77 @@ def channel_layernorm(x, weight, bias, eps: float, scale_log2: int = 0, centred_
         scale_log2: s in ``y = x * 2^-s`` (see :func:`choose_scale_log2`).
         centred_numerator: False gives Restormer's BiasFree numerator (``x``, not ``x - mean``).
     """
-
-    c = int(x.shape[1])  # a Python int: a traced shape would leave Shape->Cast nodes in the graph
-    s = 2.0 ** -scale_log2
-    y = x * s if scale_log2 else x
-    b = _pow2_at_most(c ** -0.5)  # ~1/sqrt(C), a power of two
-    mu = (y * b).sum(1, keepdim=True) / (c * b)  # partial sums <= ~sqrt(C) max|y|
-    d = y - mu
-    db = d * b  # partial sums of (d*b)^2 stay <= ~2 max d^2
-    var = (db * db).sum(1, keepdim=True) / (c * b * b)
-    num = d if centred_numerator else y
-    out = num / torch.sqrt(var + eps * s * s)
+    out = channel_normalize(x, eps, scale_log2, centred_numerator)
     if weight is not None:
         out = weight.view(1, -1, 1, 1) * out
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
     return out
+
+
+def plain_channel_normalize(x, eps: float, centred_numerator: bool = True):
+    """The models' own statistics (upstream formula, no affine): ``(x - mean_C) / sqrt(var_C + eps)``."""
+    d = x - x.mean(1, keepdim=True)
+    var = (d * d).mean(1, keepdim=True)  # biased variance, as upstream
+    return (d if centred_numerator else x) / torch.sqrt(var + eps)
 
 
 def plain_layernorm_channels(x, weight, bias, eps: float, centred_numerator: bool = True):
     """The models' formula (NAFNet LayerNorm2d / Restormer WithBias; BiasFree when not centred)."""
-
-    mu = x.mean(1, keepdim=True)
-    d = x - mu
-    var = (d * d).mean(1, keepdim=True)
-    out = (d if centred_numerator else x) / torch.sqrt(var + eps)
+    out = plain_channel_normalize(x, eps, centred_numerator)
     if weight is not None:
         out = weight.view(1, -1, 1, 1) * out
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
     return out
+
+
+class ChannelLayerNorm(torch.nn.Module):
+    """LayerNorm over the channel axis of an NCHW map: NAFNet's LayerNorm2d, Restormer's bodies.
+
+    State-dict keys ``weight`` (and ``bias`` unless ``bias=False``), as upstream. The eager form is
+    the upstream formula; the export form switches on ``range_safe`` (:func:`channel_normalize`,
+    scale from :func:`record_ranges`/:func:`apply_scales`) and ``affine_folded`` (the next 1×1 conv
+    carries the affine, :mod:`deploy_kit.models.fastpath`).
+
+    Args:
+        channels: C.
+        eps: added to the biased variance.
+        bias: False for Restormer's BiasFree norm.
+        centred: False for BiasFree's numerator (``x``, not ``x - mean``).
+    """
+
+    def __init__(self, channels: int, eps: float, bias: bool = True, centred: bool = True):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(channels))
+        self.bias = torch.nn.Parameter(torch.zeros(channels)) if bias else None
+        self.eps, self.centred = eps, centred
+        self.range_safe = False  # export form (FP16 overflow, issue 11)
+        self.scale_log2 = 0  # set per site from the FP32 activations (apply_scales)
+        self.affine_folded = False  # export form: the affine lives in the next conv (fastpath, issue 12)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.numel()}, eps={self.eps}, bias={self.bias is not None}, centred={self.centred}"
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if self.range_safe:  # squared deviations and their channel sum leave FP16 on trained weights
+            return channel_normalize(x, self.eps, self.scale_log2, self.centred)
+        return plain_channel_normalize(x, self.eps, self.centred)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.normalize(x)
+        if self.affine_folded:
+            return y
+        y = self.weight.view(1, -1, 1, 1) * y
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+
+    @staticmethod
+    def range_statistic(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the rewrite must fit: the largest per-pixel channel variance and max |x|."""
+        return {"var": x.var(1, unbiased=False).max(), "abs": x.abs().max()}
+
+    def choose_scale_log2(self, stats: dict[str, float]) -> int:
+        return layernorm_scale_log2(stats.get("var", 0.0), stats.get("abs", 0.0), self.weight.numel(), self.eps)
 
 
 def fp32_change(channels=(32, 48, 256, 384, 512), scales=(1.0, 300.0), scale_log2: int = 0, seed: int = 0) -> float:
@@ -171,14 +232,19 @@ def l2_normalize_spatial(x: torch.Tensor, eps: float, scale_log2: int = 0) -> to
     return xs / norm.clamp_min(eps * s)
 
 
-def set_range_safe(module: torch.nn.Module, on: bool = True) -> int:
-    """Switch every submodule with a ``range_safe`` attribute (export form only); returns the count."""
+def set_flag(module: torch.nn.Module, attr: str, on: bool = True) -> int:
+    """Set ``attr`` on every submodule that has it (an export-form switch); returns the count."""
     n = 0
     for m in module.modules():
-        if hasattr(m, "range_safe"):
-            m.range_safe = on
+        if hasattr(m, attr):
+            setattr(m, attr, on)
             n += 1
     return n
+
+
+def set_range_safe(module: torch.nn.Module, on: bool = True) -> int:
+    """Switch every submodule with a ``range_safe`` attribute (export form only); returns the count."""
+    return set_flag(module, "range_safe", on)
 
 
 @contextlib.contextmanager

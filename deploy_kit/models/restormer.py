@@ -36,7 +36,8 @@ from ..errors import CheckpointError, UsageError
 from ..specs import ExportRequest, Variant
 from ..tlc import WindowMerge, cut_windows, merge_windows_eager, window_starts, spatial_sum
 from .base import ModelAdapter
-from .rangesafe import channel_layernorm, l2_normalize_spatial, l2norm_scale_log2, layernorm_scale_log2, set_range_safe
+from .fastpath import ConvParts, make_fast_form
+from .rangesafe import ChannelLayerNorm, l2_normalize_spatial, l2norm_scale_log2, set_range_safe
 from .restormer_spec import RESTORMER
 
 PAD_MULTIPLE = 8  # three 2x downsamplings
@@ -45,53 +46,18 @@ PAD_MULTIPLE = 8  # three 2x downsamplings
 # ---------------------------------------------------------------------------------------
 # layers (state-dict names follow upstream exactly)
 # ---------------------------------------------------------------------------------------
-class _ChannelNorm(nn.Module):
-    """Shared by the two bodies: the range-safe export form and its per-site statistic."""
-
-    range_safe = False  # export form: models/rangesafe.py (FP16 overflow, issue 11)
-    scale_log2 = 0  # set per site from the FP32 activations (rangesafe.apply_scales)
-    eps = 1e-5
-
-    @staticmethod
-    def range_statistic(x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """What the rewrite must fit: the largest per-pixel channel variance and max |x|."""
-        return {"var": x.var(1, unbiased=False).max(), "abs": x.abs().max()}
-
-    def choose_scale_log2(self, stats: dict[str, float]) -> int:
-        return layernorm_scale_log2(stats.get("var", 0.0), stats.get("abs", 0.0), self.weight.numel(), self.eps)
-
-
-class BiasFreeLayerNorm(_ChannelNorm):
+class BiasFreeLayerNorm(ChannelLayerNorm):
     """x / sqrt(var_C(x) + eps) * w over the channel axis of an NCHW map (numerator NOT centred)."""
 
     def __init__(self, channels: int, eps: float = 1e-5):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.range_safe:  # squared deviations and their channel sum leave FP16 on trained weights
-            return channel_layernorm(x, self.weight, None, self.eps, self.scale_log2, centred_numerator=False)
-        d = x - x.mean(1, keepdim=True)
-        var = (d * d).mean(1, keepdim=True)  # biased variance, as upstream (unbiased=False)
-        return x / torch.sqrt(var + self.eps) * self.weight.view(1, -1, 1, 1)
+        super().__init__(channels, eps, bias=False, centred=False)
 
 
-class WithBiasLayerNorm(_ChannelNorm):
+class WithBiasLayerNorm(ChannelLayerNorm):
     """(x - mean_C) / sqrt(var_C + eps) * w + b over the channel axis of an NCHW map."""
 
     def __init__(self, channels: int, eps: float = 1e-5):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.range_safe:  # squared deviations and their channel sum leave FP16 on trained weights
-            return channel_layernorm(x, self.weight, self.bias, self.eps, self.scale_log2)
-        d = x - x.mean(1, keepdim=True)
-        var = (d * d).mean(1, keepdim=True)
-        return d / torch.sqrt(var + self.eps) * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        super().__init__(channels, eps)
 
 
 class LayerNorm(nn.Module):
@@ -154,9 +120,10 @@ class FeedForward(nn.Module):
         self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=bias)
         self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
         self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
+        self.parts: ConvParts | None = None  # export form: models/fastpath.py (issue 12)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        x1, x2 = self.parts(x) if self.parts is not None else self.dwconv(self.project_in(x)).chunk(2, dim=1)
         return self.project_out(F.gelu(x1) * x2)  # exact (erf) GELU, as upstream
 
 
@@ -177,13 +144,13 @@ class Attention(nn.Module):
         self.q_norm = L2Normalize()
         self.k_norm = L2Normalize()
         self.window: nn.Module | None = None
+        self.parts: ConvParts | None = None  # export form: models/fastpath.py (issue 12)
 
-    def core(self, qkv: torch.Tensor) -> torch.Tensor:
-        """Attention on a (B, 3C, h, w) map (B = windows under TLC) -> (B, C, h, w)."""
-        b, c3, h, w = qkv.shape
-        c = c3 // 3
+    def core(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Attention on q, k, v, each (B, C, h, w) (B = windows under TLC) -> (B, C, h, w)."""
+        b, c, h, w = q.shape
         heads = self.num_heads
-        q, k, v = (t.reshape(b, heads, c // heads, h, w) for t in qkv.chunk(3, dim=1))
+        q, k, v = (t.reshape(b, heads, c // heads, h, w) for t in (q, k, v))
         q = self.q_norm(q).reshape(b, heads, c // heads, h * w)
         k = self.k_norm(k).reshape(b, heads, c // heads, h * w)
         v = v.reshape(b, heads, c // heads, h * w)
@@ -193,8 +160,8 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # qkv + depthwise conv on the FULL map (TLC too): the 3x3 conv sees no window borders
-        qkv = self.qkv_dwconv(self.qkv(x))
-        out = self.core(qkv) if self.window is None else self.window(qkv, self.core)
+        q, k, v = self.parts(x) if self.parts is not None else self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
+        out = self.core(q, k, v) if self.window is None else self.window(self.core, q, k, v)
         return self.project_out(out)  # 1x1: commutes with the overlap averaging
 
 
@@ -205,6 +172,12 @@ class TransformerBlock(nn.Module):
         self.attn = Attention(dim, num_heads, bias)
         self.norm2 = LayerNorm(dim, LayerNorm_type)
         self.ffn = FeedForward(dim, ffn_expansion_factor, bias)
+
+    def make_fast(self) -> None:
+        """Export form: LayerNorm affines folded into qkv / project_in, q/k/v and the gate's halves
+        as separate conv chains (models/fastpath.py)."""
+        self.attn.parts = ConvParts.fold(self.norm1.body, self.attn.qkv, self.attn.qkv_dwconv, 3)
+        self.ffn.parts = ConvParts.fold(self.norm2.body, self.ffn.project_in, self.ffn.dwconv, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
@@ -389,15 +362,16 @@ class EagerWindows(nn.Module):
     def extra_repr(self) -> str:
         return f"kernel={self.kernel}, eager"
 
-    def forward(self, qkv: torch.Tensor, core) -> torch.Tensor:
-        h, w = int(qkv.shape[-2]), int(qkv.shape[-1])
+    def forward(self, core, *maps: torch.Tensor) -> torch.Tensor:
+        """``core(*maps)`` per window (each map cut alike), overlaps averaged back."""
+        h, w = int(maps[0].shape[-2]), int(maps[0].shape[-1])
         kh, rows = window_starts(h, self.kernel[0])
         kw, cols = window_starts(w, self.kernel[1])
         if len(rows) == 1 and len(cols) == 1:  # count 1 means k == n: global attention
-            return core(qkv)
+            return core(*maps)
         outs = []
-        for i in range(qkv.shape[0]):  # upstream asserts batch 1; do each image separately
-            y = core(cut_windows(qkv[i : i + 1], (kh, kw), rows, cols))
+        for i in range(maps[0].shape[0]):  # upstream asserts batch 1; do each image separately
+            y = core(*(cut_windows(m[i : i + 1], (kh, kw), rows, cols) for m in maps))
             outs.append(merge_windows_eager(y, (h, w), (kh, kw), rows, cols))
         return torch.cat(outs, 0)
 
@@ -422,12 +396,14 @@ class StaticWindows(nn.Module):
         mode = "global" if self.is_global else f"k={self.k} rows={self.rows} cols={self.cols}"
         return f"kernel={self.kernel}, size={self.size}, {mode}"
 
-    def forward(self, qkv: torch.Tensor, core) -> torch.Tensor:
-        if qkv.shape[0] != 1 or tuple(qkv.shape[-2:]) != self.size:
-            raise RuntimeError(f"static TLC windows built for (1, *, {self.size}), got {tuple(qkv.shape)}")
+    def forward(self, core, *maps: torch.Tensor) -> torch.Tensor:
+        """``core(*maps)`` on the windows of each map (cut alike), merged back onto the canvas."""
+        for m in maps:
+            if m.shape[0] != 1 or tuple(m.shape[-2:]) != self.size:
+                raise RuntimeError(f"static TLC windows built for (1, *, {self.size}), got {tuple(m.shape)}")
         if self.is_global:
-            return core(qkv)
-        return self.merge(core(cut_windows(qkv, self.k, self.rows, self.cols)))
+            return core(*maps)
+        return self.merge(core(*(cut_windows(m, self.k, self.rows, self.cols) for m in maps)))
 
 
 def padded_size(h: int, w: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int]:
@@ -554,6 +530,8 @@ class RestormerAdapter(ModelAdapter):
                 kernel = req.tlc.kernel(down)
                 block.attn.window = StaticWindows(kernel, (hp // down, wp // down)) if static else EagerWindows(kernel)
         set_range_safe(net, static)
+        if static:
+            make_fast_form(net)
         return net
 
     def reference_label(self, req: ExportRequest) -> str:

@@ -36,6 +36,8 @@ def test_export_fp16_end_to_end(cli, tmp_path):
     assert manifest["tlc"] == {"train_size": [32, 32], "base_size": [48, 48]}
     assert manifest["backend"]["name"] == "tensorrt-rtx" and manifest["input_shape"] == [1, 3, 72, 100]
     assert "parity: all gates passed" in r.stdout and "random weights" in r.stdout
+    # every stage reports the peak memory of the process tree, the summary the whole run's
+    assert r.stderr.count("[peak RSS ") >= 6 and "peak RSS" in r.stdout and "(with child processes)" in r.stdout
     assert not [f for f in os.listdir(out) if f.startswith(".")]  # no temp/work files left
     v = cli("verify", out / (stem.name + ".fp16.onnx"))  # gated as FP16, from its own metadata
     assert v.returncode == 0, v.stdout + v.stderr

@@ -27,10 +27,10 @@ def test_tlc_export_is_static_separable_pooling(tmp_path):
     path, info = _export(tmp_path, req)
     ops = info.op_counts
     assert "CumSum" not in ops and "Loop" not in ops and "If" not in ops
-    assert ops.get("AveragePool", 0) >= 2
+    assert ops.get("AveragePool", 0) >= 1 and ops.get("MatMul", 0) >= 1  # banded MatMul down, 1 x k pool across
     pools = [n for n in onnx.load(path).graph.node if n.op_type == "AveragePool"]
     shapes = {tuple(a.ints) for n in pools for a in n.attribute if a.name == "kernel_shape"}
-    assert all(1 in s for s in shapes)  # every pool is 1-D (1 x k or k x 1)
+    assert shapes and all(s[0] == 1 for s in shapes)  # every pool runs along the rows (1 x k)
     assert any(n.op_type == "Pad" for n in onnx.load(path).graph.node)  # replicate edge pad
     assert read_metadata(path)["tlc"] == {"a": 1}
 
