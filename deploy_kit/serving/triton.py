@@ -91,7 +91,7 @@ def _resolve(source: str) -> _Source:
     from ..bundle import is_bundle, open_bundle
 
     if not os.path.exists(source):
-        raise UsageError(f"not found: {source}")
+        raise UsageError(f"{source} not found; give a bundle folder (deploy-kit bundle ARTIFACT) or a .plan built inside one")
     if is_bundle(source):
         bundle = open_bundle(source)
         notes, chosen = [], None
