@@ -123,12 +123,7 @@ class FeedForward(nn.Module):
         self.parts: ConvParts | None = None  # export form: models/fastpath.py (issue 12)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.parts is not None:
-            # export form: GELU(x1) before x2's chain runs, so the graph's order never holds x1, its
-            # GELU and x2 at once (at 720p each is 127-255 channels x 0.9 Mpx: up to 0.94 GB)
-            gated = F.gelu(self.parts.chains[0](x))
-            return self.project_out(gated * self.parts.chains[1](x))
-        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        x1, x2 = self.parts(x) if self.parts is not None else self.dwconv(self.project_in(x)).chunk(2, dim=1)
         return self.project_out(F.gelu(x1) * x2)  # exact (erf) GELU, as upstream
 
 

@@ -67,4 +67,7 @@ def test_one_tile_is_the_reference(cli, tiny_tlc_onnx):
     r = cli("seam-check", tiny_tlc_onnx, "--height", "64", "--width", "64", "--overlap", "8")
     assert r.returncode == 0, r.stderr
     assert "1 tiles" in r.stdout and "no interior seam" in r.stdout
-    assert float(re.search(r"PSNR ([\d.]+) dB", r.stdout).group(1)) > 100
+    # ONNX Runtime vs PyTorch FP32 rounding only: RMSE <= 1e-4 (the FP32 gate's scale) is 80 dB. Seen
+    # 92.6-120 dB: this random tiny TLC model amplifies rounding (LayerNorms over near-flat maps),
+    # and ORT's thread split of reductions varies with the machine's load
+    assert float(re.search(r"PSNR ([\d.]+) dB", r.stdout).group(1)) > 80
