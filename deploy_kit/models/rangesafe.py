@@ -112,6 +112,15 @@ def channel_normalize(x, eps: float, scale_log2: int = 0, centred_numerator: boo
     return (dz if centred_numerator else z) / torch.sqrt(var + eps * sb * sb)
 
 
+def channel_affine(y, weight, bias):
+    """``weight * y + bias`` per channel of an NCHW map (either may be None)."""
+    if weight is not None:
+        y = weight.view(1, -1, 1, 1) * y
+    if bias is not None:
+        y = y + bias.view(1, -1, 1, 1)
+    return y
+
+
 def channel_layernorm(x, weight, bias, eps: float, scale_log2: int = 0, centred_numerator: bool = True):
     """LayerNorm over the channel axis of an NCHW tensor, written so FP16 cannot overflow.
 
@@ -125,12 +134,7 @@ def channel_layernorm(x, weight, bias, eps: float, scale_log2: int = 0, centred_
         scale_log2: s in ``y = x * 2^-s`` (see :func:`choose_scale_log2`).
         centred_numerator: False gives Restormer's BiasFree numerator (``x``, not ``x - mean``).
     """
-    out = channel_normalize(x, eps, scale_log2, centred_numerator)
-    if weight is not None:
-        out = weight.view(1, -1, 1, 1) * out
-    if bias is not None:
-        out = out + bias.view(1, -1, 1, 1)
-    return out
+    return channel_affine(channel_normalize(x, eps, scale_log2, centred_numerator), weight, bias)
 
 
 def plain_channel_normalize(x, eps: float, centred_numerator: bool = True):
@@ -142,12 +146,7 @@ def plain_channel_normalize(x, eps: float, centred_numerator: bool = True):
 
 def plain_layernorm_channels(x, weight, bias, eps: float, centred_numerator: bool = True):
     """The models' formula (NAFNet LayerNorm2d / Restormer WithBias; BiasFree when not centred)."""
-    out = plain_channel_normalize(x, eps, centred_numerator)
-    if weight is not None:
-        out = weight.view(1, -1, 1, 1) * out
-    if bias is not None:
-        out = out + bias.view(1, -1, 1, 1)
-    return out
+    return channel_affine(plain_channel_normalize(x, eps, centred_numerator), weight, bias)
 
 
 class ChannelLayerNorm(torch.nn.Module):
@@ -184,10 +183,7 @@ class ChannelLayerNorm(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.normalize(x)
-        if self.affine_folded:
-            return y
-        y = self.weight.view(1, -1, 1, 1) * y
-        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+        return y if self.affine_folded else channel_affine(y, self.weight, self.bias)
 
     @staticmethod
     def range_statistic(x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -232,19 +228,14 @@ def l2_normalize_spatial(x: torch.Tensor, eps: float, scale_log2: int = 0) -> to
     return xs / norm.clamp_min(eps * s)
 
 
-def set_flag(module: torch.nn.Module, attr: str, on: bool = True) -> int:
-    """Set ``attr`` on every submodule that has it (an export-form switch); returns the count."""
-    n = 0
-    for m in module.modules():
-        if hasattr(m, attr):
-            setattr(m, attr, on)
-            n += 1
-    return n
-
-
 def set_range_safe(module: torch.nn.Module, on: bool = True) -> int:
     """Switch every submodule with a ``range_safe`` attribute (export form only); returns the count."""
-    return set_flag(module, "range_safe", on)
+    n = 0
+    for m in module.modules():
+        if hasattr(m, "range_safe"):
+            m.range_safe = on
+            n += 1
+    return n
 
 
 @contextlib.contextmanager

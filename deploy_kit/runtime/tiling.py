@@ -253,6 +253,12 @@ def tile_run(image: np.ndarray, fn: TileFn, tile: tuple[int, int], overlap: int 
     return np.ascontiguousarray(acc[:, t:t + h, l:l + w])
 
 
+# what `run` and the Triton tiled model say when the graph's context is the whole input (manifest
+# "global_context", e.g. NAFNet without TLC)
+GLOBAL_CONTEXT_NOTE = ("this graph pools over its whole input, so tiles cannot match the full-image output exactly "
+                       "(measured ~43 dB seams on NAFNet without TLC); export it with --tlc for tiled use")
+
+
 def tiling_defaults(manifest: dict, overlap: int | None) -> tuple[int, int]:
     """(overlap, multiple) for tiling images through a fixed-size model (``deploy-kit run``, Triton).
 

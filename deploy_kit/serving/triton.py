@@ -33,7 +33,7 @@ from typing import Any
 from .. import __version__
 from ..errors import UsageError
 from ..manifest import ManifestError, read_manifest, validate
-from ..runtime.tiling import tiling_defaults
+from ..runtime.tiling import GLOBAL_CONTEXT_NOTE, tiling_defaults
 from .graphio import TensorInfo, graph_io
 
 TILES_THROUGH = ("auto", "plan", "onnx", "in-process")
@@ -299,8 +299,7 @@ def write_repository(source: str, repo: str, *, name: str | None = None, instanc
         info.models.append(ModelInfo(tiled_name, "python", os.path.join(info.repo, tiled_name),
                                      f"any size, tiles through {target if bls else 'ONNX Runtime in-process'}"))
         if m.get("global_context"):
-            info.notes.append("this graph pools over its whole input, so tiles cannot match the full-image output exactly "
-                              "(measured ~43 dB seams on NAFNet without TLC); export it with --tlc for tiled use")
+            info.notes.append(GLOBAL_CONTEXT_NOTE)
     _write(repo, files)
     return info
 
