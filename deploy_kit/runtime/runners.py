@@ -162,13 +162,21 @@ def in_child_process(fn, *args):
 
     Used for ONNX Runtime runs next to a PyTorch process: the child imports numpy + onnxruntime
     only, so ONNX Runtime's peak memory does not stack on what PyTorch holds in this one
-    (Restormer-Local at 720x1280 peaks at ~18 GB in ONNX Runtime alone; the export process
-    OOM'd on 24 GB when both lived in one process).
+    (Restormer-Local at 720x1280 peaks at ~9 GB in ONNX Runtime alone, ~18 GB before issue 12's
+    graph changes; the export process OOM'd on 24 GB when both lived in one process). This
+    process first hands its freed heap back to the OS (:func:`deploy_kit.memory.release_memory`):
+    it waits idle, resident, for the whole child run. The child serves large allocations with
+    their own mappings (:func:`deploy_kit.memory.map_large_allocations`): the 720p Restormer
+    FP16 parity child peaked at 9624 MiB without, 9122 MiB with (two samples, issue 12).
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    from ..memory import map_large_allocations, release_memory
+
+    release_memory()
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=map_large_allocations) as pool:
         return pool.submit(fn, *args).result()
 
 
