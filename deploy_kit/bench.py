@@ -292,7 +292,6 @@ def run_bench(target: BenchTarget, *, out_dir: str, runs: int = 20, warmup: int 
 
 def _export_for_bench(target: BenchTarget, work: str, notes: list[str], progress) -> None:
     """Export the model request (no engine) so ONNX Runtime benches the real graph."""
-    from .memory import release_memory
     from .pipeline import run_export
 
     req = target.req
@@ -309,7 +308,6 @@ def _export_for_bench(target: BenchTarget, work: str, notes: list[str], progress
     if failures:
         notes.append("parity of the exported graph FAILED (figures still measured): " + " | ".join(failures))
     progress(f"    exported {os.path.basename(onnx)} in {time.perf_counter() - t0:.1f} s")
-    release_memory()
 
 
 def _load() -> float | None:
