@@ -103,13 +103,119 @@ class LocalAvgPoolEager(nn.Module):
         return y
 
 
+#: The block form replaces the banded MatMul (rows) or the AveragePool (columns) only where its
+#: cost (:func:`box_block`) is this many times below theirs (n - k + 1 and k multiply-adds per
+#: element): below that its extra passes over memory cost more than the arithmetic it saves
+#: (measured per site, module docstring).
+BLOCK_GAIN = 4
+
+
+def box_block(n: int, k: int) -> tuple[int, int]:
+    """Block size b for a k-wide stride-1 box sum along an axis of n, and its cost per element.
+
+    b divides both n and k, so every window starts at an offset s < b into a block and ends at the
+    same offset into a later one. The cost is b (the in-block suffix sums) + 2 x the number of
+    output blocks, (n - k) / b + 1 (the shift across blocks: a skinny MatMul, measured at about
+    half the in-block rate in ONNX Runtime); b minimises it. b - 1 <= k // 2: the b - 1 entries
+    the form appends must fit in the end padding (k // 2).
+    """
+    g = math.gcd(n, k)
+    sizes = [b for b in range(1, min(g, k // 2 + 1) + 1) if g % b == 0]
+    return min(((b, b + 2 * ((n - k) // b + 1)) for b in sizes), key=lambda t: (t[1], -t[0]))
+
+
+def box_block_matrices(n: int, k: int, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The three constant matrices of the block-wise k-box mean along an axis of n (b | n, b | k).
+
+    The axis is cut into m = n / b blocks; S[q, s] = (1/k) sum_{t >= s} x[q, t] is the suffix
+    mean of block q and K = k / b. The window starting at q*b + s sums to
+    S[q, s] - S[q + K, s] + sum_{j = q+1 .. q+K} S[j, 0] (the suffix of block q, the whole blocks
+    after it, minus what of block q + K lies past the window). The last output block,
+    q = m - K, holds the last window, [n - k, n), at s = 0 only; there the shift row is zero and
+    the spread row covers q .. m - 1, so the block's every row equals that last window: the rows
+    past the valid n - k + 1 are its replicate padding, already in place.
+
+    Returns:
+        suffix (b x b, 1/k on and above the diagonal), shift (mo x m, +1 at q and -1 at q + K) and
+        spread (mo x m, ones over q+1 .. q+K), with mo = m - K + 1 output blocks.
+    """
+    m, kb = n // b, k // b
+    mo = m - kb + 1
+    suffix = torch.triu(torch.full((b, b), 1.0 / k))
+    shift, spread = torch.zeros(mo, m), torch.zeros(mo, m)
+    for q in range(mo - 1):
+        shift[q, q], shift[q, q + kb] = 1.0, -1.0
+        spread[q, q + 1 : q + kb + 1] = 1.0
+    spread[mo - 1, mo - 1 :] = 1.0
+    return suffix, shift, spread
+
+
+class BoxMean(nn.Module):
+    """Stride-1 valid k-box mean along one axis (-2: rows, -1: columns) of a fixed length n.
+
+    Two exact forms, both MatMuls with constant matrices, no transpose, no CumSum, no Slice:
+    * banded: an (n-k+1) x n matrix of 1/k (rows only; k multiply-adds per output element);
+    * block-wise (:func:`box_block_matrices`): in-block suffix sums, then a shift and a spread
+      across blocks, about b + (n-k)/b + 1 multiply-adds per element; used where that is at least
+      :data:`BLOCK_GAIN` times cheaper than the band (columns: than the AveragePool). Its output
+      is ``length`` = n - k + b long: the valid n - k + 1 entries, then the last one repeated.
+    """
+
+    def __init__(self, n: int, k: int, axis: int, form: str = "auto", block: int | None = None):
+        super().__init__()
+        if axis not in (-2, -1) or form not in ("auto", "block", "band"):
+            raise ValueError(f"BoxMean: axis must be -2 or -1 and form auto|block|band, got {axis}, {form!r}")
+        self.n, self.k, self.axis = n, k, axis
+        b, cost = box_block(n, k)
+        if block is not None:
+            if n % block or k % block or block - 1 > k // 2:
+                raise ValueError(f"BoxMean: block {block} must divide n={n} and k={k} and be <= k // 2 + 1")
+            b, cost = block, block + 2 * ((n - k) // block + 1)
+        use_block = form == "block" or (form == "auto" and (axis == -1 or n - k + 1 > BLOCK_GAIN * cost))
+        self.block = b if use_block else 0
+        self.length = n - k + (b if use_block else 1)
+        if self.block:
+            suffix, shift, spread = box_block_matrices(n, k, b)
+            # rows: suffix @ (.., m, b, w); columns: (.., m, b) @ suffix^T
+            self.register_buffer("suffix", suffix if axis == -2 else suffix.t().contiguous(), persistent=False)
+            self.register_buffer("shift", shift, persistent=False)
+            self.register_buffer("spread", spread, persistent=False)
+        else:
+            if axis != -2:
+                raise ValueError("BoxMean: the banded form runs down the rows only")
+            band = torch.zeros(n - k + 1, n)
+            for i in range(n - k + 1):
+                band[i, i : i + k] = 1.0 / k
+            self.register_buffer("band", band, persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, k={self.k}, axis={self.axis}, " + (f"block={self.block}" if self.block else "banded")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.block:
+            return self.band @ x  # (n-k+1, n) @ (..., n, w)
+        b, m = self.block, self.n // self.block
+        mo = self.shift.shape[0]
+        n_, c, h, w = x.shape
+        if self.axis == -2:
+            s = self.suffix @ x.reshape(n_, c, m, b, w)                     # (N, C, m, b, w)
+            part = self.shift @ s.reshape(n_, c, m, b * w)                  # (N, C, mo, b*w)
+            whole = self.spread @ s[:, :, :, :1, :].reshape(n_, c, m, w)    # (N, C, mo, w)
+            y = part.reshape(n_, c, mo, b, w) + whole.reshape(n_, c, mo, 1, w)
+            return y.reshape(n_, c, mo * b, w)
+        s = x.reshape(n_, c, h, m, b) @ self.suffix                         # (N, C, h, m, b)
+        y = self.shift @ s + self.spread @ s[..., :1]                       # (N, C, h, mo, b)
+        return y.reshape(n_, c, h, mo * b)
+
+
 class LocalAvgPoolStatic(nn.Module):
     """TLC pooling unrolled for one fixed feature size (h, w): only static ONNX ops.
 
     ``forward`` returns the *valid* map (or 1 x 1 in the global case); ``finish`` replicate-pads
     it back to (h, w). The caller runs its 1 x 1 conv in between: a 1 x 1 conv commutes with edge
     padding, so this is exact and the conv runs on the smaller map (as TLC's MPRNetLocal does).
-    The box mean is a banded MatMul down the columns, then a 1 x k2 AveragePool (module docstring).
+    The box mean runs down the columns, then along the rows, each a :class:`BoxMean` (banded or
+    block-wise MatMuls); along the rows a 1 x k2 AveragePool where that is cheaper (module docstring).
     """
 
     def __init__(self, kernel: tuple[int, int], size: tuple[int, int]):
@@ -119,14 +225,17 @@ class LocalAvgPoolStatic(nn.Module):
         self.kernel, self.size = (kh, kw), (h, w)
         self.is_global = kh >= h and kw >= w
         self.k1, self.k2 = min(h, kh), min(w, kw)
-        oh, ow = h - self.k1 + 1, w - self.k2 + 1
-        self.pads = ((w - ow) // 2, (w - ow + 1) // 2, (h - oh) // 2, (h - oh + 1) // 2)
-        band = None
+        self.rows = self.cols = None
         if not self.is_global and self.k1 > 1:
-            band = torch.zeros(oh, h)
-            for i in range(oh):
-                band[i, i : i + self.k1] = 1.0 / self.k1
-        self.register_buffer("band_h", band, persistent=False)
+            self.rows = BoxMean(h, self.k1, axis=-2)
+        if not self.is_global and self.k2 > 1 and self.k2 > BLOCK_GAIN * box_block(w, self.k2)[1]:
+            self.cols = BoxMean(w, self.k2, axis=-1)  # else the 1 x k2 AveragePool (cheaper there)
+        # replicate padding back to (h, w): the valid map starts at ((k-1)//2, ...) as upstream; a
+        # block-wise BoxMean's output already carries the first rows/columns of the end padding
+        top, left = (self.k1 - 1) // 2, (self.k2 - 1) // 2
+        oh = self.rows.length if self.rows is not None else h - self.k1 + 1
+        ow = self.cols.length if self.cols is not None else w - self.k2 + 1
+        self.pads = (left, w - left - ow, top, h - top - oh)
 
     def extra_repr(self) -> str:
         mode = "global" if self.is_global else f"window=({self.k1},{self.k2}) pads={self.pads}"
@@ -137,9 +246,11 @@ class LocalAvgPoolStatic(nn.Module):
             raise RuntimeError(f"static TLC pool built for {self.size}, got {tuple(x.shape[-2:])}")
         if self.is_global:
             return spatial_mean(x)  # see spatial_mean
-        if self.band_h is not None:
-            x = self.band_h @ x  # (oh, h) @ (..., h, w): the mean of k1 rows, no transpose
-        if self.k2 > 1:
+        if self.rows is not None:
+            x = self.rows(x)
+        if self.cols is not None:
+            x = self.cols(x)
+        elif self.k2 > 1:
             x = F.avg_pool2d(x, (1, self.k2), stride=1)
         return x
 
@@ -151,7 +262,8 @@ class LocalAvgPoolStatic(nn.Module):
 
 def pool_windows(module: nn.Module) -> list[tuple[int, int]]:
     """Every AveragePool window a module will emit (for the TensorRT 100 000 limit check)."""
-    return [(1, m.k2) for m in module.modules() if isinstance(m, LocalAvgPoolStatic) and not m.is_global and m.k2 > 1]
+    return [(1, m.k2) for m in module.modules()
+            if isinstance(m, LocalAvgPoolStatic) and not m.is_global and m.k2 > 1 and m.cols is None]
 
 
 # ---------------------------------------------------------------------------------------

@@ -62,3 +62,56 @@ def test_desktop_tensorrt_without_gpu_is_a_clear_error(tiny_onnx, tmp_path):
 def test_unknown_backend():
     with pytest.raises(UsageError, match="unknown backend"):
         get_backend("openvino")
+
+
+class _BlockBoxSite(torch.nn.Module):
+    """A TLC pooling site with both axes in the block-wise form (the 720p NAFNet level-0 form)."""
+
+    def __init__(self):
+        super().__init__()
+        from deploy_kit.tlc import BoxMean
+
+        self.rows = BoxMean(48, 24, -2, "block", block=6)
+        self.cols = BoxMean(64, 24, -1, "block", block=8)
+        self.conv = torch.nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        v = self.conv(self.cols(self.rows(x)))
+        top, left = 11, 11
+        pads = (left, 64 - left - self.cols.length, top, 48 - top - self.rows.length)
+        return x * torch.nn.functional.pad(v, pads, mode="replicate")
+
+
+@pytest.fixture(scope="module")
+def block_box_onnx(tmp_path_factory):
+    d = tmp_path_factory.mktemp("blockbox")
+    torch.manual_seed(0)
+    site = _BlockBoxSite().eval()
+    x = torch.rand(1, 8, 48, 64)
+    src = str(d / "site.fp32.onnx")
+    export_onnx(site, x, src, input_names=["input"], output_names=["output"], metadata={})
+    dst = str(d / "site.fp16.onnx")
+    convert_fp16(src, dst, [])
+    with torch.no_grad():
+        return src, dst, x.numpy(), site(x).numpy()
+
+
+def test_block_box_mean_runs_in_onnx_runtime(block_box_onnx):
+    import numpy as np
+
+    from deploy_kit.runtime.runners import ort_session
+
+    src, dst, x, ref = block_box_onnx
+    for path, tol in ((src, 1e-5), (dst, 2e-3)):  # measured 1e-7 and 3e-4 (max |output| 0.46)
+        sess = ort_session(path, threads=1)
+        got = sess.run(None, {"input": x})[0]
+        assert np.abs(got.astype(np.float32) - ref).max() < tol, path
+
+
+@needs_rtx
+@pytest.mark.parametrize("which", [0, 1], ids=["fp32", "fp16"])
+def test_rtx_builds_the_block_box_mean(block_box_onnx, which):
+    eng = get_backend("tensorrt-rtx")
+    plan = block_box_onnx[which].replace(".onnx", f".{eng.major()}.plan")
+    res = eng.build(block_box_onnx[which], plan)
+    assert os.path.getsize(plan) == res.size > 0

@@ -3,8 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from deploy_kit.specs import TLCConfig
-from deploy_kit.tlc import (LocalAvgPoolEager, LocalAvgPoolStatic, WindowMerge, cut_windows,
-                            merge_windows_eager, pool_windows, window_starts)
+from deploy_kit.tlc import (BoxMean, LocalAvgPoolEager, LocalAvgPoolStatic, WindowMerge, box_block,
+                            cut_windows, merge_windows_eager, pool_windows, window_starts)
 
 
 def naive_tlc_pool(x, k):
@@ -48,9 +48,52 @@ def test_static_pool_equals_eager(size, k):
 
 
 def test_static_pool_windows_fit_tensorrt_limit():
-    st = LocalAvgPoolStatic((384, 384), (720, 1280))
-    assert not st.is_global and st.pads == (191, 192, 191, 192)
+    st = LocalAvgPoolStatic((96, 96), (180, 320))
+    assert not st.is_global and st.pads == (47, 48, 47, 48)
+    assert st.rows is not None and not st.rows.block and st.cols is None  # banded rows, 1 x 96 pool
+    assert pool_windows(torch.nn.Sequential(st)) == [(1, 96)]
     assert all(h * w < 100_000 for h, w in pool_windows(torch.nn.Sequential(st)))
+
+
+def test_nafnet_720p_sites_pick_the_measured_forms():
+    """NAFNet at 720 x 1280: block-wise where it measured faster (issue 12), band + pool elsewhere."""
+    forms = []
+    for (h, w), k in [((720, 1280), 384), ((360, 640), 192), ((180, 320), 96), ((90, 160), 48), ((45, 80), 24)]:
+        st = LocalAvgPoolStatic((k, k), (h, w))
+        forms.append((st.rows.block, st.cols.block if st.cols is not None else "pool"))
+    assert forms == [(24, 32), (24, "pool"), (0, "pool"), (0, "pool"), (0, "pool")]
+    st = LocalAvgPoolStatic((384, 384), (720, 1280))
+    # the block forms append b - 1 rows / columns repeating the last window: less padding left to add
+    assert st.pads == (191, 192 - 31, 191, 192 - 23) and pool_windows(torch.nn.Sequential(st)) == []
+
+
+def test_box_block_divides_and_fits_the_padding():
+    for n, k in [(720, 384), (1280, 384), (100, 4), (97, 13), (64, 64), (30, 2)]:
+        b, cost = box_block(n, k)
+        assert n % b == 0 and k % b == 0 and b - 1 <= k // 2 and cost == b + 2 * ((n - k) // b + 1)
+    assert box_block(720, 384) == (24, 54)
+    with pytest.raises(ValueError, match="must divide"):
+        BoxMean(720, 384, -2, "block", block=7)
+    with pytest.raises(ValueError, match="rows only"):
+        BoxMean(720, 384, -1, "band")
+
+
+@pytest.mark.parametrize("axis,form", [(-2, "block"), (-1, "block"), (-2, "band"), (-2, "auto"), (-1, "auto")])
+def test_box_mean_forms_equal_the_definition(axis, form):
+    """Every (n, k) up to 40, in float64 (the constants are float32: 1/k to 3e-8 relative): the valid
+    box means, and the appended tail equal to the last one."""
+    gen = torch.Generator().manual_seed(0)
+    for n in range(1, 41):
+        for k in range(1, n + 1):
+            bm = BoxMean(n, k, axis, form).double()
+            shape = (2, 3, n, 5) if axis == -2 else (2, 3, 5, n)
+            x = torch.randn(*shape, dtype=torch.float64, generator=gen)
+            ref = x.unfold(axis % 4, k, 1).mean(-1)
+            y = bm(x)
+            assert y.shape[axis] == bm.length >= n - k + 1, (n, k)
+            torch.testing.assert_close(y.narrow(axis, 0, n - k + 1), ref, atol=1e-6, rtol=0)
+            tail = y.narrow(axis, n - k, bm.length - (n - k))
+            torch.testing.assert_close(tail, ref.narrow(axis, n - k, 1).expand_as(tail), atol=1e-6, rtol=0)
 
 
 def test_window_starts_official_layouts():
