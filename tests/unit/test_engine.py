@@ -106,6 +106,12 @@ def test_block_box_mean_runs_in_onnx_runtime(block_box_onnx):
         sess = ort_session(path, threads=1)
         got = sess.run(None, {"input": x})[0]
         assert np.abs(got.astype(np.float32) - ref).max() < tol, path
+    # ONNX Runtime computes the FP16 graph in FP32 between Casts; the true-FP16 emulation rounds
+    # every FP16 tensor (the suffix sums, the shift, the spread) as an FP16 engine would
+    from deploy_kit.precision.truefp16 import psnr_of, true_fp16_check
+
+    check = true_fp16_check(src, [x], fp16_path=dst, threads=1)
+    assert check.status == "pass" and psnr_of(check) > 60, psnr_of(check)
 
 
 @needs_rtx
