@@ -12,23 +12,28 @@ Official semantics (megvii-research/TLC ``local_arch.py``, NAFNet's copy of it):
 
 The eager reference computes the box mean with the integral image (as upstream does, but in
 float64 so the reference is not the noisier side). The export form is separable and free of
-CumSum: the mean down each column as a MatMul with a constant banded (h-k1+1) x h matrix of 1/k1
-(no transpose needed), then a 1 x k2 AveragePool along the rows — its window far below TensorRT's
-100 000-element pooling limit (a single 384 x 384 pool is 147 456; NVIDIA/TensorRT#2094).
-Measured on ONNX Runtime 1.32 CPU, 2 threads, NAFNet's level sizes (issue 12; the SCA input of
-a 720 x 1280 image; ms per pooling site, the output equal to 2e-8):
+CumSum (:class:`LocalAvgPoolStatic`, :class:`BoxMean`): the mean down each column as constant
+MatMuls (no transpose needed), then along the rows as a 1 x k AveragePool — its window far below
+TensorRT's 100 000-element limit (a single 384 x 384 pool is 147 456; NVIDIA/TensorRT#2094) — or
+as the same constant MatMuls. Down the columns the MatMul is a banded (h-k+1) x h matrix of 1/k,
+or, on the large maps, block-wise: in-block suffix sums, then a shift and a spread across blocks
+(:func:`box_block_matrices`), about b + (h-k)/b multiply-adds per element instead of h-k+1.
+Measured on ONNX Runtime 1.32 CPU, 2 threads, spinning off, the three forms of a site timed in
+turn (issue 12; NAFNet's SCA inputs for a 720 x 1280 image; ms per pooling site, medians of 10-40
+runs; the outputs agree to 6e-8):
 
-=====================  ====  =================  ===================  ==================
-map (C x h x w)        k     two AveragePools   two banded MatMuls   MatMul + 1 x k pool
-=====================  ====  =================  ===================  ==================
-32 x 720 x 1280        384   800                368                  272
-64 x 360 x 640         192   201                109                  85
-128 x 180 x 320        96    40                 32                   24
-256 x 90 x 160         48    13.1               15.7                 8.0
-=====================  ====  =================  ===================  ==================
+=====================  ====  ===========  ====================  ===============================
+map (C x h x w)        k     two pools    banded MatMul + pool  chosen (down / along the rows)
+=====================  ====  ===========  ====================  ===============================
+32 x 720 x 1280        384   525          109                   57 (block 24 / block 32)
+64 x 360 x 640         192   130          33                    29 (block 24 / pool)
+128 x 180 x 320        96    15.2         8.5                   8.5 (banded / pool)
+256 x 90 x 160         48    2.8          2.5                   2.4 (banded / pool)
+512 x 45 x 80          24    1.1          0.9                   1.0 (banded / pool)
+=====================  ====  ===========  ====================  ===============================
 
-(The k x 1 AveragePool down the columns is the slow one; MatMuls are listed with the smaller
-axis first, the cheaper order.)
+(Two pools: a k x 1 then a 1 x k AveragePool; the k x 1 one is the slow one.) The block form needs
+no Slice: its last block repeats the last window, which is the replicate padding's first rows.
 """
 
 from __future__ import annotations
