@@ -6,7 +6,7 @@ subprocess); it only picks the targets and prints the ratios the project's goals
   1. ONNX Runtime / PyTorch eager (upstream module) CPU latency at 256x256, NAFNet gopro-w32 and
      Restormer motion-deblurring (goal <= 0.8);
   2. TLC / global ONNX Runtime latency at 720x1280: NAFNet gopro-w32 (goal <= 1.15) and, with
-     ``--restormer-tlc``, Restormer motion-deblurring (goal <= 1.5; ~40 s per run here);
+     ``--restormer-tlc``, Restormer motion-deblurring (goal <= 1.5; 37-51 s per run here);
   3. peak resident memory of the whole ``deploy-kit export restormer --fp16 --height 720 --width 1280``
      (this script's own sampler over the command's process tree, and the command's per-stage
      figures; goal <= 10 GiB).
