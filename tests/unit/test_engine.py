@@ -29,12 +29,17 @@ def tiny_onnx(tmp_path_factory):
     return src, dst
 
 
+def _rtx_build(onnx_path: str):
+    """Build ``onnx_path`` with TensorRT-RTX ahead of time; (backend, plan path, build result)."""
+    eng = get_backend("tensorrt-rtx")
+    plan = onnx_path.replace(".onnx", f".{eng.major()}.plan")
+    return eng, plan, eng.build(onnx_path, plan)
+
+
 @needs_rtx
 @pytest.mark.parametrize("which", [0, 1], ids=["fp32", "fp16"])
 def test_rtx_builds_real_engine_ahead_of_time(tiny_onnx, which):
-    eng = get_backend("tensorrt-rtx")
-    plan = tiny_onnx[which].replace(".onnx", f".{eng.major()}.plan")
-    res = eng.build(tiny_onnx[which], plan)
+    eng, plan, res = _rtx_build(tiny_onnx[which])
     assert os.path.getsize(plan) == res.size > 100_000
     with open(plan, "rb") as fh:
         head = fh.read(4)
@@ -117,7 +122,5 @@ def test_block_box_mean_runs_in_onnx_runtime(block_box_onnx):
 @needs_rtx
 @pytest.mark.parametrize("which", [0, 1], ids=["fp32", "fp16"])
 def test_rtx_builds_the_block_box_mean(block_box_onnx, which):
-    eng = get_backend("tensorrt-rtx")
-    plan = block_box_onnx[which].replace(".onnx", f".{eng.major()}.plan")
-    res = eng.build(block_box_onnx[which], plan)
+    _, plan, res = _rtx_build(block_box_onnx[which])
     assert os.path.getsize(plan) == res.size > 0
