@@ -129,6 +129,13 @@ def box_block(n: int, k: int) -> tuple[int, int]:
     return min(((b, b + 2 * ((n - k) // b + 1)) for b in sizes), key=lambda t: (t[1], -t[0]))
 
 
+def block_pays(n: int, k: int, axis: int) -> bool:
+    """Whether the block form is :data:`BLOCK_GAIN` times cheaper than the other form of the axis:
+    the banded MatMul down the columns (axis -2, n - k + 1 multiply-adds per element) or the 1 x k
+    AveragePool along the rows (axis -1, k adds)."""
+    return (n - k + 1 if axis == -2 else k) > BLOCK_GAIN * box_block(n, k)[1]
+
+
 def box_block_matrices(n: int, k: int, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The three constant matrices of the block-wise k-box mean along an axis of n (b | n, b | k).
 
@@ -161,22 +168,20 @@ class BoxMean(nn.Module):
     Two exact forms, both MatMuls with constant matrices, no transpose, no CumSum, no Slice:
     * banded: an (n-k+1) x n matrix of 1/k (rows only; k multiply-adds per output element);
     * block-wise (:func:`box_block_matrices`): in-block suffix sums, then a shift and a spread
-      across blocks, about b + (n-k)/b + 1 multiply-adds per element; used where that is at least
-      :data:`BLOCK_GAIN` times cheaper than the band (columns: than the AveragePool). Its output
-      is ``length`` = n - k + b long: the valid n - k + 1 entries, then the last one repeated.
+      across blocks, about b + (n-k)/b + 1 multiply-adds per element. Its output is ``length`` =
+      n - k + b long: the valid n - k + 1 entries, then the last one repeated.
+
+    ``form="auto"`` picks by :func:`block_pays` down the columns; along the rows the block form is
+    the only MatMul form (whether it beats the AveragePool is :class:`LocalAvgPoolStatic`'s choice).
     """
 
-    def __init__(self, n: int, k: int, axis: int, form: str = "auto", block: int | None = None):
+    def __init__(self, n: int, k: int, axis: int, form: str = "auto"):
         super().__init__()
         if axis not in (-2, -1) or form not in ("auto", "block", "band"):
             raise ValueError(f"BoxMean: axis must be -2 or -1 and form auto|block|band, got {axis}, {form!r}")
         self.n, self.k, self.axis = n, k, axis
-        b, cost = box_block(n, k)
-        if block is not None:
-            if n % block or k % block or block - 1 > k // 2:
-                raise ValueError(f"BoxMean: block {block} must divide n={n} and k={k} and be <= k // 2 + 1")
-            b, cost = block, block + 2 * ((n - k) // block + 1)
-        use_block = form == "block" or (form == "auto" and (axis == -1 or n - k + 1 > BLOCK_GAIN * cost))
+        b = box_block(n, k)[0]
+        use_block = form == "block" or (form == "auto" and (axis == -1 or block_pays(n, k, axis)))
         self.block = b if use_block else 0
         self.length = n - k + (b if use_block else 1)
         if self.block:
@@ -233,14 +238,19 @@ class LocalAvgPoolStatic(nn.Module):
         self.rows = self.cols = None
         if not self.is_global and self.k1 > 1:
             self.rows = BoxMean(h, self.k1, axis=-2)
-        if not self.is_global and self.k2 > 1 and self.k2 > BLOCK_GAIN * box_block(w, self.k2)[1]:
+        if not self.is_global and self.k2 > 1 and block_pays(w, self.k2, axis=-1):
             self.cols = BoxMean(w, self.k2, axis=-1)  # else the 1 x k2 AveragePool (cheaper there)
-        # replicate padding back to (h, w): the valid map starts at ((k-1)//2, ...) as upstream; a
-        # block-wise BoxMean's output already carries the first rows/columns of the end padding
-        top, left = (self.k1 - 1) // 2, (self.k2 - 1) // 2
-        oh = self.rows.length if self.rows is not None else h - self.k1 + 1
-        ow = self.cols.length if self.cols is not None else w - self.k2 + 1
-        self.pads = (left, w - left - ow, top, h - top - oh)
+
+    @property
+    def pads(self) -> tuple[int, int, int, int]:
+        """Replicate padding back to (h, w), F.pad order: the valid map starts at ((k-1)//2, ...) as
+        upstream; a block-wise BoxMean's output already carries the first rows/columns of the end
+        padding."""
+        (h, w), (k1, k2) = self.size, (self.k1, self.k2)
+        top, left = (k1 - 1) // 2, (k2 - 1) // 2
+        oh = self.rows.length if self.rows is not None else h - k1 + 1
+        ow = self.cols.length if self.cols is not None else w - k2 + 1
+        return (left, w - left - ow, top, h - top - oh)
 
     def extra_repr(self) -> str:
         mode = "global" if self.is_global else f"window=({self.k1},{self.k2}) pads={self.pads}"
