@@ -12,28 +12,30 @@ Official semantics (megvii-research/TLC ``local_arch.py``, NAFNet's copy of it):
 
 The eager reference computes the box mean with the integral image (as upstream does, but in
 float64 so the reference is not the noisier side). The export form is separable and free of
-CumSum (:class:`LocalAvgPoolStatic`, :class:`BoxMean`): the mean down each column as constant
-MatMuls (no transpose needed), then along the rows as a 1 x k AveragePool — its window far below
-TensorRT's 100 000-element limit (a single 384 x 384 pool is 147 456; NVIDIA/TensorRT#2094) — or
-as the same constant MatMuls. Down the columns the MatMul is a banded (h-k+1) x h matrix of 1/k,
-or, on the large maps, block-wise: in-block suffix sums, then a shift and a spread across blocks
-(:func:`box_block_matrices`), about b + (h-k)/b multiply-adds per element instead of h-k+1.
-Measured on ONNX Runtime 1.32 CPU, 2 threads, spinning off, the three forms of a site timed in
-turn (issue 12; NAFNet's SCA inputs for a 720 x 1280 image; ms per pooling site, medians of 10-40
-runs; the outputs agree to 6e-8):
+CumSum (:class:`LocalAvgPoolStatic`, :class:`BoxMean`): down the columns, then along the rows,
+each axis in one of three exact forms. On NAFNet's large maps the window splits as k = b x K and
+the mean is two stages: a b-wide stride-1 AveragePool, then a depthwise Conv of K taps of 1/K
+dilated by b (b + K ops per output instead of k; both stages run in ONNX Runtime's blocked channel
+layout next to the convolutions, and TensorRT's pooling window, limited to 100 000 elements
+(NVIDIA/TensorRT#2094; a single 384 x 384 pool is 147 456), stays at b). Where that does not pay,
+a banded (h-k+1) x h constant MatMul down the columns and a 1 x k AveragePool along the rows.
+Measured on ONNX Runtime 1.32 CPU, 2 threads, spinning off (issue 12): one NAFNet SCA site in
+context (1 x 1 convs and the gate before it, its 1 x 1 conv, the replicate pad and the product
+after it), ms, and in brackets what it costs over the global-mean site; the forms agree to 1e-5:
 
-=====================  ====  ===========  ====================  ===============================
-map (C x h x w)        k     two pools    banded MatMul + pool  chosen (down / along the rows)
-=====================  ====  ===========  ====================  ===============================
-32 x 720 x 1280        384   525          109                   57 (block 24 / block 32)
-64 x 360 x 640         192   130          33                    29 (block 24 / pool)
-128 x 180 x 320        96    15.2         8.5                   8.5 (banded / pool)
-256 x 90 x 160         48    2.8          2.5                   2.4 (banded / pool)
-512 x 45 x 80          24    1.1          0.9                   1.0 (banded / pool)
-=====================  ====  ===========  ====================  ===============================
+=====================  ====  ==========  ===============  ==================  ==========================
+map (C x h x w)        k     global      two pools        band + pool         chosen (both axes)
+=====================  ====  ==========  ===============  ==================  ==========================
+32 x 720 x 1280        384   62.8        582.3 (+519.6)   181.2 (+118.4)      124.9 (+62.1), 24 x 16
+64 x 360 x 640         192   34.8        162.2 (+127.4)   70.1 (+35.3)        56.3 (+21.5), 12 x 16
+128 x 180 x 320        96    21.6        36.6 (+15.0)     33.0 (+11.4)        29.6 (+8.0), 12 x 8
+256 x 90 x 160         48    15.5        19.9 (+4.5)      20.1 (+4.6)         19.6 (+4.1), 6 x 8
+512 x 45 x 80          24    12.6        15.2 (+2.6)      15.3 (+2.7)         15.4 (+2.8), band + pool
+=====================  ====  ==========  ===============  ==================  ==========================
 
-(Two pools: a k x 1 then a 1 x k AveragePool; the k x 1 one is the slow one.) The block form needs
-no Slice: its last block repeats the last window, which is the replicate padding's first rows.
+(Two pools: a k x 1 then a 1 x k AveragePool; the k x 1 one is the slow one.) An earlier form,
+block-wise suffix sums with a shift across blocks as constant MatMuls (the first round of issue
+12), measured slower than the two-stage form wherever it had been chosen, and was removed.
 """
 
 from __future__ import annotations
@@ -108,114 +110,91 @@ class LocalAvgPoolEager(nn.Module):
         return y
 
 
-#: The block form replaces the banded MatMul (rows) or the AveragePool (columns) only where its
-#: cost (:func:`box_block`) is this many times below theirs (n - k + 1 and k multiply-adds per
-#: element): below that its extra passes over memory cost more than the arithmetic it saves
-#: (measured per site, module docstring).
-BLOCK_GAIN = 4
+#: The two-stage form replaces the banded MatMul (rows) or the k-wide AveragePool (columns) only
+#: where its op count b + K (:func:`box_cascade`) is this many times below theirs (n - k + 1
+#: multiply-adds, k adds per output element): it makes two passes over memory where they make one.
+#: Measured in ONNX Runtime (module docstring): k = 48 (6 + 8 against 43 and 48) still gains, k = 24
+#: (6 + 4 against 22 and 24) loses.
+CASCADE_GAIN = 3
 
 
-def box_block(n: int, k: int) -> tuple[int, int]:
-    """Block size b for a k-wide stride-1 box sum along an axis of n, and its cost per element.
+def box_cascade(k: int) -> tuple[int, int] | None:
+    """(b, K) with b * K = k for the two-stage k-box mean, b + K smallest; None where k has no split.
 
-    b divides both n and k, so every window starts at an offset s < b into a block and ends at the
-    same offset into a later one. The cost is b (the in-block suffix sums) + 2 x the number of
-    output blocks, (n - k) / b + 1 (the shift across blocks: a skinny MatMul, measured at about
-    half the in-block rate in ONNX Runtime); b minimises it. b - 1 <= k // 2: the b - 1 entries
-    the form appends must fit in the end padding (k // 2).
+    Between splits of equal cost a power-of-two K wins: the dilated stage's weight 1/K is then
+    exact in FP16 (1/24 rounds to FP16 2.4e-4 low, a bias on every mean); the first stage is an
+    AveragePool, whose divisor is no stored weight.
     """
-    g = math.gcd(n, k)
-    sizes = [b for b in range(1, min(g, k // 2 + 1) + 1) if g % b == 0]
-    return min(((b, b + 2 * ((n - k) // b + 1)) for b in sizes), key=lambda t: (t[1], -t[0]))
-
-
-def block_pays(n: int, k: int, axis: int) -> bool:
-    """Whether the block form is :data:`BLOCK_GAIN` times cheaper than the other form of the axis:
-    the banded MatMul down the columns (axis -2, n - k + 1 multiply-adds per element) or the 1 x k
-    AveragePool along the rows (axis -1, k adds)."""
-    return (n - k + 1 if axis == -2 else k) > BLOCK_GAIN * box_block(n, k)[1]
-
-
-def box_block_matrices(n: int, k: int, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The three constant matrices of the block-wise k-box mean along an axis of n (b | n, b | k).
-
-    The axis is cut into m = n / b blocks; S[q, s] = (1/k) sum_{t >= s} x[q, t] is the suffix
-    mean of block q and K = k / b. The window starting at q*b + s sums to
-    S[q, s] - S[q + K, s] + sum_{j = q+1 .. q+K} S[j, 0] (the suffix of block q, the whole blocks
-    after it, minus what of block q + K lies past the window). The last output block,
-    q = m - K, holds the last window, [n - k, n), at s = 0 only; there the shift row is zero and
-    the spread row covers q .. m - 1, so the block's every row equals that last window: the rows
-    past the valid n - k + 1 are its replicate padding, already in place.
-
-    Returns:
-        suffix (b x b, 1/k on and above the diagonal), shift (mo x m, +1 at q and -1 at q + K) and
-        spread (mo x m, ones over q+1 .. q+K), with mo = m - K + 1 output blocks.
-    """
-    m, kb = n // b, k // b
-    mo = m - kb + 1
-    suffix = torch.triu(torch.full((b, b), 1.0 / k))
-    shift, spread = torch.zeros(mo, m), torch.zeros(mo, m)
-    for q in range(mo - 1):
-        shift[q, q], shift[q, q + kb] = 1.0, -1.0
-        spread[q, q + 1 : q + kb + 1] = 1.0
-    spread[mo - 1, mo - 1 :] = 1.0
-    return suffix, shift, spread
+    splits = [(k // big, big) for big in range(2, k // 2 + 1) if k % big == 0]
+    if not splits:
+        return None
+    return min(splits, key=lambda s: (s[0] + s[1], (s[1] & (s[1] - 1)) != 0))
 
 
 class BoxMean(nn.Module):
     """Stride-1 valid k-box mean along one axis (-2: rows, -1: columns) of a fixed length n.
 
-    Two exact forms, both MatMuls with constant matrices, no transpose, no CumSum, no Slice:
-    * banded: an (n-k+1) x n matrix of 1/k (rows only; k multiply-adds per output element);
-    * block-wise (:func:`box_block_matrices`): in-block suffix sums, then a shift and a spread
-      across blocks, about b + (n-k)/b + 1 multiply-adds per element. Its output is ``length`` =
-      n - k + b long: the valid n - k + 1 entries, then the last one repeated.
+    Output length n - k + 1. Three exact forms, all static ONNX ops (no CumSum, no transpose):
 
-    ``form="auto"`` picks by :func:`block_pays` down the columns; along the rows the block form is
-    the only MatMul form (whether it beats the AveragePool is :class:`LocalAvgPoolStatic`'s choice).
+    * ``band``: an (n-k+1) x n constant matrix of 1/k, one MatMul (rows only; n-k+1 multiply-adds
+      per output element);
+    * ``pool``: a k-wide stride-1 AveragePool (k adds);
+    * ``cascade``: a b-wide AveragePool, then a depthwise Conv of K taps of 1/K spaced b apart
+      (dilation b), k = b * K (:func:`box_cascade`): window [i, i+k) is the mean of the K b-wide
+      means starting at i, i+b, ..., i+(K-1)b. b + K ops per output element in two passes; both
+      stages stay in ONNX Runtime's blocked channel layout (NCHWc) next to the convolutions, and
+      TensorRT's pooling window stays at b (its limit is 100 000 elements).
+
+    ``form="auto"``: cascade where it is :data:`CASCADE_GAIN` times cheaper than the axis' one-pass
+    form (band down the columns, pool along the rows), else that form.
     """
 
     def __init__(self, n: int, k: int, axis: int, form: str = "auto"):
         super().__init__()
-        if axis not in (-2, -1) or form not in ("auto", "block", "band"):
-            raise ValueError(f"BoxMean: axis must be -2 or -1 and form auto|block|band, got {axis}, {form!r}")
+        if axis not in (-2, -1) or form not in ("auto", "band", "pool", "cascade"):
+            raise ValueError(f"BoxMean: axis must be -2 or -1 and form auto|band|pool|cascade, got {axis}, {form!r}")
+        if form == "band" and axis != -2:
+            raise ValueError("BoxMean: the banded form runs down the rows only")
         self.n, self.k, self.axis = n, k, axis
-        b = box_block(n, k)[0]
-        use_block = form == "block" or (form == "auto" and (axis == -1 or block_pays(n, k, axis)))
-        self.block = b if use_block else 0
-        self.length = n - k + (b if use_block else 1)
-        if self.block:
-            suffix, shift, spread = box_block_matrices(n, k, b)
-            # rows: suffix @ (.., m, b, w); columns: (.., m, b) @ suffix^T
-            self.register_buffer("suffix", suffix if axis == -2 else suffix.t().contiguous(), persistent=False)
-            self.register_buffer("shift", shift, persistent=False)
-            self.register_buffer("spread", spread, persistent=False)
-        else:
-            if axis != -2:
-                raise ValueError("BoxMean: the banded form runs down the rows only")
+        split = box_cascade(k)
+        if form == "auto":
+            one_pass = ("band", n - k + 1) if axis == -2 else ("pool", k)
+            pays = split is not None and CASCADE_GAIN * sum(split) <= one_pass[1]
+            form = "cascade" if pays else one_pass[0]
+        if form == "cascade" and split is None:
+            raise ValueError(f"BoxMean: k={k} has no two-stage split")
+        self.form = form
+        self.split = split if form == "cascade" else None
+        if form == "band":
             band = torch.zeros(n - k + 1, n)
             for i in range(n - k + 1):
                 band[i, i : i + k] = 1.0 / k
             self.register_buffer("band", band, persistent=False)
 
+    def _along(self, size: int) -> tuple[int, int]:
+        return (size, 1) if self.axis == -2 else (1, size)
+
+    @property
+    def pool_window(self) -> tuple[int, int] | None:
+        """The AveragePool window this form emits (None: no AveragePool)."""
+        if self.form == "pool":
+            return self._along(self.k)
+        return self._along(self.split[0]) if self.form == "cascade" else None
+
     def extra_repr(self) -> str:
-        return f"n={self.n}, k={self.k}, axis={self.axis}, " + (f"block={self.block}" if self.block else "banded")
+        how = f"cascade={self.split[0]}x{self.split[1]}" if self.form == "cascade" else self.form
+        return f"n={self.n}, k={self.k}, axis={self.axis}, {how}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.block:
+        if self.form == "band":
             return self.band @ x  # (n-k+1, n) @ (..., n, w)
-        b, m = self.block, self.n // self.block
-        mo = self.shift.shape[0]
-        n_, c, h, w = x.shape
-        if self.axis == -2:
-            s = self.suffix @ x.reshape(n_, c, m, b, w)                     # (N, C, m, b, w)
-            part = self.shift @ s.reshape(n_, c, m, b * w)                  # (N, C, mo, b*w)
-            whole = self.spread @ s[:, :, :, :1, :].reshape(n_, c, m, w)    # (N, C, mo, w)
-            y = part.reshape(n_, c, mo, b, w) + whole.reshape(n_, c, mo, 1, w)
-            return y.reshape(n_, c, mo * b, w)
-        s = x.reshape(n_, c, h, m, b) @ self.suffix                         # (N, C, h, m, b)
-        y = self.shift @ s + self.spread @ s[..., :1]                       # (N, C, h, mo, b)
-        return y.reshape(n_, c, h, mo * b)
+        if self.form == "pool":
+            return F.avg_pool2d(x, self._along(self.k), stride=1)
+        b, taps = self.split
+        x = F.avg_pool2d(x, self._along(b), stride=1)
+        c = int(x.shape[1])
+        weight = x.new_full((c, 1) + self._along(taps), 1.0 / taps)
+        return F.conv2d(x, weight, dilation=self._along(b), groups=c)
 
 
 class LocalAvgPoolStatic(nn.Module):
@@ -224,8 +203,7 @@ class LocalAvgPoolStatic(nn.Module):
     ``forward`` returns the *valid* map (or 1 x 1 in the global case); ``finish`` replicate-pads
     it back to (h, w). The caller runs its 1 x 1 conv in between: a 1 x 1 conv commutes with edge
     padding, so this is exact and the conv runs on the smaller map (as TLC's MPRNetLocal does).
-    The box mean runs down the columns, then along the rows, each a :class:`BoxMean` (banded or
-    block-wise MatMuls); along the rows a 1 x k2 AveragePool where that is cheaper (module docstring).
+    The box mean runs down the columns, then along the rows, each a :class:`BoxMean`.
     """
 
     def __init__(self, kernel: tuple[int, int], size: tuple[int, int]):
@@ -235,22 +213,15 @@ class LocalAvgPoolStatic(nn.Module):
         self.kernel, self.size = (kh, kw), (h, w)
         self.is_global = kh >= h and kw >= w
         self.k1, self.k2 = min(h, kh), min(w, kw)
-        self.rows = self.cols = None
-        if not self.is_global and self.k1 > 1:
-            self.rows = BoxMean(h, self.k1, axis=-2)
-        if not self.is_global and self.k2 > 1 and block_pays(w, self.k2, axis=-1):
-            self.cols = BoxMean(w, self.k2, axis=-1)  # else the 1 x k2 AveragePool (cheaper there)
+        local = not self.is_global
+        self.rows = BoxMean(h, self.k1, axis=-2) if local and self.k1 > 1 else None
+        self.cols = BoxMean(w, self.k2, axis=-1) if local and self.k2 > 1 else None
 
     @property
     def pads(self) -> tuple[int, int, int, int]:
-        """Replicate padding back to (h, w), F.pad order: the valid map starts at ((k-1)//2, ...) as
-        upstream; a block-wise BoxMean's output already carries the first rows/columns of the end
-        padding."""
+        """Replicate padding of the valid map back to (h, w), F.pad order, as upstream."""
         (h, w), (k1, k2) = self.size, (self.k1, self.k2)
-        top, left = (k1 - 1) // 2, (k2 - 1) // 2
-        oh = self.rows.length if self.rows is not None else h - k1 + 1
-        ow = self.cols.length if self.cols is not None else w - k2 + 1
-        return (left, w - left - ow, top, h - top - oh)
+        return ((k2 - 1) // 2, k2 // 2, (k1 - 1) // 2, k1 // 2)
 
     def extra_repr(self) -> str:
         mode = "global" if self.is_global else f"window=({self.k1},{self.k2}) pads={self.pads}"
@@ -261,12 +232,9 @@ class LocalAvgPoolStatic(nn.Module):
             raise RuntimeError(f"static TLC pool built for {self.size}, got {tuple(x.shape[-2:])}")
         if self.is_global:
             return spatial_mean(x)  # see spatial_mean
-        if self.rows is not None:
-            x = self.rows(x)
-        if self.cols is not None:
-            x = self.cols(x)
-        elif self.k2 > 1:
-            x = F.avg_pool2d(x, (1, self.k2), stride=1)
+        for box in (self.rows, self.cols):
+            if box is not None:
+                x = box(x)
         return x
 
     def finish(self, y: torch.Tensor) -> torch.Tensor:
@@ -277,8 +245,7 @@ class LocalAvgPoolStatic(nn.Module):
 
 def pool_windows(module: nn.Module) -> list[tuple[int, int]]:
     """Every AveragePool window a module will emit (for the TensorRT 100 000 limit check)."""
-    return [(1, m.k2) for m in module.modules()
-            if isinstance(m, LocalAvgPoolStatic) and not m.is_global and m.k2 > 1 and m.cols is None]
+    return [m.pool_window for m in module.modules() if isinstance(m, BoxMean) and m.pool_window is not None]
 
 
 # ---------------------------------------------------------------------------------------

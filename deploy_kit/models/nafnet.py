@@ -215,8 +215,8 @@ class NAFNetAdapter(ModelAdapter):
         return []
 
     def int8_excluded(self, req: ExportRequest) -> list[str]:
-        # the SCA pooling: means as MatMuls with constant 1/w, 1/h vectors (or AveragePools) are
-        # no weighted layer INT8 should quantize
+        # the SCA pooling: means as MatMuls with constant 1/w, 1/h vectors, AveragePools, or the
+        # TLC box mean's depthwise Convs of 1/K taps are no weighted layer INT8 should quantize
         return [r"/sca\.0/"]
 
 

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from deploy_kit.specs import TLCConfig
-from deploy_kit.tlc import (BoxMean, LocalAvgPoolEager, LocalAvgPoolStatic, WindowMerge, box_block,
+from deploy_kit.tlc import (BoxMean, LocalAvgPoolEager, LocalAvgPoolStatic, WindowMerge, box_cascade,
                             cut_windows, merge_windows_eager, pool_windows, window_starts)
 
 
@@ -50,48 +50,57 @@ def test_static_pool_equals_eager(size, k):
 def test_static_pool_windows_fit_tensorrt_limit():
     st = LocalAvgPoolStatic((96, 96), (180, 320))
     assert not st.is_global and st.pads == (47, 48, 47, 48)
-    assert st.rows is not None and not st.rows.block and st.cols is None  # banded rows, 1 x 96 pool
-    assert pool_windows(torch.nn.Sequential(st)) == [(1, 96)]
-    assert all(h * w < 100_000 for h, w in pool_windows(torch.nn.Sequential(st)))
+    assert (st.rows.form, st.rows.split, st.cols.form, st.cols.split) == ("cascade", (12, 8), "cascade", (12, 8))
+    assert pool_windows(torch.nn.Sequential(st)) == [(12, 1), (1, 12)]
+    small = LocalAvgPoolStatic((24, 24), (45, 80))  # no split pays at k = 24: banded rows, 1 x 24 pool
+    assert (small.rows.form, small.cols.form) == ("band", "pool") and pool_windows(small) == [(1, 24)]
 
 
 def test_nafnet_720p_sites_pick_the_measured_forms():
-    """NAFNet at 720 x 1280: block-wise where it measured faster (issue 12), band + pool elsewhere."""
+    """NAFNet at 720 x 1280: two-stage where it measured faster (issue 12), band + pool at k = 24."""
     forms = []
     for (h, w), k in [((720, 1280), 384), ((360, 640), 192), ((180, 320), 96), ((90, 160), 48), ((45, 80), 24)]:
         st = LocalAvgPoolStatic((k, k), (h, w))
-        forms.append((st.rows.block, st.cols.block if st.cols is not None else "pool"))
-    assert forms == [(24, 32), (24, "pool"), (0, "pool"), (0, "pool"), (0, "pool")]
+        forms.append(tuple(box.split or box.form for box in (st.rows, st.cols)))
+    assert forms == [((24, 16),) * 2, ((12, 16),) * 2, ((12, 8),) * 2, ((6, 8),) * 2, ("band", "pool")]
     st = LocalAvgPoolStatic((384, 384), (720, 1280))
-    # the block forms append b - 1 rows / columns repeating the last window: less padding left to add
-    assert st.pads == (191, 192 - 31, 191, 192 - 23) and pool_windows(torch.nn.Sequential(st)) == []
+    assert st.pads == (191, 192, 191, 192) and pool_windows(st) == [(24, 1), (1, 24)]
 
 
-def test_box_block_divides_and_fits_the_padding():
-    for n, k in [(720, 384), (1280, 384), (100, 4), (97, 13), (64, 64), (30, 2)]:
-        b, cost = box_block(n, k)
-        assert n % b == 0 and k % b == 0 and b - 1 <= k // 2 and cost == b + 2 * ((n - k) // b + 1)
-    assert box_block(720, 384) == (24, 54)
+def test_box_cascade_splits():
+    for k in range(4, 400):
+        split = box_cascade(k)
+        splits = [(k // d, d) for d in range(2, k // 2 + 1) if k % d == 0]
+        if not splits:
+            assert split is None, k  # prime
+            continue
+        b, taps = split
+        assert b * taps == k and b + taps == min(x + y for x, y in splits), k
+    # equal cost: the power-of-two tap count wins (its 1/K weight is exact in FP16)
+    assert box_cascade(384) == (24, 16) and box_cascade(96) == (12, 8) and box_cascade(24) == (6, 4)
+    assert box_cascade(3) is None
     with pytest.raises(ValueError, match="rows only"):
         BoxMean(720, 384, -1, "band")
+    with pytest.raises(ValueError, match="no two-stage split"):
+        BoxMean(40, 37, -2, "cascade")
 
 
-@pytest.mark.parametrize("axis,form", [(-2, "block"), (-1, "block"), (-2, "band"), (-2, "auto"), (-1, "auto")])
+@pytest.mark.parametrize("axis,form", [(-2, "band"), (-2, "pool"), (-1, "pool"), (-2, "cascade"), (-1, "cascade"),
+                                       (-2, "auto"), (-1, "auto")])
 def test_box_mean_forms_equal_the_definition(axis, form):
-    """Every (n, k) up to 40, in float64 (the constants are float32: 1/k to 3e-8 relative): the valid
-    box means, and the appended tail equal to the last one."""
+    """Every (n, k) up to 40, in float64 (the band constants are float32: 1/k to 3e-8 relative)."""
     gen = torch.Generator().manual_seed(0)
     for n in range(1, 41):
         for k in range(1, n + 1):
+            if form == "cascade" and box_cascade(k) is None:
+                continue
             bm = BoxMean(n, k, axis, form).double()
             shape = (2, 3, n, 5) if axis == -2 else (2, 3, 5, n)
             x = torch.randn(*shape, dtype=torch.float64, generator=gen)
             ref = x.unfold(axis % 4, k, 1).mean(-1)
             y = bm(x)
-            assert y.shape[axis] == bm.length >= n - k + 1, (n, k)
-            torch.testing.assert_close(y.narrow(axis, 0, n - k + 1), ref, atol=1e-6, rtol=0)
-            tail = y.narrow(axis, n - k, bm.length - (n - k))
-            torch.testing.assert_close(tail, ref.narrow(axis, n - k, 1).expand_as(tail), atol=1e-6, rtol=0)
+            assert y.shape[axis] == n - k + 1, (n, k)
+            torch.testing.assert_close(y, ref, atol=1e-6, rtol=0)
 
 
 def test_window_starts_official_layouts():
