@@ -220,7 +220,7 @@ class LocalAvgPoolStatic(nn.Module):
     @property
     def pads(self) -> tuple[int, int, int, int]:
         """Replicate padding of the valid map back to (h, w), F.pad order, as upstream."""
-        (h, w), (k1, k2) = self.size, (self.k1, self.k2)
+        k1, k2 = self.k1, self.k2
         return ((k2 - 1) // 2, k2 // 2, (k1 - 1) // 2, k1 // 2)
 
     def extra_repr(self) -> str:

@@ -157,7 +157,7 @@ class EngineRunner(Runner):
         self.session.close()
 
 
-def in_child_process(fn, *args):
+def in_child_process(fn, *args, lean: bool = True):
     """``fn(*args)`` in a fresh (spawned) process; returns its result (``fn`` must be importable).
 
     Used for ONNX Runtime runs next to a PyTorch process: the child imports numpy + onnxruntime
@@ -168,6 +168,9 @@ def in_child_process(fn, *args):
     it waits idle, resident, for the whole child run. The child serves large allocations with
     their own mappings (:func:`deploy_kit.memory.map_large_allocations`): the 720p Restormer
     FP16 parity child peaked at 9624 MiB without, 9122 MiB with (two samples, issue 12).
+    ``lean=False`` leaves the child's allocator as glibc sets it, for timing runs: a fresh mapping
+    per large allocation costs its page faults every time (PyTorch eager NAFNet-w32 at 256x256, 2
+    threads: 283 ms with glibc's default, 904 ms with every 1 MiB+ allocation mapped).
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -176,7 +179,7 @@ def in_child_process(fn, *args):
 
     release_memory()
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=map_large_allocations) as pool:
+                             initializer=map_large_allocations if lean else None) as pool:
         return pool.submit(fn, *args).result()
 
 

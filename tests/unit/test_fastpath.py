@@ -96,3 +96,41 @@ def test_peak_rss_counts_child_processes():
     if not mon.available:
         pytest.skip("no /proc here: PeakRss reports None")
     assert stage >= 300  # MiB: the child's buffer is in the tree's peak
+
+
+def _mapped_after_realloc() -> int:
+    """Bytes glibc holds in mmapped blocks after a 4 MiB malloc, its free, and a second 4 MiB malloc."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in
+                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                     "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    libc.mallinfo2.restype = MallInfo2
+    libc.free(libc.malloc(4 << 20))  # glibc's own rule: the threshold rises to the freed mapping's size
+    block = libc.malloc(4 << 20)
+    mapped = libc.mallinfo2().hblkhd
+    libc.free(block)
+    return mapped
+
+
+def test_child_allocator_lean_for_one_shot_runs_default_for_timing():
+    """in_child_process maps large allocations (memory.py) unless lean=False, which bench uses: a
+    mapping per allocation cost PyTorch eager NAFNet 256x256 3x its time (283 -> 904 ms)."""
+    import ctypes
+    import inspect
+
+    from deploy_kit import bench
+    from deploy_kit.runtime.runners import in_child_process
+
+    try:
+        ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        pytest.skip("not glibc >= 2.33: no mallinfo2")
+    assert in_child_process(_mapped_after_realloc) >= 4 << 20  # lean: the second block is mapped too
+    assert in_child_process(_mapped_after_realloc, lean=False) < 4 << 20  # glibc's rule: served from the heap
+    assert "lean=False" in inspect.getsource(bench._bench_row)
