@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -49,13 +50,20 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     if declared > 2 * size + (64 << 20):
         raise CheckpointError(f"{path} inflates to {declared / 2**30:.1f} GiB from {size / 2**20:.1f} MiB (torch.save "
                               "never compresses: a zip bomb or a repacked file); pass an official .pth file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise CheckpointError(
-            f"cannot read {path} as a PyTorch checkpoint ({first[:160]}); pass an official .pth file"
-        ) from exc
+    # a bad file can make torch warn before it raises (random bytes read as pickle protocol 133:
+    # "Detected pickle protocol ..."): the one error line below says it all, so its warnings are
+    # dropped; a good file's are passed on
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            raise CheckpointError(
+                f"cannot read {path} as a PyTorch checkpoint ({first[:160]}); pass an official .pth file"
+            ) from exc
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
     def is_state_dict(d: Any) -> bool:  # names (str) -> tensors
         return isinstance(d, Mapping) and bool(d) and all(isinstance(k, str) and isinstance(v, torch.Tensor)

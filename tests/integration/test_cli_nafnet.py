@@ -97,11 +97,14 @@ def test_bad_inputs_one_line_exit_2_no_artifacts(cli, tmp_path):
     out = tmp_path / "o"
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(os.urandom(2048))
+    protocol = tmp_path / "protocol.pth"  # read as pickle protocol 133: torch warns, then fails
+    protocol.write_bytes(b"\x80\x85" + os.urandom(2046))
     other = tmp_path / "other.pth"
     torch.save({"params": {"patch_embed.proj.weight": torch.zeros(8, 3, 3, 3)}}, other)
     cases = [
         (["--weights", tmp_path / "missing.pth"], "weights file not found"),
         (["--weights", garbage], "cannot read"),
+        (["--weights", protocol], "cannot read"),
         (["--weights", other], "not a NAFNet checkpoint"),
         (["--height", "0"], "must be positive"),
         (["--width", "-16"], "must be positive"),
