@@ -14,8 +14,9 @@ Rows, in order (a backend that cannot run here is a ``skipped`` row with the rea
   the run into a temporary folder).
 
 Every backend runs in its own spawned process (:func:`in_child_process`, with the allocator left
-as glibc sets it, as in a user's process), so its peak host memory is its own: the process's resident-set high-water mark is reset after the imports and
-read after the last run (``/proc/self/status`` VmHWM; ``getrusage`` elsewhere). Latency is the
+as glibc sets it, as in a user's process), so its peak host memory is its own: the process's
+resident-set high-water mark is reset after the imports and read after the last run
+(``/proc/self/status`` VmHWM; ``getrusage`` elsewhere). Latency is the
 wall time of :meth:`Runner.run` (numpy in, numpy out: host/device copies included for GPU rows)
 over ``runs`` calls after ``warmup`` untimed ones. CPU backends all get the same thread count.
 """
@@ -357,7 +358,7 @@ def _bench_row(progress, name: str, device: str, precision: str, child, *args) -
 
     progress(f"{name} ({device}, {precision}) ...")
     try:
-        got = in_child_process(child, *args, lean=False)  # timed as a user's process runs: glibc's allocator as is
+        got = in_child_process(child, *args, lean=False)  # glibc's allocator as is, as a user's process
     except Exception as exc:  # noqa: BLE001 - a crashed backend is reported as its row, the rest still run
         return Row(name, device, precision, reason=f"failed: {_short(exc)}")
     row = Row(name, device, precision, status="ok", **got)

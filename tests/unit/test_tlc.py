@@ -65,6 +65,7 @@ def test_nafnet_720p_sites_pick_the_measured_forms():
     assert forms == [((24, 16),) * 2, ((12, 16),) * 2, ((12, 8),) * 2, ((6, 8),) * 2, ("band", "pool")]
     st = LocalAvgPoolStatic((384, 384), (720, 1280))
     assert st.pads == (191, 192, 191, 192) and pool_windows(st) == [(24, 1), (1, 24)]
+    assert all(h * w < 100_000 for h, w in pool_windows(st))  # TensorRT's pooling window limit
 
 
 def test_box_cascade_splits():
