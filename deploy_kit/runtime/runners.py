@@ -41,6 +41,19 @@ class Runner:
         """One forward pass: float32 NCHW in, the outputs (float32) in ``output_names`` order."""
         raise NotImplementedError
 
+    def submit(self, x: np.ndarray) -> "Pending":
+        """Start a forward pass of ``x``; :meth:`Pending.wait` returns its outputs.
+
+        ``x`` may be reused by the caller as soon as ``submit`` returns. Runners that execute
+        asynchronously (the engine runner) return before the pass ends, so up to :attr:`slots`
+        passes can be in flight; the arrays ``wait`` returns stay valid until ``slots`` further
+        passes have been submitted. The default runs the pass now.
+        """
+        return Pending(self.run(x))
+
+    # passes that may be in flight at once (see submit)
+    slots = 1
+
     def run_many(self, inputs: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
         """:meth:`run` for each input (outputs per input)."""
         return [self.run(x) for x in inputs]
@@ -53,6 +66,17 @@ class Runner:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class Pending:
+    """A forward pass started by :meth:`Runner.submit`; synchronous runners hand back a done one."""
+
+    def __init__(self, outputs: list[np.ndarray]):
+        self._outputs = outputs
+
+    def wait(self) -> list[np.ndarray]:
+        """The outputs (float32, in ``output_names`` order), once the pass has finished."""
+        return self._outputs
 
 
 def ort_session(model, *, threads: int = 0, optimize: bool = True, arena: bool = True, providers: str = "cpu"):
