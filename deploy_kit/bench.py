@@ -532,7 +532,7 @@ def _child_ort(path: str, device: str, shape, runs: int, warmup: int, threads: i
 
 
 def _child_engine(plan: str, backend: str, shape, runs: int, warmup: int, threads: int) -> dict[str, Any]:
-    from .runtime.runners import EngineRunner
+    from .runtime.session import EngineRunner
 
     x = _input(shape)
     base = _reset_peak()

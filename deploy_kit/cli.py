@@ -363,7 +363,8 @@ def _open_for_run(target, backend):
         return runner, b.manifest, note
     if target.endswith(".plan"):
         from .manifest import read_manifest
-        from .runtime.runners import EngineRunner, engine_backends
+        from .runtime.runners import engine_backends
+        from .runtime.session import EngineRunner
 
         manifest = read_manifest(target + ".json")
         name = manifest["backend"]["name"]

@@ -393,7 +393,7 @@ def stage_engine(run: Run) -> None:
     ok, why = eng.can_run()
     if ok:
         def check() -> str:
-            from .runtime.runners import EngineRunner
+            from .runtime.session import EngineRunner
 
             with EngineRunner(run.plan, eng.name) as runner:
                 outs = runner.run_many(run.inputs)

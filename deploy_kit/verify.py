@@ -133,7 +133,7 @@ def verify_artifact(path: str, samples: int = 2):
     names, kind = adapter.output_names(req), adapter.output_kind(req)
     if path.endswith(".plan"):
         from .engine import get_backend
-        from .runtime.runners import EngineRunner
+        from .runtime.session import EngineRunner
 
         eng = get_backend(meta["backend"]["name"])
         ok, why = eng.can_run()
@@ -160,7 +160,8 @@ def bundle_runner(bundle, backend: str = "auto"):
         UsageError: the asked backend cannot run here (the reason is in the message).
     """
     from .manifest import read_manifest
-    from .runtime.runners import EngineRunner, OrtRunner, engine_backends
+    from .runtime.runners import OrtRunner, engine_backends
+    from .runtime.session import EngineRunner
 
     if backend not in VERIFY_BACKENDS:
         raise UsageError(f"unknown backend '{backend}'; choose one of: {', '.join(VERIFY_BACKENDS)}")

@@ -8,8 +8,8 @@ model (no torch, onnx or click).
 """
 
 from .imageio import postprocess, preprocess, read_image, write_image
-from .runners import EngineRunner, OrtRunner, Runner, engine_backends, open_runner
-from .session import EngineSession
+from .runners import OrtRunner, Runner, engine_backends, open_runner
+from .session import EngineRunner, EngineSession
 from .tiling import DEFAULT_OVERLAP, tile_run
 
 __all__ = ["EngineSession", "Runner", "OrtRunner", "EngineRunner", "open_runner", "engine_backends", "tile_run",

@@ -5,7 +5,7 @@ through a :class:`Runner`:
 
 * :class:`OrtRunner` — ONNX Runtime (CPU; the CUDA execution provider when installed and asked
   for). This module is the only place in deploy-kit that builds an ``InferenceSession``.
-* :class:`EngineRunner` — a TensorRT / TensorRT-RTX plan (needs a CUDA GPU).
+* :class:`deploy_kit.runtime.session.EngineRunner` — a TensorRT / TensorRT-RTX plan (needs a CUDA GPU).
 * ``deploy_kit.reference.TorchRunner`` — the PyTorch FP32 reference (build machine only; it
   lives outside the runtime because the runtime never imports torch).
 
@@ -156,31 +156,6 @@ class OrtRunner(Runner):
         self.session = None
 
 
-class EngineRunner(Runner):
-    """A TensorRT / TensorRT-RTX plan through :class:`deploy_kit.runtime.session.EngineSession`.
-
-    Args:
-        plan: the ``.plan`` file.
-        backend: ``tensorrt`` or ``tensorrt-rtx`` (the runtime that deserializes it).
-    """
-
-    def __init__(self, plan: str, backend: str):
-        from .session import EngineSession
-
-        self.name = backend
-        self.session = EngineSession(plan, backend)
-        self.input_name = self.session.inputs[0]
-        self.input_shape = self.session.buffers[self.input_name][1]
-        self.output_names = list(self.session.outputs)
-
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
-        out = self.session.run({self.input_name: x})
-        return [np.asarray(out[n], dtype=np.float32) for n in self.output_names]
-
-    def close(self) -> None:
-        self.session.close()
-
-
 def in_child_process(fn, *args, lean: bool = True):
     """``fn(*args)`` in a fresh (spawned) process; returns its result (``fn`` must be importable).
 
@@ -257,4 +232,6 @@ def open_runner(path: str, backend: str = "auto") -> Runner:
 
         side = path + ".json"
         backend = read_manifest(side)["backend"]["name"] if os.path.exists(side) else "tensorrt"
+    from .session import EngineRunner
+
     return EngineRunner(path, backend)

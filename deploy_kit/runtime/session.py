@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from . import cuda
+from .runners import Runner
 
 _DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64, "INT8": np.int8, "BOOL": np.bool_}
 
@@ -74,3 +75,26 @@ class EngineSession:
         for buf, _, _ in self.buffers.values():
             buf.close()
         self.stream.close()
+
+
+class EngineRunner(Runner):
+    """A TensorRT / TensorRT-RTX plan through :class:`deploy_kit.runtime.session.EngineSession`.
+
+    Args:
+        plan: the ``.plan`` file.
+        backend: ``tensorrt`` or ``tensorrt-rtx`` (the runtime that deserializes it).
+    """
+
+    def __init__(self, plan: str, backend: str):
+        self.name = backend
+        self.session = EngineSession(plan, backend)
+        self.input_name = self.session.inputs[0]
+        self.input_shape = self.session.buffers[self.input_name][1]
+        self.output_names = list(self.session.outputs)
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        out = self.session.run({self.input_name: x})
+        return [np.asarray(out[n], dtype=np.float32) for n in self.output_names]
+
+    def close(self) -> None:
+        self.session.close()
