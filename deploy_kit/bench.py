@@ -9,8 +9,8 @@ Rows, in order (a backend that cannot run here is a ``skipped`` row with the rea
 * ``pytorch-cuda``, ``pytorch-cuda-fp16``, ``pytorch-cuda-fp16-cl`` (channels_last),
   ``pytorch-cuda-fp16-compile`` (``torch.compile``) — when ``torch.cuda.is_available()``;
 * ``onnxruntime`` (CPU) and ``onnxruntime-cuda`` (its CUDA execution provider) on the exported graph;
-* ``tensorrt-rtx`` / ``tensorrt`` — the engine through :class:`EngineRunner` when
-  :func:`engine_backends` says it can run here (a plan the target carries, else one built for
+* ``tensorrt-rtx`` / ``tensorrt`` — the engine backends of the registry (:mod:`deploy_kit.backends`)
+  when their ``can_run`` says it can run here (a plan the target carries, else one built for
   the run into a temporary folder).
 
 Every backend runs in its own spawned process (:func:`in_child_process`, with the allocator left
@@ -41,7 +41,6 @@ TORCH_CUDA_MODES = (  # (row, dtype, channels_last, compile)
     ("pytorch-cuda-fp16-cl", "float16", True, False),
     ("pytorch-cuda-fp16-compile", "float16", False, True),
 )
-ENGINE_BACKENDS = ("tensorrt-rtx", "tensorrt")
 FEW_RUNS = 20  # fewer timed runs than this make the p90 a rough figure (the run says so)
 
 
@@ -238,7 +237,7 @@ def run_bench(target: BenchTarget, *, out_dir: str, runs: int = 20, warmup: int 
         runs / warmup: timed and untimed :meth:`Runner.run` calls per backend.
         threads: intra-op threads of every CPU backend (torch and ONNX Runtime); default os.cpu_count().
     """
-    from .runtime.runners import engine_backends
+    from . import backends
 
     threads = threads or os.cpu_count() or 1
     notes: list[str] = []
@@ -251,7 +250,7 @@ def run_bench(target: BenchTarget, *, out_dir: str, runs: int = 20, warmup: int 
     try:
         if target.kind == "model":
             _export_for_bench(target, work, notes, progress)
-        usable = engine_backends()
+        usable = backends.status()
         shape = tuple(target.input_shape)
         rows: list[Row] = []
         if target.kind == "model":
@@ -266,8 +265,8 @@ def run_bench(target: BenchTarget, *, out_dir: str, runs: int = 20, warmup: int 
                     continue
                 rows.append(_bench_row(progress, name, "cuda", prec, _child_torch, target.req, target.torch_module,
                                        "cuda", dtype, cl, comp, shape, runs, warmup, threads))
-        ort_ok, ort_why = usable.get("onnxruntime", (False, "onnxruntime is not installed"))
-        for name, device in (("onnxruntime", "cpu"), ("onnxruntime-cuda", "cuda")):
+        ort_ok, ort_why = usable[backends.ONNXRUNTIME]
+        for name, device in ((backends.ONNXRUNTIME, "cpu"), (f"{backends.ONNXRUNTIME}-cuda", "cuda")):
             if not ort_ok:
                 rows.append(Row(name, device, target.precision, reason=ort_why))
             elif target.onnx is None:
@@ -278,8 +277,8 @@ def run_bench(target: BenchTarget, *, out_dir: str, runs: int = 20, warmup: int 
             else:
                 rows.append(_bench_row(progress, name, device, target.precision, _child_ort, target.onnx, device,
                                        shape, runs, warmup, threads))
-        for backend in ENGINE_BACKENDS:
-            rows.append(_engine_row(target, backend, usable.get(backend, (False, "unknown backend")), work, shape,
+        for backend in backends.names(engines=True):
+            rows.append(_engine_row(target, backend, usable[backend], work, shape,
                                     runs, warmup, threads, progress))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -532,11 +531,11 @@ def _child_ort(path: str, device: str, shape, runs: int, warmup: int, threads: i
 
 
 def _child_engine(plan: str, backend: str, shape, runs: int, warmup: int, threads: int) -> dict[str, Any]:
-    from .runtime.session import EngineRunner
+    from . import backends
 
     x = _input(shape)
     base = _reset_peak()
-    runner = EngineRunner(plan, backend)
+    runner = backends.get(backend).open_runner(plan)
     try:
         times = _time(runner, x, runs, warmup)
         figures = _figures(times, shape, base)

@@ -112,6 +112,10 @@ class Bundle:
         found = [os.path.join(self.path, f) for f in os.listdir(self.path) if f.endswith(".plan")]
         return sorted(found, key=os.path.getmtime, reverse=True)
 
+    def engines(self) -> list[tuple[str, str]]:
+        """(plan path, backend name from its manifest) for each built engine that has one, newest first."""
+        return [(p, read_manifest(p + ".json")["backend"]["name"]) for p in self.plans() if os.path.isfile(p + ".json")]
+
 
 def is_bundle(path: str) -> bool:
     """A bundle directory, or its manifest.json."""

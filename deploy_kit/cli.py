@@ -12,7 +12,7 @@ import time
 
 import click
 
-from . import __version__
+from . import __version__, backends
 from .errors import DeployKitError, UsageError
 
 DEFAULT_OUT = "deploy-kit-out"
@@ -96,7 +96,7 @@ def list_models(show_all: bool) -> None:
 @click.option("--int8-remainder", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True, help="Precision of the non-quantized remainder of an INT8 graph.")
 @click.option("--degradation", help="How parity, calibration and quality images are degraded before they enter the model, as in deployment: 'noise:25', 'blur:9', 'blur:9+noise:5', or 'none' for clean photos (default: the variant's task, see list-models).")
 @click.option("--head", type=click.Choice(["cls", "features"]), help="PVT output: class logits or the four stage feature maps (default cls).")
-@click.option("--backend", type=click.Choice(["auto", "tensorrt-rtx", "tensorrt", "none"]), default="auto", show_default=True, help="Engine backend; auto = tensorrt-rtx if installed, else tensorrt, else none.")
+@click.option("--backend", type=click.Choice([backends.AUTO, *backends.names(engines=True), "none"]), default="auto", show_default=True, help="Engine backend; auto = tensorrt-rtx if installed (it builds without a GPU), else tensorrt, else none.")
 @click.option("--compute-capability", "compute_capabilities", multiple=True, help="TensorRT-RTX target (sm75, sm80, sm86, sm89, sm120); repeatable.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="TensorRT timing cache file (tensorrt backend; RTX uses a runtime cache instead).")
 @click.option("--stop-after", type=click.Choice(["onnx", "simplified", "precision", "engine"]), help="Stop the chain after this stage.")
@@ -140,18 +140,14 @@ def export(model, variant, weights, height, width, tlc, train_size, fp16, int8, 
 
 
 def _resolve_backend(name: str) -> str | None:
-    from ._deps import available
-
     if name == "none":
         return None
     if name != "auto":
         return name
-    if available("tensorrt_rtx"):
-        return "tensorrt-rtx"
-    if available("tensorrt"):
-        return "tensorrt"
-    click.echo("note: no engine backend installed (pip install 'deploy-kit[rtx]'); stopping before the engine", err=True)
-    return None
+    chosen = backends.default_builder()
+    if chosen is None:
+        click.echo("note: no engine backend installed (pip install 'deploy-kit[rtx]'); stopping before the engine", err=True)
+    return chosen.name if chosen else None
 
 
 def _run_and_summarise(req, out_dir, backend, stop_after, samples, int8, build_options, bundle=False) -> None:
@@ -195,7 +191,7 @@ def _run_and_summarise(req, out_dir, backend, stop_after, samples, int8, build_o
 
 @cli.command()
 @click.argument("target", type=click.Path())
-@click.option("--backend", type=click.Choice(["auto", "tensorrt", "tensorrt-rtx"]), default="auto", show_default=True, help="tensorrt on the device (JetPack, desktop); tensorrt-rtx builds ahead of time, even without a GPU; auto = tensorrt if installed, else tensorrt-rtx.")
+@click.option("--backend", type=click.Choice([backends.AUTO, *backends.names(engines=True)]), default="auto", show_default=True, help="tensorrt on the device (JetPack, desktop); tensorrt-rtx builds ahead of time, even without a GPU; auto = tensorrt if installed, else tensorrt-rtx.")
 @click.option("--dla-core", type=int, help="Jetson DLA core (tensorrt backend): layers DLA cannot run fall back to the GPU; the run lists which.")
 @click.option("--compute-capability", "compute_capabilities", multiple=True, help="TensorRT-RTX target; repeatable.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="TensorRT timing cache file (read if present, written after the build).")
@@ -206,14 +202,16 @@ def build(target, backend, dla_core, compute_capabilities, timing_cache, out_pat
     The engine is written with a .json manifest beside it. Needs no torch: on a Jetson the core
     install plus JetPack's TensorRT is enough. Same builder as 'export'.
     """
-    from ._deps import available
     from .engine import build_engine
 
     if not os.path.exists(target):
         raise UsageError(f"not found: {target}")
     if backend == "auto":
-        backend = "tensorrt" if available("tensorrt") else "tensorrt-rtx"
-    if dla_core is not None and backend != "tensorrt":
+        chosen = backends.default_builder(prefer_device=True)
+        if chosen is None:
+            raise UsageError("no engine backend is installed: pip install 'deploy-kit[tensorrt]' (or [rtx]); JetPack brings TensorRT")
+        backend = chosen.name
+    if dla_core is not None and backend != backends.TENSORRT:
         raise UsageError("--dla-core needs --backend tensorrt (DLA exists on Jetson TensorRT only)")
     if dla_core is not None and dla_core < 0:
         raise UsageError(f"--dla-core must be 0 or 1; got {dla_core}")
@@ -232,7 +230,7 @@ def build(target, backend, dla_core, compute_capabilities, timing_cache, out_pat
 
 @cli.command()
 @click.argument("artifact", type=click.Path())
-@click.option("--backend", type=click.Choice(["auto", "tensorrt", "tensorrt-rtx", "onnxruntime"]), default="auto", show_default=True, help="Bundles: what runs the reference inputs; auto = a built engine whose runtime works here, else ONNX Runtime.")
+@click.option("--backend", type=click.Choice(backends.choices()), default="auto", show_default=True, help="Bundles: what runs the reference inputs; auto = a built engine whose runtime works here, else ONNX Runtime.")
 @click.option("--samples", type=int, default=2, show_default=True, help="ONNX/plan artifacts: sample images (bundles carry their own).")
 def verify(artifact, backend, samples) -> None:
     """Parity of ARTIFACT against the PyTorch FP32 reference: exit 0 pass, 1 fail, 2 bad input.
@@ -296,7 +294,7 @@ def bundle(artifact, out_dir, samples) -> None:
 @click.argument("target", type=click.Path())
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder (file names and formats kept).")
-@click.option("--backend", type=click.Choice(["auto", "tensorrt", "tensorrt-rtx", "onnxruntime"]), default="auto", show_default=True, help="Bundles: a built engine whose runtime works here, else ONNX Runtime.")
+@click.option("--backend", type=click.Choice(backends.choices()), default="auto", show_default=True, help="Bundles: a built engine whose runtime works here, else ONNX Runtime.")
 @click.option("--overlap", type=int, help="Tile overlap in pixels (default: the runtime's measured default, at most a quarter of the engine size).")
 def run(target, inputs, out_dir, backend, overlap) -> None:
     """Restore image files of any size with TARGET (a bundle, or a .plan with its manifest).
@@ -309,7 +307,10 @@ def run(target, inputs, out_dir, backend, overlap) -> None:
     from .runtime.restore import collect_images, restore_file, tiles_for
     from .runtime.tiling import GLOBAL_CONTEXT_NOTE, tiling_defaults
 
-    runner, manifest, note = _open_for_run(target, backend)  # a bad or tampered target is reported first
+    from .runtime.target import open_target
+
+    opened = open_target(target, backend)  # a bad or tampered target is reported first
+    runner, manifest, note = opened.runner, opened.manifest, opened.note
     try:
         try:
             files = collect_images(inputs)
@@ -348,56 +349,38 @@ def run(target, inputs, out_dir, backend, overlap) -> None:
         runner.close()
 
 
-def _open_for_run(target, backend):
-    """(runner, manifest, note) for a bundle or a plan."""
-    from .bundle import is_bundle
-
-    if not os.path.exists(target):
-        raise UsageError(f"not found: {target}")
-    if is_bundle(target):
-        from .bundle import open_bundle
-        from .verify import bundle_runner
-
-        b = open_bundle(target)
-        runner, note = bundle_runner(b, backend)
-        return runner, b.manifest, note
-    if target.endswith(".plan"):
-        from .manifest import read_manifest
-        from .runtime.runners import engine_backends
-        from .runtime.session import EngineRunner
-
-        manifest = read_manifest(target + ".json")
-        name = manifest["backend"]["name"]
-        ok, why = engine_backends().get(name, (False, f"unknown backend {name}"))
-        if not ok:
-            raise UsageError(f"cannot run {target} here: {why}; run a bundle instead to fall back to ONNX Runtime")
-        return EngineRunner(target, name), manifest, f"{name} engine"
-    raise UsageError(f"{target}: run takes a bundle folder or a .plan with its .json manifest")
-
-
 @cli.command()
 def env() -> None:
     """Versions of the packages deploy-kit uses, and which backends can run here (and why not)."""
     import importlib.metadata as md
 
-    from .runtime.runners import engine_backends
-
     click.echo(f"deploy-kit {__version__}, Python {sys.version.split()[0]}")
-    for dist in ("torch", "onnx", "onnxruntime", "onnxsim", "onnxslim", "onnxconverter-common",
-                 "tensorrt-rtx-cu13", "tensorrt", "tensorrt-cu13", "polygraphy", "click", "numpy", "pillow"):
+    for dist in ("torch", "onnx", "onnxsim", "onnxslim", "onnxconverter-common", "polygraphy", "click", "numpy", "pillow"):
         try:
             click.echo(f"  {dist:<22} {md.version(dist)}")
         except md.PackageNotFoundError:
             click.echo(f"  {dist:<22} not installed")
+    for b in backends.REGISTRY.values():  # the backend packages: the first distribution found, else the usual one
+        found = [(d, md.version(d)) for d in b.distributions if _installed(md, d)]
+        dist, version = found[0] if found else (b.distributions[0], "not installed")
+        click.echo(f"  {dist:<22} {version}")
     click.echo("backends that can run a model here:")
-    for name, (ok, why) in engine_backends().items():
+    for name, (ok, why) in backends.status().items():
         click.echo(f"  {name:<22} {'yes' if ok else 'no'}{' - ' + why if why else ''}")
     from ._deps import available
 
-    build = [n for n, m in (("tensorrt-rtx", "tensorrt_rtx"), ("tensorrt", "tensorrt")) if available(m)]
-    click.echo(f"engine builds here: {', '.join(build) if build else 'none'}"
-               + (" (tensorrt-rtx builds ahead of time without a GPU)" if "tensorrt-rtx" in build else ""))
+    build = [b for b in backends.builders() if b.can_build()[0]]
+    click.echo(f"engine builds here: {', '.join(b.name for b in build) if build else 'none'}"
+               + "".join(f" ({b.name} builds ahead of time without a GPU)" for b in build if b.builds_without_gpu))
     click.echo(f"export (torch) installed: {'yes' if available('torch') else 'no - pip install deploy-kit[export]'}")
+
+
+def _installed(md, dist: str) -> bool:
+    try:
+        md.version(dist)
+    except md.PackageNotFoundError:
+        return False
+    return True
 
 
 @cli.command("seam-check")

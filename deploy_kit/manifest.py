@@ -31,6 +31,9 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "model": ((str,), True),
     "variant": ((str,), True),
     "input_shape": ((list,), True),
+    # the static batch N of input_shape, stated on its own for readers that tile N images per
+    # pass; optional, so manifests written before it existed read as batch 1 (input_batch)
+    "batch": ((int,), False),
     "precision": ((str,), True),
     "input_names": ((list,), True),
     "output_names": ((list,), True),
@@ -129,6 +132,8 @@ def validate(data: Any, where: str) -> dict[str, Any]:
     shape = data["input_shape"]
     if len(shape) != 4 or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d < 1 << 20 for d in shape):
         raise ManifestError(f"{where}: input_shape must be four positive integers (N, C, H, W); got {str(shape)[:60]}")
+    if "batch" in data and data["batch"] != shape[0]:
+        raise ManifestError(f"{where}: batch {str(data['batch'])[:20]} differs from input_shape {shape}; re-export it")
     if data["precision"] not in PRECISIONS:
         raise ManifestError(f"{where}: unknown precision {str(data['precision'])[:20]!r}")
     if data["output_kind"] not in OUTPUT_KINDS:
@@ -144,6 +149,22 @@ def validate(data: Any, where: str) -> dict[str, Any]:
     if backend is not None and not isinstance(backend.get("name"), str):
         raise ManifestError(f"{where}: backend has no name")
     return data
+
+
+def input_batch(manifest: Mapping[str, Any]) -> int:
+    """The static batch N of a manifest's graph: images per forward pass.
+
+    Args:
+        manifest: a validated manifest (or ONNX metadata) dict.
+
+    Returns:
+        ``batch`` where recorded; else the first dimension of ``input_shape`` (1 in every
+        manifest written before ``batch`` existed); else 1.
+    """
+    if "batch" in manifest:
+        return int(manifest["batch"])
+    shape = manifest.get("input_shape")
+    return int(shape[0]) if isinstance(shape, list) and shape else 1
 
 
 def read_manifest(path: str) -> dict[str, Any]:

@@ -31,6 +31,24 @@ class OutputMetrics:
 
 
 @dataclass
+class ElementMetrics:
+    """One batch element of one stored input against its own reference output.
+
+    Attributes:
+        input: index of the stored input (a batch of N samples).
+        element: position in that batch (0 .. N-1).
+        sample: which sample image fills this element (index into ``ParityReport.samples``), or
+            None where the caller did not say (e.g. a bundle's stored inputs).
+        outputs: the metrics of every output of this element alone.
+    """
+
+    input: int
+    element: int
+    sample: int | None
+    outputs: list[OutputMetrics] = field(default_factory=list)
+
+
+@dataclass
 class Gate:
     what: str
     value: float
@@ -63,6 +81,8 @@ class Check:
     outputs: list[OutputMetrics] = field(default_factory=list)
     gates: list[Gate] = field(default_factory=list)
     heatmap: str | None = None
+    # the same metrics per batch element (the gates apply to ``outputs``, over every element)
+    elements: list[ElementMetrics] = field(default_factory=list)
 
 
 @dataclass
@@ -72,8 +92,9 @@ class ParityReport:
     input_shape: list[int]
     tlc: dict | None
     reference: str
-    inputs: list[str]
+    inputs: list[str]  # one label per stored input (a batch of input_shape[0] samples)
     checks: list[Check] = field(default_factory=list)
+    samples: list[str] = field(default_factory=list)  # sample labels, indexed by ElementMetrics.sample
 
     def failures(self) -> list[str]:
         out = []
@@ -129,6 +150,17 @@ class ParityReport:
         for c in self.checks:
             for g in c.gates:
                 lines.append(f"- {c.backend} {c.precision}: {g.text()}")
+        if any(len(c.elements) > 1 for c in self.checks):
+            lines += ["", "Per batch element (input/element: the sample image in it):", "",
+                      "| backend | precision | input/element | sample | output | max abs | mean abs | PSNR dB | cosine |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for c in self.checks:
+                for e in c.elements:
+                    label = self.samples[e.sample] if e.sample is not None and e.sample < len(self.samples) else "-"
+                    for m in e.outputs:
+                        psnr = m.psnr if m.psnr is not None else m.psnr_norm
+                        lines.append(f"| {c.backend} | {c.precision} | {e.input}/{e.element} | {label} | {m.name} | "
+                                     f"{_fmt(m.max_abs)} | {_fmt(m.mean_abs)} | {_fmt(psnr, 2)} | {_fmt(m.cosine, 6)} |")
         return "\n".join(lines) + "\n"
 
 
@@ -172,21 +204,33 @@ def evaluate(
     cands: Sequence[Sequence[np.ndarray]],
     kind: str,
     tol: Tolerance,
+    members: Sequence[Sequence[int]] | None = None,
 ) -> Check:
     """Compare every output of every input and apply the spec's gates for ``precision``.
 
     Args:
-        refs, cands: per input, the list of outputs (same order as ``names``).
+        refs, cands: per input, the list of outputs (same order as ``names``); each output's
+            first axis is the batch, and every element is compared with its own reference.
         kind: ``image`` | ``features`` | ``logits``.
+        members: per input, the sample index of each batch element (:func:`batch_members`),
+            recorded in the per-element metrics; None when unknown.
 
     Returns:
-        A Check whose status is ``pass`` or ``fail``; all gates are listed either way.
+        A Check whose status is ``pass`` or ``fail``; all gates are listed either way. Its
+        ``outputs`` hold the metrics over every element of every input (what the gates judge),
+        ``elements`` the same metrics per batch element.
     """
     outs: list[OutputMetrics] = []
     for j, name in enumerate(names):
         ref = np.concatenate([r[j] for r in refs], axis=0)
         cand = np.concatenate([c[j] for c in cands], axis=0)
         outs.append(metrics(name, ref, cand, kind))
+    elements: list[ElementMetrics] = []
+    for i, (r, c) in enumerate(zip(refs, cands)):
+        for b in range(int(np.shape(r[0])[0])):
+            sample = int(members[i][b]) if members is not None else None
+            elements.append(ElementMetrics(i, b, sample, [metrics(name, r[j][b : b + 1], c[j][b : b + 1], kind)
+                                                          for j, name in enumerate(names)]))
     gates: list[Gate] = []
     for m in outs:
         if m.nonfinite:
@@ -205,27 +249,113 @@ def evaluate(
         if m.top1_agreement is not None:
             gates.append(Gate.at_least(f"{m.name} top-1 agreement", m.top1_agreement, 1.0))
     status = "pass" if all(g.ok for g in gates) else "fail"
-    return Check(backend, precision, artifact, status, outputs=outs, gates=gates)
+    return Check(backend, precision, artifact, status, outputs=outs, gates=gates, elements=elements)
 
 
 def skipped(backend: str, precision: str, artifact: str, reason: str) -> Check:
     return Check(backend, precision, artifact, "skipped", reason=reason)
 
 
+# ---------------------------------------------------------------------------------------
+# batches: a graph of static batch N takes N samples per pass
+# ---------------------------------------------------------------------------------------
+def batch_members(count: int, batch: int) -> list[list[int]]:
+    """Which of ``count`` samples fill each batch of ``batch``: in order, N per batch, the last
+    batch (the only one, when count < N) filled up by cycling from sample 0.
+
+    Args:
+        count: number of samples (>= 1).
+        batch: the graph's batch N (>= 1).
+
+    Returns:
+        One list of N sample indices per batch, ceil(count / N) batches; e.g. 3 samples at N = 2:
+        ``[[0, 1], [2, 0]]``, 2 samples at N = 4: ``[[0, 1, 0, 1]]``.
+
+    Raises:
+        ValueError: count or batch below 1.
+    """
+    if count < 1 or batch < 1:
+        raise ValueError(f"batch_members needs count and batch >= 1; got {count}, {batch}")
+    return [[(i * batch + b) % count for b in range(batch)] for i in range(-(-count // batch))]
+
+
+def stack_batches(samples: Sequence[np.ndarray], members: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    """Stack single samples (1, ...) into the batches ``members`` names (:func:`batch_members`)."""
+    return [np.concatenate([samples[i] for i in m], axis=0) for m in members]
+
+
+def stack_outputs(outputs: Sequence[Sequence[np.ndarray]], members: Sequence[Sequence[int]]) -> list[list[np.ndarray]]:
+    """Per-sample outputs (each output's batch axis 1) stacked as :func:`stack_batches` stacks the
+    inputs: each batch element keeps its own sample's output."""
+    return [[np.concatenate([outputs[i][j] for i in m], axis=0) for j in range(len(outputs[m[0]]))] for m in members]
+
+
+def unstack_outputs(outputs: Sequence[Sequence[np.ndarray]], members: Sequence[Sequence[int]],
+                    count: int) -> list[list[np.ndarray]]:
+    """The inverse of :func:`stack_outputs`: per-sample outputs from batched ones (the first
+    element that holds each sample; the fill-up repeats are dropped)."""
+    found: dict[int, list[np.ndarray]] = {}
+    for outs, m in zip(outputs, members):
+        for b, i in enumerate(m):
+            found.setdefault(i, [o[b : b + 1] for o in outs])
+    return [found[i] for i in range(count)]
+
+
+def run_samples(runner, samples: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
+    """Outputs per sample of a runner whose input may take a batch of N > 1.
+
+    Args:
+        runner: a :class:`deploy_kit.runtime.runners.Runner` (``input_shape`` says its batch).
+        samples: inputs of the runner's full shape, or single samples (1, C, H, W) for a batched
+            runner: these are packed N at a time (:func:`batch_members`) and the outputs split
+            back, so callers that hold single images (the INT8 quality pairs) need not know N.
+
+    Returns:
+        Per input given, the list of outputs.
+    """
+    shape = getattr(runner, "input_shape", None)
+    batch = int(shape[0]) if shape and int(shape[0]) > 1 else 1
+    if batch == 1 or not samples or int(samples[0].shape[0]) == batch:
+        return runner.run_many(samples)
+    members = batch_members(len(samples), batch)
+    return unstack_outputs(runner.run_many(stack_batches(samples, members)), members, len(samples))
+
+
+def graph_batch(path: str) -> int:
+    """The static batch (first input dimension) of an ONNX graph; 1 when it is not a fixed number."""
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+    graph_input = next(i for i in model.graph.input if i.name not in inits)
+    dim = graph_input.type.tensor_type.shape.dim[0]
+    return int(dim.dim_value) if dim.HasField("dim_value") and dim.dim_value > 0 else 1
+
+
 def run_onnxruntime(path: str, inputs: Sequence[np.ndarray], input_name: str = "input", threads: int = 0,
-                    isolated: bool = False) -> list[list[np.ndarray]]:
+                    isolated: bool = False, batch: int | None = None) -> list[list[np.ndarray]]:
     """ONNX Runtime (CPU) outputs of ``path`` per input, through the runner interface.
 
     Args:
+        inputs: arrays of the graph's input shape (N, C, H, W); or single samples (1, C, H, W) for
+            a graph of batch N > 1, which are packed N at a time and answered per sample
+            (:func:`run_samples`): ``verify`` of a batched ONNX rebuilds single sample images.
         isolated: compute in a fresh process (:func:`deploy_kit.runtime.runners.run_isolated`),
             so ONNX Runtime's peak memory does not stack on what PyTorch holds in this one.
+        batch: the graph's batch N when the caller knows it; None reads it from the graph when
+            the inputs are single samples.
     """
     from .runtime.runners import OrtRunner, run_isolated
 
     if isolated:
-        return run_isolated(path, inputs, threads)
+        single = bool(inputs) and int(inputs[0].shape[0]) == 1
+        n = (batch if batch is not None else graph_batch(path)) if single else 1
+        if n == 1:
+            return run_isolated(path, inputs, threads)
+        members = batch_members(len(inputs), n)
+        return unstack_outputs(run_isolated(path, stack_batches(inputs, members), threads), members, len(inputs))
     with OrtRunner(path, threads=threads, arena=False, input_name=input_name) as runner:
-        return runner.run_many(inputs)
+        return run_samples(runner, inputs)
 
 
 def write_heatmap(path: str, ref: np.ndarray, cand: np.ndarray) -> str:

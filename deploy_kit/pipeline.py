@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from . import __version__
+from . import __version__, backends
 from .errors import UsageError
 from .manifest import file_sha256
 from .request import validate_request
-from .reference import input_labels
+from .reference import batch_labels, input_labels
 from .specs import ExportRequest
 
 STOP_POINTS = ("onnx", "simplified", "precision", "engine")
@@ -77,8 +77,10 @@ class Run:
     spec: Any = None  # the registry's ModelSpec (tolerances)
     loaded: Any = None
     stem: str = ""
-    inputs: list = field(default_factory=list)
-    refs: list = field(default_factory=list)
+    inputs: list = field(default_factory=list)  # (N, C, H, W) batches of the sample images
+    refs: list = field(default_factory=list)  # per batch, the outputs: each element its own sample's
+    members: list = field(default_factory=list)  # per batch, the sample index of each element
+    samples_in: list = field(default_factory=list)  # the sample images themselves, (1, C, H, W)
     metadata: dict = field(default_factory=dict)
     report: Any = None
     fp32_path: str = ""
@@ -123,7 +125,7 @@ def run_export(
     req: ExportRequest,
     *,
     out_dir: str,
-    backend: str | None = "tensorrt-rtx",
+    backend: str | None = backends.TENSORRT_RTX,
     stop_after: str | None = None,
     samples: int = 2,
     int8: Int8Settings | None = None,
@@ -152,7 +154,6 @@ def run_export(
         DeployKitError subclasses for user errors; a failed parity gate is *not* raised here —
         the caller decides (the CLI exits 1 when ``result.report.passed()`` is False).
     """
-    from .engine import get_backend
     from .memory import PeakRss, map_large_allocations
     from .models import get_adapter, get_spec
 
@@ -160,7 +161,7 @@ def run_export(
     map_large_allocations()  # freed full-resolution activations go back to the OS (memory.py)
     if stop_after is not None and stop_after not in STOP_POINTS:
         raise UsageError(f"--stop-after must be one of {', '.join(STOP_POINTS)}")
-    engine_backend = get_backend(backend) if backend else None
+    engine_backend = backends.get(backend) if backend else None
     if engine_backend is not None:
         engine_backend.trt()  # fail early, before minutes of work, when the backend is missing
     adapter = get_adapter(req.model)
@@ -213,18 +214,25 @@ def stage_reference(run: Run) -> None:
 
     def go() -> str:
         req, adapter = run.req, run.adapter
-        run.inputs = adapter.sample_inputs(req, count=run.samples)
+        run.samples_in = adapter.sample_inputs(req, count=run.samples)
         runner = reference_runner(adapter, run.loaded.model, req)
+        # one image per reference pass: each batch element's reference is the model on its image
+        # alone, the same numbers a batch-1 export compares with
         with record_ranges(runner.module) as ranges:  # what the range-safe FP16 rewrites must hold
-            run.refs = runner.run_many(run.inputs)
+            sample_refs = runner.run_many(run.samples_in)
         run.ranges = dict(ranges)
+        run.members = parity.batch_members(len(run.samples_in), req.batch)
+        run.inputs = parity.stack_batches(run.samples_in, run.members)
+        run.refs = parity.stack_outputs(sample_refs, run.members)
         degradation = adapter.input_degradation(req)
         ref_desc = f"PyTorch {torch.__version__} FP32 eager{adapter.reference_label(req)}"
+        labels = input_labels(len(run.samples_in), degradation, req.seed)
         run.metadata = request_metadata(adapter, run.spec, req, run.loaded.variant, list(run.inputs[0].shape), degradation)
         run.report = parity.ParityReport(req.model, req.variant, list(run.inputs[0].shape), run.metadata["tlc"],
-                                         ref_desc, input_labels(len(run.inputs), degradation, req.seed))
+                                         ref_desc, batch_labels(run.members, labels), samples=labels)
         run.res.report = run.report
-        return f"{len(run.inputs)} sample images{f' + {degradation}' if degradation else ''}, {ref_desc}"
+        batches = f" in {len(run.inputs)} batch{'es' if len(run.inputs) > 1 else ''} of {req.batch}" if req.batch > 1 else ""
+        return f"{len(run.samples_in)} sample images{f' + {degradation}' if degradation else ''}{batches}, {ref_desc}"
 
     run.timed("reference", go)
 
@@ -241,6 +249,7 @@ def request_metadata(adapter, spec, req: ExportRequest, variant, input_shape: li
         "variant": req.variant,
         "hparams": variant.kwargs(),
         "input_shape": input_shape,
+        "batch": int(input_shape[0]),
         "input_names": adapter.input_names(req),
         "output_names": adapter.output_names(req),
         "output_kind": adapter.output_kind(req),
@@ -294,14 +303,14 @@ def _parity_onnx(run: Run, precision: str, path: str) -> None:
     from . import parity
 
     def go() -> str:
-        outs = parity.run_onnxruntime(path, run.inputs, run.input_names[0], isolated=True)
-        check = parity.evaluate("onnxruntime", precision, path, run.output_names, run.refs, outs, run.kind,
-                                run.spec.tolerance)
+        outs = parity.run_onnxruntime(path, run.inputs, run.input_names[0], isolated=True, batch=run.req.batch)
+        check = parity.evaluate(backends.ONNXRUNTIME, precision, path, run.output_names, run.refs, outs, run.kind,
+                                run.spec.tolerance, run.members)
         run.report.checks.append(check)
         run.cand_outs = outs
         run.precision_done = precision
         if check.status == "fail" and precision == "fp32":
-            run.res.notes.append(_fp32_failure_diagnosis(run.adapter, run.req, run.inputs, run.refs, outs))
+            run.res.notes.append(_fp32_failure_diagnosis(run.adapter, run.req, check, run.samples_in, run.refs, outs))
         return _check_line(check)
 
     run.timed(f"parity {precision} (onnxruntime)", go)
@@ -343,11 +352,13 @@ def stage_true_fp16(run: Run) -> None:
     """
     from . import parity
 
-    if run.req.height * run.req.width > TRUE_FP16_MAX_PIXELS:
+    # a pass holds every batch element's tensors, so the memory bound counts the whole batch
+    if run.req.batch * run.req.height * run.req.width > TRUE_FP16_MAX_PIXELS:
+        per_pass = f"{run.req.batch} x {run.req.height}x{run.req.width}" if run.req.batch > 1 else "this size"
         run.report.checks.append(parity.skipped(
             "true-fp16", "fp16", run.cand_path,
-            f"runs up to {TRUE_FP16_MAX_PIXELS} pixels (memory); the same graph rules apply at every size: "
-            "export at 512x512 to run it"))
+            f"runs up to {TRUE_FP16_MAX_PIXELS} pixels per pass (memory; {per_pass} is more); the same graph rules "
+            "apply at every size and batch: export at 512x512, batch 1, to run it"))
         return
 
     def go() -> str:
@@ -356,7 +367,7 @@ def stage_true_fp16(run: Run) -> None:
 
         outs = in_child_process(_true_fp16_child, run.cand_path, list(run.inputs))
         check = parity.evaluate(BACKEND, "fp16", run.cand_path, run.output_names, run.refs, outs, run.kind,
-                                run.spec.tolerance)
+                                run.spec.tolerance, run.members)
         run.report.checks.append(check)
         return _check_line(check)
 
@@ -384,7 +395,7 @@ def stage_engine(run: Run) -> None:
         return f"{run.built.seconds:.1f} s, {run.built.size / 2**20:.1f} MB"
 
     run.timed(f"engine ({eng.name})", go)
-    if run.req.precision == "int8" and eng.name == "tensorrt-rtx":
+    if run.req.precision == "int8" and eng.name == backends.TENSORRT_RTX:
         run.res.notes.append(
             "TensorRT-RTX documents INT8 only as weight-only GEMM: Q/DQ convolutions do not run as INT8 kernels "
             "there, so expect FP16/FP32 speed (and a plan larger than FP32: 20 MB vs 6.5 MB measured on the NAFNet "
@@ -393,12 +404,10 @@ def stage_engine(run: Run) -> None:
     ok, why = eng.can_run()
     if ok:
         def check() -> str:
-            from .runtime.session import EngineRunner
-
-            with EngineRunner(run.plan, eng.name) as runner:
+            with eng.open_runner(run.plan) as runner:
                 outs = runner.run_many(run.inputs)
             c = parity.evaluate(eng.name, run.req.precision, run.plan, run.output_names, run.refs, outs, run.kind,
-                                run.spec.tolerance)
+                                run.spec.tolerance, run.members)
             run.report.checks.append(c)
             return _check_line(c)
 
@@ -442,33 +451,39 @@ STAGES = (
 CONDITIONING_MAX_PIXELS = 512 * 512  # a float64 forward pass needs about twice the FP32 memory
 
 
-def _fp32_failure_diagnosis(adapter, req: ExportRequest, inputs, refs, outs) -> str:
+def _fp32_failure_diagnosis(adapter, req: ExportRequest, check, samples, refs, outs) -> str:
     """Tell an export error from an input the model itself cannot compute stably in FP32.
 
-    Re-runs the worst sample through the PyTorch model in float64: if the FP32 reference is
-    itself as far from that as ONNX Runtime is, FP32 rounding (amplified by the model at this
-    input) explains the failure. Seen on BiasFree Restormer: no bias anywhere, so an exactly
-    black region stays tiny and the LayerNorm's 1/sqrt(eps) blows its rounding up block by block.
+    Re-runs the worst sample (the batch element farthest from its reference, ``check.elements``)
+    through the PyTorch model in float64: if the FP32 reference is itself as far from that as
+    ONNX Runtime is, FP32 rounding (amplified by the model at this input) explains the failure.
+    Seen on BiasFree Restormer: no bias anywhere, so an exactly black region stays tiny and the
+    LayerNorm's 1/sqrt(eps) blows its rounding up block by block.
+
+    Args:
+        check: the failed FP32 Check (its per-element metrics pick the worst element).
+        samples: the sample images, (1, C, H, W) each; refs, outs: per batch, the outputs.
     """
     import numpy as np
 
     from .models.checkpoint import load_model
 
-    errors = [max(float(np.max(np.abs(np.asarray(o, np.float64) - r))) for o, r in zip(out, ref)) for out, ref in zip(outs, refs)]
-    i = int(np.argmax(errors))
+    worst = max(check.elements, key=lambda e: max(m.max_abs for m in e.outputs))
+    i, b, k = worst.input, worst.element, worst.sample
+    error = max(m.max_abs for m in worst.outputs)
     if req.height * req.width > CONDITIONING_MAX_PIXELS:
         return (f"fp32 failure not diagnosed: the float64 re-run that tells export errors from ill-conditioned "
                 f"inputs is limited to {CONDITIONING_MAX_PIXELS} pixels; re-export at 512x512 or smaller to run it")
     from .reference import reference_runner
 
     loaded = load_model(adapter, None if req.variant == "custom" else req.variant, req.weights, req.seed)
-    ref64 = reference_runner(adapter, loaded.model, req, dtype="float64").run(inputs[i])
+    ref64 = reference_runner(adapter, loaded.model, req, dtype="float64").run(samples[k])
     del loaded
-    ref_err = max(float(np.max(np.abs(r - t))) for r, t in zip(refs[i], ref64))
-    ort_err = max(float(np.max(np.abs(np.asarray(o, np.float64) - t))) for o, t in zip(outs[i], ref64))
-    head = (f"fp32 diagnosis, sample {i}: PyTorch FP32 is {ref_err:.2e} from a float64 run of the same model, "
+    ref_err = max(float(np.max(np.abs(r[b : b + 1] - t))) for r, t in zip(refs[i], ref64))
+    ort_err = max(float(np.max(np.abs(np.asarray(o[b : b + 1], np.float64) - t))) for o, t in zip(outs[i], ref64))
+    head = (f"fp32 diagnosis, sample {k}: PyTorch FP32 is {ref_err:.2e} from a float64 run of the same model, "
             f"ONNX Runtime {ort_err:.2e}")
-    if ref_err >= 0.5 * errors[i]:
+    if ref_err >= 0.5 * error:
         return (head + ": the input is ill-conditioned for this model (FP32 rounding decides the output, not the "
                 "export); check with the inputs it sees in deployment (--degradation) or trained --weights")
     return head + ": the reference is stable, so the export computes something else; report it with --debug output"
@@ -550,7 +565,7 @@ def _close(run: Run) -> ExportResult:
     res, stem, report, precision = run.res, run.stem, run.report, run.precision_done
     if run.kind in ("image", "features") and run.cand_outs:
         path = write_heatmap(f"{stem}.{precision}.heatmap.png", run.refs[0][0], run.cand_outs[0][0])
-        next(c for c in reversed(report.checks) if c.backend == "onnxruntime").heatmap = path  # cand_outs: ORT
+        next(c for c in reversed(report.checks) if c.backend == backends.ONNXRUNTIME).heatmap = path  # cand_outs: ORT
         res.artifacts.append(("parity heatmap", path))
     write_text(f"{stem}.{precision}.parity.json", report.to_json())
     write_text(f"{stem}.{precision}.parity.md", report.to_markdown())

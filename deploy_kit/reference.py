@@ -15,7 +15,9 @@ class TorchRunner(Runner):
     """Runs the eager PyTorch module of an adapter (``adapter.wrap(model, req, static=False)``).
 
     Args:
-        module: a torch module mapping the (1, C, H, W) input to one output or a tuple of them.
+        module: a torch module mapping an (N, C, H, W) input to one output or a tuple of them
+            (the pipeline feeds it one sample at a time: each batch element's reference is the
+            model on that image alone).
         output_names: names for the outputs, in order.
         dtype: ``float32`` (the reference) or ``float64`` (the conditioning diagnosis).
     """
@@ -52,3 +54,19 @@ def input_labels(count: int, degradation: str | None, seed: int) -> list[str]:
     """How each parity input was made (printed in reports)."""
     how = f" + {degradation} (seed {seed})" if degradation else " (clean)"
     return [f"sample image {i}{how}" for i in range(count)]
+
+
+def batch_labels(members, labels: list[str]) -> list[str]:
+    """One label per stored input of a batched graph (see :func:`deploy_kit.parity.batch_members`).
+
+    Args:
+        members: per stored input, the sample index of each batch element.
+        labels: per sample, how it was made (:func:`input_labels`).
+
+    Returns:
+        The sample labels themselves at batch 1 (one sample per input, as before batches
+        existed); else ``batch i: <label>, <label>, …`` in element order.
+    """
+    if all(len(m) == 1 for m in members):
+        return [labels[m[0]] for m in members]
+    return [f"batch {i}: " + ", ".join(labels[k] for k in m) for i, m in enumerate(members)]

@@ -26,6 +26,7 @@ def resolve_request(
     degradation: str | None = None,
     options: dict[str, str | None] | None = None,
     seed: int = 0,
+    batch: int = 1,
 ) -> ExportRequest:
     """Resolve defaults (variant from the checkpoint, TLC per variant, size per model) and validate.
 
@@ -40,6 +41,7 @@ def resolve_request(
         degradation: parity/calibration input degradation (None: the variant's task).
         options: model-specific options (e.g. ``{"head": "features"}``); None values = default.
         seed: random-weight, noise and calibration seed.
+        batch: the static batch dimension N of the exported graph, input (N, C, H, W); >= 1.
 
     Raises:
         UsageError / CheckpointError: one line saying what is wrong.
@@ -88,16 +90,26 @@ def resolve_request(
     h = spec.default_size[0] if height is None else height
     w = spec.default_size[1] if width is None else width
     req = ExportRequest(model, vname, h, w, precision, TLCConfig.from_train_size(train_size or 256) if use_tlc else None,
-                        weights, opts, seed, degradation=degradation)
+                        weights, opts, seed, degradation=degradation, batch=batch)
     validate_request(req)
     return req
 
 
 def validate_request(req: ExportRequest) -> None:
-    """Reject impossible requests with one line before any work is done."""
+    """Reject impossible requests with one line before any work is done.
+
+    Raises:
+        UsageError: a non-positive or oversized size or batch, or an unknown precision.
+    """
     if req.height <= 0 or req.width <= 0:
         raise UsageError(f"height and width must be positive integers; got {req.height}x{req.width}")
     if req.height * req.width > 8192 * 8192:
         raise UsageError(f"{req.height}x{req.width} is larger than deploy-kit supports (8192x8192); tile the image instead")
+    if isinstance(req.batch, bool) or not isinstance(req.batch, int) or req.batch < 1:
+        raise UsageError(f"--batch must be an integer of at least 1; got {req.batch}")
+    if req.batch * req.height * req.width > 8192 * 8192:
+        # one forward pass holds every element's activations: the same memory bound as one image
+        raise UsageError(f"--batch {req.batch} at {req.height}x{req.width} is {req.batch} x {req.height * req.width} "
+                         "pixels per pass, more than deploy-kit supports (8192x8192); use a smaller batch")
     if req.precision not in PRECISIONS:
         raise UsageError(f"unknown precision '{req.precision}'; choose one of {', '.join(PRECISIONS)}")

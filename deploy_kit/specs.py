@@ -164,15 +164,22 @@ class ExportRequest:
     seed: int = 0
     hparams: tuple[tuple[str, Any], ...] = ()  # only for variant "custom" (read from a checkpoint)
     degradation: str | None = None  # model inputs (parity, calibration): None = the variant's, "none" = clean
+    batch: int = 1  # the graph's static batch dimension N: input (N, C, H, W)
 
     def option(self, key: str, default: str | None = None) -> str | None:
         return dict(self.options).get(key, default)
 
     def stem(self) -> str:
-        """Artifact file stem: ``{model}-{variant}-{H}x{W}`` (+ ``-tlc`` / option tags)."""
+        """Artifact file stem: ``{model}-{variant}-{H}x{W}`` (+ ``-tlc`` / option tags, + ``-b{N}``).
+
+        The one place artifact names are decided. A batch of 1 adds nothing (the names of
+        batch-1 exports predate the batch dimension); a larger batch adds ``-b{N}`` last, so
+        graphs of different batch sizes in one output folder never overwrite each other.
+        """
         tags = "".join(f"-{v}" for _, v in self.options)
         tlc = "-tlc" if self.tlc is not None else ""
-        return f"{self.model}-{self.variant}-{self.height}x{self.width}{tlc}{tags}"
+        batch = f"-b{self.batch}" if self.batch != 1 else ""
+        return f"{self.model}-{self.variant}-{self.height}x{self.width}{tlc}{tags}{batch}"
 
 
 def _freeze(v: Any) -> Any:

@@ -14,9 +14,6 @@ import os
 from .errors import UsageError
 from .specs import ExportRequest, TLCConfig, Tolerance, _freeze
 
-VERIFY_BACKENDS = ("auto", "tensorrt", "tensorrt-rtx", "onnxruntime")
-
-
 def request_from_metadata(meta: dict, precision: str) -> ExportRequest:
     """Rebuild the ExportRequest an artifact was made from (ONNX metadata_props or plan manifest)."""
     try:
@@ -120,7 +117,7 @@ def verify_artifact(path: str, samples: int = 2):
     Returns:
         ParityReport (an engine is reported as skipped, with the reason, without a GPU runtime).
     """
-    from . import parity
+    from . import backends, parity
     from .models import get_spec
 
     report, inputs, refs, meta = rebuild_reference(path, samples)
@@ -132,62 +129,18 @@ def verify_artifact(path: str, samples: int = 2):
     adapter = get_adapter(req.model)
     names, kind = adapter.output_names(req), adapter.output_kind(req)
     if path.endswith(".plan"):
-        from .engine import get_backend
-        from .runtime.session import EngineRunner
-
-        eng = get_backend(meta["backend"]["name"])
+        eng = backends.get(meta["backend"]["name"])
         ok, why = eng.can_run()
         if not ok:
             report.checks.append(parity.skipped(eng.name, precision, path, why))
             return report
-        with EngineRunner(path, eng.name) as runner:
+        with eng.open_runner(path) as runner:
             outs = runner.run_many(inputs)
         report.checks.append(parity.evaluate(eng.name, precision, path, names, refs, outs, kind, spec.tolerance))
         return report
     outs = parity.run_onnxruntime(path, inputs, adapter.input_names(req)[0], isolated=True)
-    report.checks.append(parity.evaluate("onnxruntime", precision, path, names, refs, outs, kind, spec.tolerance))
+    report.checks.append(parity.evaluate(backends.ONNXRUNTIME, precision, path, names, refs, outs, kind, spec.tolerance))
     return report
-
-
-def bundle_runner(bundle, backend: str = "auto"):
-    """The runner ``verify``/``run`` use for a bundle, and a note on what was chosen and why.
-
-    ``auto``: an engine built into the bundle whose runtime can execute here, else ONNX Runtime
-    (CPU, or its CUDA EP) on the bundle's graph. An explicit engine backend needs a plan built
-    by ``deploy-kit build BUNDLE --backend …`` and a GPU.
-
-    Raises:
-        UsageError: the asked backend cannot run here (the reason is in the message).
-    """
-    from .manifest import read_manifest
-    from .runtime.runners import OrtRunner, engine_backends
-    from .runtime.session import EngineRunner
-
-    if backend not in VERIFY_BACKENDS:
-        raise UsageError(f"unknown backend '{backend}'; choose one of: {', '.join(VERIFY_BACKENDS)}")
-    usable = engine_backends()
-    plans = [(p, read_manifest(p + ".json")["backend"]["name"]) for p in bundle.plans() if os.path.isfile(p + ".json")]
-    if backend in ("tensorrt", "tensorrt-rtx"):
-        ok, why = usable[backend]
-        if not ok:
-            raise UsageError(f"cannot run a {backend} engine here: {why}")
-        plan = next((p for p, b in plans if b == backend), None)
-        if plan is None:
-            raise UsageError(f"{bundle.path} has no {backend} engine yet; run: deploy-kit build {bundle.path} --backend {backend}")
-        return EngineRunner(plan, backend), f"{backend} engine {os.path.basename(plan)}"
-    if backend == "auto":
-        for plan, name in plans:
-            if usable.get(name, (False, ""))[0]:
-                return EngineRunner(plan, name), f"{name} engine {os.path.basename(plan)}"
-    ok, why = usable["onnxruntime"]
-    if not ok:
-        engines = "; ".join(f"{k}: {v[1]}" for k, v in usable.items() if k != "onnxruntime")
-        raise UsageError(f"nothing can run this bundle here: {why}; {engines}")
-    runner = OrtRunner(bundle.onnx, device="auto")
-    note = f"onnxruntime ({runner.device.upper()}) on {bundle.manifest['onnx']}"
-    if backend == "auto":
-        note += " - no engine runtime usable here" if not plans else " - no built engine can run here"
-    return runner, note
 
 
 def verify_bundle(path: str, backend: str = "auto"):
@@ -200,9 +153,10 @@ def verify_bundle(path: str, backend: str = "auto"):
     Raises:
         ManifestError: a tampered or incomplete bundle; UsageError: the backend cannot run here.
     """
-    from . import parity
+    from . import backends, parity
     from .bundle import open_bundle
     from .fsutil import write_text
+    from .runtime.target import bundle_runner
 
     bundle = open_bundle(path)
     m = bundle.manifest
@@ -219,7 +173,7 @@ def verify_bundle(path: str, backend: str = "auto"):
                                              m["output_names"], refs, outs, m["output_kind"], tol))
     finally:
         runner.close()
-    tag = runner.name if runner.name != "onnxruntime" else f"onnxruntime-{getattr(runner, 'device', 'cpu')}"
+    tag = runner.name if runner.name != backends.ONNXRUNTIME else f"{runner.name}-{getattr(runner, 'device', 'cpu')}"
     write_text(os.path.join(bundle.path, f"verify-{tag}.parity.json"), report.to_json())
     write_text(os.path.join(bundle.path, f"verify-{tag}.parity.md"), report.to_markdown())
     return report, note

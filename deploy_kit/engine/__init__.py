@@ -1,5 +1,5 @@
-"""Engine backends: TensorRT (desktop/Jetson) and TensorRT-RTX behind one small interface."""
+"""Engine builds from bundles and deploy-kit ONNX files (the builders are in :mod:`deploy_kit.backends`)."""
 
-from .base import BACKENDS, BuildResult, EngineBackend, build_engine, get_backend
+from .base import BuildResult, build_engine
 
-__all__ = ["BACKENDS", "BuildResult", "EngineBackend", "build_engine", "get_backend"]
+__all__ = ["BuildResult", "build_engine"]

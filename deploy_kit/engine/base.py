@@ -1,133 +1,15 @@
-"""The engine interface and the build routine shared by every TensorRT flavour.
+"""``deploy-kit build``: an engine from a bundle (on the device) or a deploy-kit ONNX, with its manifest.
 
-Every build is strongly typed: precision comes from the ONNX graph (Casts for FP16, Q/DQ for
-INT8), which is the only path TensorRT 11 and TensorRT-RTX accept and also works on TensorRT 10.
-Flavour differences (compute capabilities and runtime cache on RTX; timing cache, DLA on
-TensorRT) are the two subclasses' ``configure`` hooks in ``flavours.py`` and nothing else.
+The builders themselves are the engine backends of the registry (:mod:`deploy_kit.backends`).
 """
 
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
-from ..errors import EngineBuildError, UsageError
-from ..fsutil import atomic_target
-
-BACKENDS = ("tensorrt-rtx", "tensorrt")
-
-
-@dataclass
-class BuildResult:
-    plan: str
-    seconds: float
-    size: int
-    backend: str
-    version: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-class EngineBackend:
-    """One TensorRT flavour. Subclasses set ``name``, ``module``, ``suffix`` and override hooks."""
-
-    name = ""
-    module = ""  # python module imported on demand (deploy_kit._deps.require)
-
-    def trt(self) -> ModuleType:
-        from .._deps import require
-
-        return require(self.module)
-
-    def version(self) -> str:
-        return self.trt().__version__
-
-    def major(self) -> str:
-        """Major version used in plan names: ``rtx1``, ``trt10``, ``trt11``."""
-        raise NotImplementedError
-
-    def configure(self, trt: ModuleType, builder, config, options: dict[str, Any]) -> dict[str, Any]:
-        """Flavour-specific builder-config settings; returns what it set (for the manifest)."""
-        return {}
-
-    def can_run(self) -> tuple[bool, str]:
-        """Whether an engine can be executed here, and why not."""
-        from ..runtime.cuda import gpu_available
-
-        ok, why = gpu_available()
-        if not ok:
-            return False, why
-        try:
-            self.trt()
-        except Exception as exc:  # noqa: BLE001
-            return False, str(exc)
-        return True, ""
-
-    def build(self, onnx_path: str, plan_path: str, *, workspace_gib: float = 4.0, **options: Any) -> BuildResult:
-        """Parse ``onnx_path`` into a strongly typed network and serialize the engine.
-
-        The plan is written atomically and never has bytes prepended (trtexec/Triton load it
-        as is); a JSON sidecar is the pipeline's job.
-
-        Raises:
-            MissingDependencyError: the backend's package is not installed.
-            EngineBuildError: the parser or builder rejected the network (messages included).
-        """
-        trt = self.trt()
-        logger = _RecordingLogger(trt)
-        builder = trt.Builder(logger)
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-        network = builder.create_network(flags)
-        parser = trt.OnnxParser(network, logger)
-        start = time.perf_counter()
-        # parse_from_file resolves external data next to the model
-        if not parser.parse_from_file(os.path.abspath(onnx_path)):
-            errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-            raise EngineBuildError(f"{self.name} could not parse {onnx_path}: {' | '.join(errors)[:400]}")
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
-        details = self.configure(trt, builder, config, options)
-        serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            msg = " | ".join(logger.errors[-3:]) or "no message"
-            raise EngineBuildError(f"{self.name} failed to build {onnx_path}: {msg[:400]}")
-        with atomic_target(plan_path) as tmp:
-            with open(tmp, "wb") as fh:
-                fh.write(memoryview(serialized))
-        details["warnings"] = logger.warnings[-5:]
-        return BuildResult(plan_path, time.perf_counter() - start, os.path.getsize(plan_path), self.name, self.version(), details)
-
-
-def _RecordingLogger(trt: ModuleType):
-    class Logger(trt.ILogger):
-        def __init__(self):
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-            self.warnings: list[str] = []
-
-        def log(self, severity, msg):
-            if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
-                self.errors.append(msg)
-            elif severity == trt.ILogger.Severity.WARNING:
-                self.warnings.append(msg)
-
-    return Logger()
-
-
-def get_backend(name: str) -> EngineBackend:
-    """Backend by CLI name (``tensorrt-rtx`` or ``tensorrt``).
-
-    Raises:
-        UsageError: unknown name.
-    """
-    from .flavours import TensorRT, TensorRTRTX
-
-    table = {"tensorrt-rtx": TensorRTRTX, "tensorrt": TensorRT}
-    if name not in table:
-        raise UsageError(f"unknown backend '{name}'; choose one of: {', '.join(BACKENDS)}, none")
-    return table[name]()
+from ..backends._trt import BuildResult
+from ..errors import UsageError
 
 
 def build_engine(target: str, backend: str, *, out_path: str | None = None, progress=None, **options: Any) -> BuildResult:
@@ -148,7 +30,9 @@ def build_engine(target: str, backend: str, *, out_path: str | None = None, prog
     from ..bundle import is_bundle, open_bundle
     from ..manifest import ManifestError, plan_manifest, write_manifest
 
-    eng = get_backend(backend)
+    from ..backends import get
+
+    eng = get(backend)
     if is_bundle(target):
         b = open_bundle(target)
         onnx_path, meta = b.onnx, b.manifest

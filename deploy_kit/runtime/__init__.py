@@ -8,9 +8,9 @@ model (no torch, onnx or click).
 """
 
 from .imageio import postprocess, preprocess, read_image, write_image
-from .runners import OrtRunner, Runner, engine_backends, open_runner
+from .runners import OrtRunner, Runner
 from .session import EngineRunner, EngineSession
 from .tiling import DEFAULT_OVERLAP, tile_run
 
-__all__ = ["EngineSession", "Runner", "OrtRunner", "EngineRunner", "open_runner", "engine_backends", "tile_run",
+__all__ = ["EngineSession", "Runner", "OrtRunner", "EngineRunner", "tile_run",
            "DEFAULT_OVERLAP", "read_image", "write_image", "preprocess", "postprocess"]

@@ -1,29 +1,89 @@
 """Minimal CUDA runtime access through ctypes (no torch, no cuda-python) for EngineSession.
 
-Only what running a TensorRT engine needs: device probe, malloc/free, copies, a stream.
+Only what running a TensorRT engine needs: a device probe, device and page-locked host memory,
+asynchronous copies, streams and events. Every call declares its C prototype (a pointer passed as
+a plain Python int would otherwise be truncated to a C int) and every return code is checked.
+
+TensorRT and TensorRT-RTX link their CUDA runtime statically; they and this module's libcudart
+share the device's primary context, so pointers and streams made here are valid for the engine.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import glob
+import os
+import sys
 from functools import lru_cache
 
+import numpy as np
+
 _H2D, _D2H = 1, 2
+_STREAM_NON_BLOCKING = 0x1  # no implicit sync with the legacy default stream other libraries use
+_EVENT_DISABLE_TIMING = 0x2  # the cheapest event: only ordering, no timestamps
+
+_P = ctypes.POINTER
+_VP, _SZ, _UINT, _INT = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int
+_PROTOTYPES = {
+    "cudaMalloc": (_P(_VP), _SZ), "cudaFree": (_VP,),
+    "cudaHostAlloc": (_P(_VP), _SZ, _UINT), "cudaFreeHost": (_VP,),
+    "cudaMemcpyAsync": (_VP, _VP, _SZ, _INT, _VP),
+    "cudaStreamCreateWithFlags": (_P(_VP), _UINT), "cudaStreamSynchronize": (_VP,), "cudaStreamDestroy": (_VP,),
+    "cudaEventCreateWithFlags": (_P(_VP), _UINT), "cudaEventRecord": (_VP, _VP),
+    "cudaEventSynchronize": (_VP,), "cudaEventDestroy": (_VP,),
+    "cudaGetDeviceCount": (_P(_INT),), "cudaRuntimeGetVersion": (_P(_INT),), "cudaDriverGetVersion": (_P(_INT),),
+}
+
+
+def _candidates() -> list[str]:
+    """libcudart files to try: the loader's search path first, then pip wheels (nvidia-cuda-runtime
+    installs it under site-packages/nvidia/<pkg>/lib, which the loader does not search), then the
+    CUDA toolkit (on a Jetson: JetPack's /usr/local/cuda)."""
+    names = [ctypes.util.find_library("cudart") or "", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0", "libcudart.so"]
+    for root in sys.path:
+        names += sorted(glob.glob(os.path.join(root, "nvidia", "*", "lib", "libcudart.so*")), reverse=True)
+    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if home:
+            names += sorted(glob.glob(os.path.join(home, "lib64", "libcudart.so*")), reverse=True)
+            names += sorted(glob.glob(os.path.join(home, "targets", "*", "lib", "libcudart.so*")), reverse=True)
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def _version(lib, fn: str) -> int:
+    out = ctypes.c_int(0)
+    try:
+        return out.value if getattr(lib, fn)(ctypes.byref(out)) == 0 else 0
+    except AttributeError:
+        return 0
 
 
 @lru_cache(maxsize=1)
 def _cudart():
-    names = ["libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"]
-    found = ctypes.util.find_library("cudart")
-    if found:
-        names.insert(0, found)
-    for name in names:
+    """The first libcudart whose major version the installed driver supports (a CUDA 13 runtime
+    fails every call on a CUDA 12 driver), else the first one found; None when there is none."""
+    first = None
+    for name in _candidates():
         try:
-            return ctypes.CDLL(name)
+            lib = ctypes.CDLL(name)
         except OSError:
             continue
-    return None
+        if first is None:
+            first = lib
+        driver = _version(lib, "cudaDriverGetVersion")
+        if driver and _version(lib, "cudaRuntimeGetVersion") // 1000 <= driver // 1000:
+            return lib
+    return first
+
+
+@lru_cache(maxsize=1)
+def _api():
+    """libcudart with every prototype this module calls declared."""
+    lib = _cudart()
+    for fn, argtypes in _PROTOTYPES.items():
+        getattr(lib, fn).argtypes, getattr(lib, fn).restype = argtypes, ctypes.c_int
+    lib.cudaGetErrorName.argtypes, lib.cudaGetErrorName.restype = (ctypes.c_int,), ctypes.c_char_p
+    return lib
 
 
 def gpu_available() -> tuple[bool, str]:
@@ -37,55 +97,125 @@ def gpu_available() -> tuple[bool, str]:
     count = ctypes.c_int(0)
     if libcuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value == 0:
         return False, "no CUDA device present"
-    if _cudart() is None:
+    lib = _cudart()
+    if lib is None:
         return False, "libcudart not found (install the CUDA runtime, e.g. pip install nvidia-cuda-runtime)"
+    runtime, driver = _version(lib, "cudaRuntimeGetVersion"), _version(lib, "cudaDriverGetVersion")
+    if driver and runtime // 1000 > driver // 1000:
+        return False, f"libcudart is CUDA {_dotted(runtime)} but the NVIDIA driver supports CUDA {_dotted(driver)} only"
     return True, ""
 
 
+def versions() -> dict[str, str]:
+    """CUDA runtime and driver versions as ``"12.8"`` strings ({} when libcudart is missing)."""
+    lib = _cudart()
+    if lib is None:
+        return {}
+    return {"runtime": _dotted(_version(lib, "cudaRuntimeGetVersion")), "driver": _dotted(_version(lib, "cudaDriverGetVersion"))}
+
+
+def _dotted(v: int) -> str:
+    return f"{v // 1000}.{v % 1000 // 10}" if v else "none"
+
+
 class CudaError(RuntimeError):
-    pass
+    """A CUDA runtime call failed; the message names the call and the CUDA error."""
 
 
-def _check(code: int, what: str) -> None:
+def _call(fn: str, *args) -> None:
+    """``fn(*args)`` on libcudart; raises CudaError naming ``fn`` when it does not return 0."""
+    lib = _api()
+    code = getattr(lib, fn)(*args)
     if code != 0:
-        raise CudaError(f"{what} failed with CUDA error {code}")
+        name = lib.cudaGetErrorName(code)
+        raise CudaError(f"{fn} failed: {name.decode() if name else 'CUDA error'} ({code})")
+
+
+def memcpy_async(dst: int, src: int, nbytes: int, kind: int, stream: "Stream") -> None:
+    """Enqueue a copy on ``stream`` (``kind``: 1 host to device, 2 device to host). Asynchronous
+    only from page-locked host memory; the caller keeps both sides alive until the stream passes it."""
+    _call("cudaMemcpyAsync", dst, src, nbytes, kind, stream.handle)
 
 
 class DeviceBuffer:
-    """A device allocation of ``nbytes``; freed on close."""
+    """A device allocation of ``nbytes``; ``ptr`` is its address (int); freed on close."""
 
     def __init__(self, nbytes: int):
         self.nbytes = nbytes
-        self.ptr = ctypes.c_void_p()
-        _check(_cudart().cudaMalloc(ctypes.byref(self.ptr), ctypes.c_size_t(max(1, nbytes))), "cudaMalloc")
-
-    def upload(self, array, stream) -> None:
-        _check(
-            _cudart().cudaMemcpyAsync(self.ptr, array.ctypes.data_as(ctypes.c_void_p), ctypes.c_size_t(array.nbytes), _H2D, stream.handle),
-            "cudaMemcpyAsync(H2D)",
-        )
-
-    def download(self, array, stream) -> None:
-        _check(
-            _cudart().cudaMemcpyAsync(array.ctypes.data_as(ctypes.c_void_p), self.ptr, ctypes.c_size_t(array.nbytes), _D2H, stream.handle),
-            "cudaMemcpyAsync(D2H)",
-        )
+        handle = ctypes.c_void_p()
+        _call("cudaMalloc", ctypes.byref(handle), max(1, nbytes))
+        self.ptr = handle.value or 0
 
     def close(self) -> None:
         if self.ptr:
-            _cudart().cudaFree(self.ptr)
-            self.ptr = ctypes.c_void_p()
+            ptr, self.ptr = self.ptr, 0
+            _call("cudaFree", ptr)
+
+
+class PinnedBuffer:
+    """Page-locked host memory (cudaHostAlloc) seen as one numpy array of ``shape`` and ``dtype``.
+
+    Copies from and to it run asynchronously and at full bus speed; pageable memory would make
+    cudaMemcpyAsync stage through a driver buffer and return only when the copy is done
+    (https://docs.nvidia.com/cuda/cuda-runtime-api/api-sync-behavior.html). On a Jetson host and
+    device share DRAM: the copy is then DRAM to DRAM and stays correct; managed memory is avoided
+    because the CPU may not touch it while any kernel runs there
+    (https://docs.nvidia.com/cuda/cuda-for-tegra-appnote/index.html).
+
+    ``array`` does not own the memory: it must not be used after :meth:`close`.
+    """
+
+    def __init__(self, shape: tuple[int, ...], dtype):
+        self.nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        handle = ctypes.c_void_p()
+        _call("cudaHostAlloc", ctypes.byref(handle), max(1, self.nbytes), 0)
+        self.ptr = handle.value or 0
+        raw = (ctypes.c_ubyte * max(1, self.nbytes)).from_address(self.ptr)
+        self.array = np.frombuffer(raw, dtype=np.uint8, count=self.nbytes).view(dtype).reshape(shape)
+
+    def close(self) -> None:
+        if self.ptr:
+            ptr, self.ptr = self.ptr, 0
+            _call("cudaFreeHost", ptr)
 
 
 class Stream:
+    """A non-blocking CUDA stream; ``handle`` is its address as an int (what TensorRT takes)."""
+
     def __init__(self):
-        self.handle = ctypes.c_void_p()
-        _check(_cudart().cudaStreamCreate(ctypes.byref(self.handle)), "cudaStreamCreate")
+        handle = ctypes.c_void_p()
+        _call("cudaStreamCreateWithFlags", ctypes.byref(handle), _STREAM_NON_BLOCKING)
+        self.handle = handle.value or 0
 
     def synchronize(self) -> None:
-        _check(_cudart().cudaStreamSynchronize(self.handle), "cudaStreamSynchronize")
+        _call("cudaStreamSynchronize", self.handle)
 
     def close(self) -> None:
         if self.handle:
-            _cudart().cudaStreamDestroy(self.handle)
-            self.handle = ctypes.c_void_p()
+            handle, self.handle = self.handle, 0
+            _call("cudaStreamDestroy", handle)
+
+
+class Event:
+    """A CUDA event without timing: marks a point in a stream that the host can wait for."""
+
+    def __init__(self):
+        handle = ctypes.c_void_p()
+        _call("cudaEventCreateWithFlags", ctypes.byref(handle), _EVENT_DISABLE_TIMING)
+        self.handle = handle.value or 0
+
+    def record(self, stream: Stream) -> None:
+        _call("cudaEventRecord", self.handle, stream.handle)
+
+    def synchronize(self) -> None:
+        """Block until the work recorded before it has finished (at once if never recorded).
+
+        Raises:
+            CudaError: that work failed (an asynchronous error surfaces here).
+        """
+        _call("cudaEventSynchronize", self.handle)
+
+    def close(self) -> None:
+        if self.handle:
+            handle, self.handle = self.handle, 0
+            _call("cudaEventDestroy", handle)

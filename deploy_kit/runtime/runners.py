@@ -14,11 +14,12 @@ numpy only at import time; onnxruntime and tensorrt are imported when a runner i
 
 from __future__ import annotations
 
-import os
+import importlib
 from typing import Sequence
 
 import numpy as np
 
+ORT_MODULE = "onnxruntime"  # the Python package (the backend's name is the registry's: deploy_kit.backends)
 ORT_PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
@@ -96,7 +97,7 @@ def ort_session(model, *, threads: int = 0, optimize: bool = True, arena: bool =
     """
     from .._deps import require
 
-    ort = require("onnxruntime")
+    ort = require(ORT_MODULE)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     if threads:
@@ -111,7 +112,7 @@ def ort_session(model, *, threads: int = 0, optimize: bool = True, arena: bool =
 def ort_providers_available() -> list[str]:
     """Execution providers of the installed onnxruntime ([] when it is not installed)."""
     try:
-        import onnxruntime as ort
+        ort = importlib.import_module(ORT_MODULE)
     except Exception:  # noqa: BLE001 - a broken install counts as missing
         return []
     return list(ort.get_available_providers())
@@ -125,12 +126,12 @@ class OrtRunner(Runner):
         device: ``cpu``, ``cuda`` or ``auto`` (CUDA EP when this onnxruntime has it).
         threads, optimize, arena: see :func:`ort_session`.
         input_name: which input takes the image (default: the first).
+        name: the backend name reported (the registry, :mod:`deploy_kit.backends`, passes its own).
     """
 
-    name = "onnxruntime"
-
     def __init__(self, path: str, *, device: str = "cpu", threads: int = 0, optimize: bool = True,
-                 arena: bool = True, input_name: str | None = None):
+                 arena: bool = True, input_name: str | None = None, name: str = ""):
+        self.name = name
         if device == "auto":
             device = "cuda" if "CUDAExecutionProvider" in ort_providers_available() else "cpu"
         self.device = device
@@ -194,44 +195,3 @@ def _run_ort_once(path: str, inputs: list, threads: int) -> list[list[np.ndarray
         return runner.run_many(inputs)
     finally:
         runner.close()
-
-
-def engine_backends() -> dict[str, tuple[bool, str]]:
-    """Which runners can execute here: name -> (usable, why not). Used by ``env`` and ``verify``."""
-    from .._deps import available
-    from .cuda import gpu_available
-
-    gpu, gpu_why = gpu_available()
-    out: dict[str, tuple[bool, str]] = {}
-    for name, module, extra in (("tensorrt", "tensorrt", "tensorrt"), ("tensorrt-rtx", "tensorrt_rtx", "rtx")):
-        if not available(module):
-            out[name] = (False, f"{module} is not installed (pip install 'deploy-kit[{extra}]', or JetPack's TensorRT on a Jetson)")
-        elif not gpu:
-            out[name] = (False, gpu_why)
-        else:
-            out[name] = (True, "")
-    providers = ort_providers_available()
-    if not providers:
-        out["onnxruntime"] = (False, "onnxruntime is not installed (pip install 'deploy-kit[ort]')")
-    else:
-        out["onnxruntime"] = (True, "CUDA EP available" if "CUDAExecutionProvider" in providers else "CPU")
-    return out
-
-
-def open_runner(path: str, backend: str = "auto") -> Runner:
-    """A runner for an ``.onnx`` (ONNX Runtime) or a ``.plan`` (its TensorRT runtime).
-
-    Args:
-        backend: for a plan ``tensorrt``/``tensorrt-rtx`` (``auto`` reads the plan's manifest);
-            for an ONNX ``onnxruntime`` or ``auto``.
-    """
-    if path.endswith(".onnx"):
-        return OrtRunner(path, device="auto")
-    if backend in ("auto", None):
-        from ..manifest import read_manifest
-
-        side = path + ".json"
-        backend = read_manifest(side)["backend"]["name"] if os.path.exists(side) else "tensorrt"
-    from .session import EngineRunner
-
-    return EngineRunner(path, backend)

@@ -30,7 +30,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import __version__
+from .. import __version__, backends
 from ..errors import UsageError
 from ..manifest import ManifestError, read_manifest, validate
 from ..runtime.tiling import GLOBAL_CONTEXT_NOTE, tiling_defaults
@@ -101,7 +101,7 @@ def _resolve(source: str) -> _Source:
                 notes.append(f"{os.path.basename(plan)} has no {os.path.basename(side)}; left out")
                 continue
             m = read_manifest(side)
-            if m["backend"]["name"] != "tensorrt":
+            if m["backend"]["name"] != backends.TENSORRT:
                 notes.append(f"{os.path.basename(plan)} is a {m['backend']['name']} engine, which Triton's TensorRT "
                              "backend cannot load; left out")
             elif chosen is None:
@@ -118,7 +118,7 @@ def _resolve(source: str) -> _Source:
         if not os.path.isfile(side):
             raise UsageError(f"{source} has no manifest {side}; serve the bundle it was built in instead")
         m = read_manifest(side)
-        if m["backend"]["name"] != "tensorrt":
+        if m["backend"]["name"] != backends.TENSORRT:
             raise UsageError(f"{source} is a {m['backend']['name']} engine; Triton's tensorrt_plan models need a "
                              "TensorRT plan: deploy-kit build BUNDLE --backend tensorrt (in the Triton container)")
         directory = os.path.dirname(os.path.abspath(source))

@@ -4,7 +4,7 @@ import json
 
 from PIL import Image
 
-from deploy_kit.runtime.runners import engine_backends
+from deploy_kit.backends import status as backend_status
 
 ENGINES = ("tensorrt-rtx", "tensorrt")
 
@@ -24,7 +24,7 @@ def _check_ok(row):
 
 
 def _check_engines(rows):
-    usable = engine_backends()
+    usable = backend_status()
     for name in ENGINES:
         if not usable[name][0]:
             assert rows[name]["status"] == "skipped" and rows[name]["reason"].strip(), rows[name]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from deploy_kit._deps import available
-from deploy_kit.engine import get_backend
+from deploy_kit.backends import get as get_backend
 from deploy_kit.errors import EngineBuildError, UsageError
 from deploy_kit.export import export_onnx
 from deploy_kit.models import get_adapter

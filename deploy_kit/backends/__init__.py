@@ -1,0 +1,77 @@
+"""The one backend registry: every backend that runs (and, for engines, builds) a model.
+
+Each backend is one module of this package and declares its name there, once:
+
+* :mod:`.onnxruntime` — ONNX Runtime on a graph (CPU, or its CUDA execution provider);
+* :mod:`.tensorrt` — TensorRT 10/11: builds on the target GPU (desktop, Jetson, DLA);
+* :mod:`.tensorrt_rtx` — TensorRT for RTX: builds ahead of time, even without a GPU.
+
+A backend says whether it can run here and why not (:meth:`Backend.can_run`), whether it can
+build here (:meth:`Backend.can_build`), builds (engines) and opens a runner
+(:meth:`Backend.open_runner`). The CLI choices, ``env``, ``bench``, ``verify``, ``run``, ``build``,
+``triton`` and the export pipeline read this registry; nothing else spells a backend's name.
+Importing it is light (no numpy, onnxruntime or TensorRT): each backend imports its package when
+asked.
+"""
+
+from __future__ import annotations
+
+from .base import Backend
+from .onnxruntime import OnnxRuntime
+from .tensorrt import TensorRT
+from .tensorrt_rtx import TensorRTRTX
+
+_ALL: tuple[Backend, ...] = (TensorRTRTX(), TensorRT(), OnnxRuntime())
+REGISTRY: dict[str, Backend] = {b.name: b for b in _ALL}
+
+ONNXRUNTIME = OnnxRuntime.name
+TENSORRT = TensorRT.name
+TENSORRT_RTX = TensorRTRTX.name
+
+
+AUTO = "auto"  # what --backend means when it lets deploy-kit choose
+
+
+def choices() -> tuple[str, ...]:
+    """What ``--backend`` accepts where a bundle is run (verify, run): ``auto`` and every backend."""
+    return (AUTO, *names())
+
+
+def names(*, engines: bool | None = None) -> tuple[str, ...]:
+    """Backend names in preference order; ``engines=True`` only engine (plan) backends, False only graph runners."""
+    return tuple(b.name for b in _ALL if engines is None or b.engine == engines)
+
+
+def get(name: str) -> Backend:
+    """The backend called ``name``.
+
+    Raises:
+        UsageError: an unknown name (the message lists the known ones).
+    """
+    from ..errors import UsageError
+
+    if name not in REGISTRY:
+        raise UsageError(f"unknown backend '{name}'; choose one of: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def status() -> dict[str, tuple[bool, str]]:
+    """name -> (can run a model here, why not / what it would use), for every backend."""
+    return {b.name: b.can_run() for b in _ALL}
+
+
+def builders() -> list[Backend]:
+    """Engine backends whose package is installed here (they may still need a GPU to build)."""
+    return [b for b in _ALL if b.engine and b.installed()]
+
+
+def default_builder(*, prefer_device: bool = False) -> Backend | None:
+    """The engine backend ``auto`` means: the export pipeline prefers TensorRT-RTX (it builds without a
+    GPU); ``build`` on a device (``prefer_device``) prefers TensorRT (the device's own runtime)."""
+    order = [b for b in builders() if not (prefer_device and b.builds_without_gpu)] + \
+            [b for b in builders() if prefer_device and b.builds_without_gpu]
+    return order[0] if order else None
+
+
+__all__ = ["Backend", "REGISTRY", "AUTO", "choices", "ONNXRUNTIME", "TENSORRT", "TENSORRT_RTX", "names", "get", "status", "builders",
+           "default_builder"]
