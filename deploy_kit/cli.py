@@ -101,11 +101,13 @@ def list_models(show_all: bool) -> None:
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="TensorRT timing cache file (tensorrt backend; RTX uses a runtime cache instead).")
 @click.option("--stop-after", type=click.Choice(["onnx", "simplified", "precision", "engine"]), help="Stop the chain after this stage.")
 @click.option("--samples", type=int, default=2, show_default=True, help="Sample images used for parity.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Static batch N of the graph and engine: input (N, C, H, W), N images (tiles) per pass. Parity stacks the samples N at a time; names gain -b{N} when N > 1.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random weights, input degradation noise and calibration crops.")
 @click.option("--bundle", "bundle", is_flag=True, help="Also write <stem>.bundle/ for the device: the precision ONNX, manifest, reference inputs/outputs, build.sh (see 'deploy-kit bundle --help').")
 @click.option("--out", "out_dir", default=DEFAULT_OUT, show_default=True, type=click.Path(file_okay=False), help="Output directory.")
 def export(model, variant, weights, height, width, tlc, train_size, fp16, int8, calib, calib_count, calib_method,
-           int8_remainder, degradation, head, backend, compute_capabilities, timing_cache, stop_after, samples, seed, bundle, out_dir) -> None:
+           int8_remainder, degradation, head, backend, compute_capabilities, timing_cache, stop_after, samples, batch, seed, bundle,
+           out_dir) -> None:
     """Export MODEL (nafnet | restormer | pvt) through the whole chain.
 
     ONNX at a fixed size (TLC unrolled to static ops) -> simplified -> FP16/INT8 -> engine ->
@@ -132,7 +134,7 @@ def export(model, variant, weights, height, width, tlc, train_size, fp16, int8, 
         raise UsageError(f"--samples must be at least 1; got {samples}")
     req = resolve_request(model, variant=variant, weights=weights, height=height, width=width, tlc=tlc,
                           train_size=train_size, precision="fp16" if fp16 else "int8" if int8 else "fp32",
-                          degradation=degradation, options={"head": head}, seed=seed)
+                          degradation=degradation, options={"head": head}, seed=seed, batch=batch)
     chosen_backend = _resolve_backend(backend)
     build_options = {"compute_capabilities": compute_capabilities, "timing_cache": timing_cache}
     _run_and_summarise(req, out_dir, chosen_backend, stop_after, samples,
@@ -170,7 +172,8 @@ def _run_and_summarise(req, out_dir, backend, stop_after, samples, int8, build_o
     click.echo("")
     peak = "" if res.peak_rss_mib is None else f", peak RSS {human_size(int(res.peak_rss_mib * 2**20))} (with child processes)"
     click.echo(f"deploy-kit {req.model} {res.request.variant} {req.height}x{req.width} {req.precision}"
-               f"{' TLC' if req.tlc else ''} - {time.perf_counter() - started:.1f} s{peak}")
+               f"{' TLC' if req.tlc else ''}{f' batch {req.batch}' if req.batch > 1 else ''} - "
+               f"{time.perf_counter() - started:.1f} s{peak}")
     for note in res.notes:
         click.echo("  note: " + note.replace("\n", "\n        "))
     click.echo("\nArtifacts:")
@@ -296,57 +299,105 @@ def bundle(artifact, out_dir, samples) -> None:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder (file names and formats kept).")
 @click.option("--backend", type=click.Choice(backends.choices()), default="auto", show_default=True, help="Bundles: a built engine whose runtime works here, else ONNX Runtime.")
 @click.option("--overlap", type=int, help="Tile overlap in pixels (default: the runtime's measured default, at most a quarter of the engine size).")
-def run(target, inputs, out_dir, backend, overlap) -> None:
-    """Restore image files of any size with TARGET (a bundle, or a .plan with its manifest).
+@click.option("--max-pixels", type=int, default=None, help="Refuse images whose header claims more pixels than this (decompression bombs). Default: Pillow's limit, 178956970.")
+@click.option("--codec", default="libx264", show_default=True, help="Videos: FFmpeg encoder of the output (libx264 = H.264; e.g. libx265, mpeg4).")
+@click.option("--crf", type=int, default=18, show_default=True, help="Videos: constant rate factor of x264/x265 (lower = better quality, bigger file).")
+def run(target, inputs, out_dir, backend, overlap, max_pixels, codec, crf) -> None:
+    """Restore images and videos of any size with TARGET (a bundle, or a .plan with its manifest).
 
-    INPUTS are image files and folders (their images, not recursive). Gray, RGB and RGBA, 8 and
-    16 bit are handled per the model's channels; each output is written in its input's format
-    and depth (alpha kept). Images are tiled through the fixed-size engine with overlapping,
-    blended tiles.
+    \b
+    INPUTS are image files, video files and folders (their images and videos, not recursive).
+    Images: gray, RGB and RGBA, 8 and 16 bit; each output is written in its input's format and
+      depth (alpha kept). A broken image is reported and skipped; the run ends with a summary
+      and exit code 1.
+    Videos (.mp4 .mov .mkv .avi .webm ...; needs PyAV: pip install 'deploy-kit[video]'): the
+      same frame count, size and frame rate, --codec/--crf, audio copied as is.
+    Frames are tiled through the fixed-size engine (N tiles per call for a batched engine) with
+    overlapping, blended tiles; decoding, the model, blending and encoding run concurrently.
     """
-    from .runtime.restore import collect_images, restore_file, tiles_for
-    from .runtime.tiling import GLOBAL_CONTEXT_NOTE, tiling_defaults
+    from .runtime.imageio import DEFAULT_MAX_PIXELS, image_header
+    from .runtime.restore import collect_inputs, restore_images
+    from .runtime.restorer import Restorer
+    from .runtime.tiling import GLOBAL_CONTEXT_NOTE
+    from .runtime.video import is_video_path
 
-    from .runtime.target import open_target
-
-    opened = open_target(target, backend)  # a bad or tampered target is reported first
-    runner, manifest, note = opened.runner, opened.manifest, opened.note
+    if max_pixels is not None and max_pixels < 1:
+        raise UsageError(f"--max-pixels must be positive; got {max_pixels}")
+    if crf < 0 or crf > 51:
+        raise UsageError(f"--crf must be between 0 and 51; got {crf}")
+    restorer = Restorer(target, backend, overlap=overlap)  # a bad or tampered target is reported first
     try:
         try:
-            files = collect_images(inputs)
+            files = collect_inputs(inputs)
         except FileNotFoundError as exc:
             raise UsageError(f"input not found: {exc.args[0]}") from None
         if not files:
-            raise UsageError("no images found in the given inputs (png, jpg, tif, bmp, webp)")
-        if manifest["output_kind"] != "image":
-            raise UsageError(f"{target} outputs {manifest['output_kind']}, not images; run restores images only")
-        _, ch, th, tw = manifest["input_shape"]
-        overlap, multiple = tiling_defaults(manifest, overlap)
-        try:
-            total = sum(tiles_for(f, (th, tw), overlap, multiple) for f in files)
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"cannot read an input image: {exc}") from None
-        click.echo(f"run: {note}; {len(files)} images, {total} tiles of {th}x{tw}, overlap {overlap}", err=True)
-        if manifest.get("global_context") and total > len(files):
+            raise UsageError("no images or videos found in the given inputs (png, jpg, tif, bmp, webp, mp4, mov, mkv, ...)")
+        for f in files:
+            if os.path.abspath(os.path.join(out_dir, os.path.basename(f))) == os.path.abspath(f):
+                raise UsageError(f"--out would overwrite the input {f}; choose another folder")
+        videos = [f for f in files if is_video_path(f)]
+        images = [f for f in files if f not in videos]
+        limit = max_pixels or DEFAULT_MAX_PIXELS
+        for f in images:  # decompression bombs stop the run before any work; broken files are skipped later
+            try:
+                h, w = image_header(f)
+            except (OSError, ValueError):
+                continue
+            if h * w > limit:
+                raise UsageError(f"{f}: {w}x{h} = {w * h} pixels is more than the limit of {limit} (--max-pixels); "
+                                 "raise --max-pixels if the image is genuine")
+        th, tw = restorer.tile
+        click.echo(f"run: {restorer.note}; {len(images)} images, {len(videos)} videos; tiles of {th}x{tw}, "
+                   f"{restorer.batch} per call, overlap {restorer.overlap}", err=True)
+        if restorer.manifest.get("global_context"):
             click.echo(f"note: {GLOBAL_CONTEXT_NOTE}", err=True)
         os.makedirs(out_dir, exist_ok=True)
-        started, pixels = time.perf_counter(), 0
-        with click.progressbar(length=total, label="tiles", file=sys.stderr) as bar:
-            for f in files:
-                dst = os.path.join(out_dir, os.path.basename(f))
-                if os.path.abspath(dst) == os.path.abspath(f):
-                    raise UsageError(f"--out would overwrite the input {f}; choose another folder")
-                try:
-                    h, w = restore_file(runner, f, dst, channels=ch, tile=(th, tw), overlap=overlap, multiple=multiple,
-                                        progress=lambda done, n: bar.update(1))
-                except (OSError, ValueError) as exc:
-                    raise UsageError(f"{f}: {exc}") from None
-                pixels += h * w
-        dt = time.perf_counter() - started
-        click.echo(f"restored {len(files)} images ({pixels / 1e6:.2f} MP) into {out_dir} in {dt:.1f} s: "
-                   f"{len(files) / dt:.2f} images/s, {pixels / 1e6 / dt:.2f} MP/s ({runner.name})")
+        failed: list[str] = []
+        if images:
+            started = time.perf_counter()
+            with click.progressbar(length=len(images), label="images", file=sys.stderr) as bar:
+                res = restore_images(restorer, images, out_dir, max_pixels=limit,
+                                     on_error=lambda line: (bar.update(1), click.echo(f"\nskipped: {line}", err=True)),
+                                     on_done=lambda path: bar.update(1))
+            dt = time.perf_counter() - started
+            failed += res.failed
+            n = len(res.written)
+            click.echo(f"restored {n} images ({res.pixels / 1e6:.2f} MP) into {out_dir} in {dt:.1f} s: "
+                       f"{n / dt:.2f} images/s, {res.pixels / 1e6 / dt:.2f} MP/s ({restorer.runner.name})")
+        for v in videos:
+            failed += _run_video(restorer, v, out_dir, codec, crf)
+        if failed:
+            click.echo(f"{len(failed)} of {len(files)} inputs failed:", err=True)
+            for line in failed:
+                click.echo(f"  {line}", err=True)
+            sys.exit(1)
     finally:
-        runner.close()
+        restorer.close()
+
+
+def _run_video(restorer, src: str, out_dir: str, codec: str, crf: int) -> list[str]:
+    """Restore one video with ``run``'s progress and closing line; returns the failure line, if any."""
+    from .runtime.video import probe_video, transcode
+
+    dst = os.path.join(out_dir, os.path.basename(src))
+    try:
+        info = probe_video(src)
+    except ValueError as exc:
+        click.echo(f"skipped: {exc}", err=True)
+        return [str(exc)]
+    label = f"{os.path.basename(src)} ({info.width}x{info.height}, {float(info.fps):.2f} fps)"
+    with click.progressbar(length=info.frames or 0, label=label, file=sys.stderr,
+                           show_pos=True) as bar:
+        try:
+            stats = transcode(src, dst, restorer.restore_stream, codec=codec, crf=crf,
+                              progress=lambda done, total: bar.update(1))
+        except ValueError as exc:
+            click.echo(f"\nskipped: {exc}", err=True)
+            return [str(exc)]
+    click.echo(f"restored {stats.frames} frames of {src} into {dst} in {stats.seconds:.1f} s: {stats.fps:.2f} frames/s "
+               f"({info.width * info.height * stats.fps / 1e6:.2f} MP/s, {restorer.runner.name})")
+    return []
 
 
 @cli.command()

@@ -46,7 +46,7 @@ class SeamResult:
         worst_seam: the tile boundary segment with the largest error: ``axis`` ("y" for a horizontal
             boundary at row ``at``, "x" for a vertical one at column ``at``), ``span`` along the
             boundary, its ``psnr`` and ``max_abs``, and ``peak`` (y, x) of its largest error.
-        tiled_s: tiled ONNX Runtime time; tile_s: one tile (median); reference_s: full-image PyTorch.
+        tiled_s: tiled ONNX Runtime time; tile_s: one model call of `batch` tiles (median); reference_s: full-image PyTorch.
         time_factor: tiled time / (tiles x single-tile time), i.e. measured time per output pixel
             over (single-tile time per pixel x pixel_factor); 1.0 = no tiling overhead.
     """
@@ -171,6 +171,7 @@ class SeamChecker:
         map_large_allocations()  # the reference is a full-size forward pass; see memory.py
         self.runner = OrtRunner(onnx_path, threads=threads, input_name=adapter.input_names(req)[0])
         ch = int(self.runner.input_shape[1])
+        self.batch = int(self.runner.input_shape[0])  # tiles per call: the graph's static batch
         full_req = dataclasses.replace(req, height=H, width=W)
         degradation = adapter.input_degradation(req)
         if image is None:
@@ -206,9 +207,11 @@ class SeamChecker:
         self.tile_s = self._time_one_tile()
 
     def _time_one_tile(self, repeats: int = 3) -> float:
+        """Median seconds of one model call (``batch`` tiles)."""
         th, tw = self.tile
-        x = np.ascontiguousarray(self.x[None, :, :th, :tw]) if self.x.shape[1] >= th and self.x.shape[2] >= tw \
-            else np.zeros((1, self.x.shape[0], th, tw), np.float32)
+        n = self.batch
+        x = np.repeat(self.x[None, :, :th, :tw], n, axis=0) if self.x.shape[1] >= th and self.x.shape[2] >= tw \
+            else np.zeros((n, self.x.shape[0], th, tw), np.float32)
         self.runner.run(x)  # warm-up
         times = []
         for _ in range(repeats):
@@ -231,13 +234,14 @@ class SeamChecker:
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
         t0 = time.perf_counter()
-        out = tile_run(self.x, lambda t: self.runner.run(t)[0], self.tile, overlap, self.multiple, border=border)
+        out = tile_run(self.x, lambda t: self.runner.run(t)[0], self.tile, overlap, self.multiple, border=border,
+                       batch=self.batch)
         tiled_s = time.perf_counter() - t0
         m = seam_metrics(self.ref, out, plan.boxes(), band)
         return SeamResult(self.onnx_path, self.req.model, self.req.variant, self.req.tlc is not None, self.tile, (H, W),
                           overlap, border, plan.tiles, plan.pixel_factor, m["psnr"], m["seam_psnr"], m["other_psnr"],
                           m["max_abs"], band, m["worst_seam"], tiled_s, self.tile_s, self.reference_s,
-                          tiled_s / (plan.tiles * self.tile_s) if self.tile_s else float("nan"), self.photo)
+                          tiled_s / (-(-plan.tiles // self.batch) * self.tile_s) if self.tile_s else float("nan"), self.photo)
 
     def close(self) -> None:
         self.runner.close()

@@ -1,32 +1,35 @@
-"""Restore image files of any size through a fixed-size runner (tiling + format-preserving I/O).
+"""Restore image files and videos of any size with a :class:`~deploy_kit.runtime.restorer.Restorer`.
 
-numpy + Pillow only: this is what ``deploy-kit run`` does on the device.
+What ``deploy-kit run`` does on the device: decode → tile → model → blend → encode as concurrent
+stages (decoding in the Restorer's source thread, encoding in a writer thread), so the images of a
+folder overlap one another. A broken image is reported and skipped; the others are restored.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable, Optional
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
-
-from .imageio import read_image, to_model_channels, write_image
-from .tiling import DEFAULT_OVERLAP, make_plan, tile_run
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm")
 
 
-def collect_images(paths: Iterable[str]) -> list[str]:
-    """Image files named directly, plus the images inside named folders (not recursive), in order.
+def collect_inputs(paths: Iterable[str]) -> list[str]:
+    """Image and video files named directly, plus those inside named folders (not recursive), in order.
 
     Raises:
         FileNotFoundError: a path that does not exist.
     """
+    from .video import is_video_path
+
     found: list[str] = []
     for p in paths:
         if os.path.isdir(p):
             found += sorted(os.path.join(p, f) for f in os.listdir(p)
-                            if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(p, f)))
+                            if (f.lower().endswith(IMAGE_EXTENSIONS) or is_video_path(f)) and os.path.isfile(os.path.join(p, f)))
         elif os.path.isfile(p):
             found.append(p)
         else:
@@ -34,33 +37,79 @@ def collect_images(paths: Iterable[str]) -> list[str]:
     return found
 
 
-def image_size(path: str) -> tuple[int, int]:
-    """(height, width) without decoding the pixels."""
-    from PIL import Image
+@dataclass
+class FilesResult:
+    """What :func:`restore_images` did: images written, pixels restored, and one line per failed image."""
 
-    with Image.open(path) as im:
-        return im.height, im.width
-
-
-def tiles_for(path: str, tile: tuple[int, int], overlap: int, multiple: int) -> int:
-    h, w = image_size(path)
-    return len(make_plan(h, w, tile, overlap, multiple=multiple).positions)
+    written: list[str] = field(default_factory=list)
+    pixels: int = 0
+    failed: list[str] = field(default_factory=list)
 
 
-def restore_file(runner, src: str, dst: str, *, channels: int, tile: tuple[int, int], overlap: int = DEFAULT_OVERLAP,
-                 multiple: int = 1, progress: Optional[Callable[[int, int], None]] = None) -> tuple[int, int]:
-    """Read ``src``, run it tile by tile through ``runner`` (first output), write ``dst`` like ``src``.
+def restore_images(restorer, files: list[str], out_dir: str, *, max_pixels: int | None = None,
+                   on_error: Optional[Callable[[str], None]] = None,
+                   on_done: Optional[Callable[[str], None]] = None, writers: int = 1) -> FilesResult:
+    """Restore image files into ``out_dir`` (same names, formats, bit depths, gray/RGB and alpha).
 
     Args:
-        runner: a :class:`~deploy_kit.runtime.runners.Runner` taking (1, channels, *tile).
-        channels: the model's input channels (gray/RGB conversion and alpha are handled here).
+        restorer: a :class:`~deploy_kit.runtime.restorer.Restorer`.
+        max_pixels: refuse images whose header claims more pixels (decompression bombs).
+        on_error: called with one line per image that could not be read or written (the run goes on).
+        on_done: called with each output path once it is written.
+        writers: encoder threads (PNG/JPEG encoders release the GIL).
 
     Returns:
-        (height, width) of the image.
+        a :class:`FilesResult`.
     """
-    arr, info = read_image(src)
-    colour, alpha = to_model_channels(arr, channels, info.alpha)
-    chw = np.ascontiguousarray(colour.transpose(2, 0, 1), dtype=np.float32)
-    out = tile_run(chw, lambda x: runner.run(x)[0], tile, overlap, multiple, progress=progress)
-    write_image(dst, np.clip(out.transpose(1, 2, 0), 0.0, 1.0), info, alpha)
-    return chw.shape[1], chw.shape[2]
+    from .imageio import decode_image, encode_image
+
+    result = FilesResult()
+    report = on_error or (lambda line: None)
+
+    def frames() -> Iterator:
+        for f in files:
+            try:
+                arr, info = decode_image(f, max_pixels=max_pixels)
+            except (OSError, ValueError) as exc:
+                line = str(exc) if os.path.basename(f) in str(exc) else f"{f}: {exc}"
+                result.failed.append(line)
+                report(line)
+                continue
+            colour = arr[..., :info.colour]
+            alpha = arr[..., info.colour:] if info.alpha else None
+            yield colour, (f, info, alpha)
+
+    def write(out: np.ndarray, f: str, info, alpha) -> str:
+        if alpha is not None:
+            out = np.concatenate([out, alpha], axis=-1)
+        dst = os.path.join(out_dir, os.path.basename(f))
+        encode_image(dst, out, info)
+        return dst
+
+    pending: list[tuple[Future, str, int]] = []
+
+    def collect(block_until: int) -> None:
+        while len(pending) > block_until:
+            fut, f, px = pending.pop(0)
+            try:
+                dst = fut.result()
+            except (OSError, ValueError) as exc:
+                line = f"{f}: {exc}"
+                result.failed.append(line)
+                report(line)
+                continue
+            result.written.append(dst)
+            result.pixels += px
+            if on_done:
+                on_done(dst)
+
+    with ThreadPoolExecutor(max_workers=max(1, writers), thread_name_prefix="deploy-kit-encode") as pool:
+        try:
+            for out, (f, info, alpha) in restorer.restore_stream(frames(), tagged=True):
+                pending.append((pool.submit(write, out, f, info, alpha), f, out.shape[0] * out.shape[1]))
+                collect(block_until=max(1, writers))  # bounded: at most `writers` + 1 images being encoded
+            collect(block_until=0)
+        finally:
+            for fut, _, _ in pending:
+                fut.cancel()
+    return result

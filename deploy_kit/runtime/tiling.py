@@ -1,15 +1,16 @@
 """Run a fixed-size engine/ONNX over an image of any size: overlapping tiles, smooth blending.
 
-numpy only (this is the device half: no torch, onnx or click). The model function takes a
-float32 (1, C, th, tw) tile and returns (1, C2, th, tw); outputs are accumulated, weighted, into
+numpy only (this is the device half: no torch, onnx or click). The model takes a float32
+(N, C, th, tw) batch of tiles and returns (N, C2, th, tw); outputs are accumulated, weighted, into
 one preallocated (C2, H, W) array, so memory stays flat whatever the number of tiles.
+:class:`TileGrid` is the reusable form the streaming runtime uses; :func:`tile_run` the one-call form.
 
 Layout: tile origins are evenly spread over each axis, first at 0 and last clamped to the border,
 so every overlap is at least the requested one. An image smaller than the tile along an axis is
 reflect-padded up to the tile (and cropped back). Blending weights are a raised cosine over the
 requested overlap on the tile sides that face a neighbour and 1 elsewhere (never zero at the image
-border), and the sum is normalised by the weight sum. The weights are separable and so is their
-sum over a grid of tiles, so normalising needs two 1-D arrays, not an (H, W) one.
+border), divided by the weight sum at each pixel. The weights are separable and so is their sum
+over a grid of tiles, so each origin's normalised weight is two 1-D arrays, computed once.
 """
 
 from __future__ import annotations
@@ -89,10 +90,6 @@ class TilingPlan:
             y1, x1 = min(self.height, y - t + th), min(self.width, x - l + tw)
             out.append((y0, y1, x0, x1))
         return out
-
-
-# Kept for callers that think of the plan as statistics (tiles, pixel_factor).
-TilingStats = TilingPlan
 
 
 def _starts(size: int, tile: int, overlap: int, align: int = 1) -> list[int]:
@@ -182,31 +179,188 @@ def _ramp(length: int, overlap: int, rise: bool, fall: bool) -> np.ndarray:
     return w
 
 
+def _axis_weights(starts: list[int], tile: int, size: int, overlap: int) -> dict[int, tuple[np.ndarray, int, int]]:
+    """Per origin on one axis: its normalised weight (float32, the tiles' weights sum to 1 at every pixel),
+    and the span [a, b) where that weight is exactly 1 (no other tile covers it: copied, not blended)."""
+    ramps = {s: _ramp(tile, overlap, s > 0, s + tile < size) for s in starts}
+    norm = np.zeros(size)
+    for s, r in ramps.items():
+        norm[s:s + tile] += r
+    out = {}
+    for s, r in ramps.items():
+        w = (r / norm[s:s + tile]).astype(np.float32)
+        ones = np.flatnonzero(w == 1.0)
+        a, b = (int(ones[0]), int(ones[-1]) + 1) if ones.size else (0, 0)
+        if ones.size and not np.all(w[a:b] == 1.0):  # never for one tile's ramp: its ones are contiguous
+            a = b = 0
+        out[s] = (w, a, b)
+    return out
+
+
 def _reflect_pad(image: np.ndarray, pad: tuple[int, int, int, int]) -> np.ndarray:
+    """Reflect-pad an HWC image (axis 0 and 1); a 1-pixel axis can only repeat itself."""
     t, b, l, r = pad
     if not any(pad):
         return image
-    _, h, w = image.shape
-    # numpy's reflect needs at least 2 samples; a 1-pixel axis can only repeat itself
-    mode_h = "reflect" if h > 1 else "edge"
-    mode_w = "reflect" if w > 1 else "edge"
-    out = np.pad(image, ((0, 0), (t, b), (0, 0)), mode=mode_h)
-    return np.pad(out, ((0, 0), (0, 0), (l, r)), mode=mode_w)
+    h, w = image.shape[:2]
+    rest = [(0, 0)] * (image.ndim - 2)
+    out = np.pad(image, [(t, b), (0, 0), *rest], mode="reflect" if h > 1 else "edge")
+    return np.pad(out, [(0, 0), (l, r), *rest], mode="reflect" if w > 1 else "edge")
+
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_SCALE = {np.dtype(np.uint8): np.float32(255.0), np.dtype(np.uint16): np.float32(65535.0)}
+
+
+class TileGrid:
+    """The tiles of one image size through a model of fixed (N, C, th, tw) input, N tiles per call.
+
+    The runtime's hot path, built once per image size and reused for every frame of that size: the
+    tile origins (:func:`make_plan`), and per origin the blending weights already divided by their
+    sum (so the blend is one multiply-add per pixel and no normalisation pass), with the span where
+    a tile alone covers the image (weight exactly 1) copied rather than multiplied.
+
+    Args:
+        height, width: the image size.
+        tile: (th, tw), the model's input size; batch: N, the model's batch.
+        overlap, multiple, border: as :func:`make_plan`.
+
+    Raises:
+        ValueError: bad tile, overlap, multiple, border, batch or image size.
+    """
+
+    def __init__(self, height: int, width: int, tile: tuple[int, int], overlap: int = DEFAULT_OVERLAP,
+                 multiple: int = 1, *, border: int = DEFAULT_BORDER, batch: int = 1):
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1; got {batch}")
+        self.plan = make_plan(height, width, tile, overlap, border, multiple)
+        self.batch = batch
+        th, tw = self.plan.tile
+        hp, wp = self.plan.padded_size
+        self._wy = _axis_weights(sorted({y for y, _ in self.plan.positions}), th, hp, overlap)
+        self._wx = _axis_weights(sorted({x for _, x in self.plan.positions}), tw, wp, overlap)
+
+    @property
+    def calls(self) -> int:
+        """Model calls per image: the tiles in batches of N, the last one padded."""
+        return -(-self.plan.tiles // self.batch)
+
+    def tiles_in(self, call: int) -> list[tuple[int, int]]:
+        """The tile origins that model call ``call`` carries."""
+        return list(self.plan.positions[call * self.batch:(call + 1) * self.batch])
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """The image as :meth:`fill` reads it: HWC, reflect-padded where smaller than a tile (a view otherwise).
+
+        Args:
+            image: HWC (or HW) uint8, uint16 or float32 (float in [0, 1]); colour channels only.
+        """
+        arr = np.asarray(image)
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        if arr.ndim != 3 or arr.shape[:2] != (self.plan.height, self.plan.width):
+            raise ValueError(f"image must be {self.plan.height}x{self.plan.width}xC; got shape {arr.shape}")
+        return _reflect_pad(arr, self.plan.pad)
+
+    def fill(self, padded: np.ndarray, call: int, out: np.ndarray) -> int:
+        """Write the tiles of model call ``call`` into ``out`` (N, C, th, tw) float32, in [0, 1].
+
+        Integer images are divided by 255 / 65535 as they are copied; a gray image feeds a
+        3-channel model as three equal channels and an RGB image a 1-channel model as luma. Slots
+        after the last tile of the last call are zeroed (the batch is static).
+
+        Returns:
+            how many slots hold tiles.
+        """
+        th, tw = self.plan.tile
+        positions = self.tiles_in(call)
+        scale = _SCALE.get(padded.dtype)
+        channels = out.shape[1]
+        for i, (y, x) in enumerate(positions):
+            src = padded[y:y + th, x:x + tw].transpose(2, 0, 1)
+            if src.shape[0] == 3 and channels == 1:
+                src = np.tensordot(_LUMA, src, axes=(0, 0))[None]
+            if scale is None:
+                np.copyto(out[i], src, casting="unsafe")
+            else:
+                np.divide(src, scale, out=out[i], casting="unsafe")
+        if len(positions) < len(out):
+            out[len(positions):] = 0.0
+        return len(positions)
+
+    def new_accumulator(self, channels: int) -> np.ndarray:
+        """A zeroed (channels, padded H, padded W) float32 accumulator for :meth:`accumulate`."""
+        return np.zeros((channels, *self.plan.padded_size), dtype=np.float32)
+
+    def accumulate(self, acc: np.ndarray, call: int, outputs: np.ndarray) -> None:
+        """Blend the outputs (N, C2, th, tw) of model call ``call`` into ``acc`` (from :meth:`new_accumulator`).
+
+        Calls must come in order 0, 1, ... for one image (each pixel's sum is then taken in one order,
+        so a pipelined run equals a serial one bit for bit).
+
+        Raises:
+            ValueError: outputs of another spatial size than the tile.
+        """
+        th, tw = self.plan.tile
+        if outputs.ndim != 4 or outputs.shape[2:] != (th, tw):
+            raise ValueError(f"the model returned {outputs.shape} for a (N, C, {th}, {tw}) tile; tiling needs the same "
+                             "spatial size out")
+        for i, (y, x) in enumerate(self.tiles_in(call)):
+            wy, ya, yb = self._wy[y]
+            wx, xa, xb = self._wx[x]
+            o = outputs[i]
+            region = acc[:, y:y + th, x:x + tw]
+            # the span only this tile covers: copied; the frame around it: weighted sums
+            if ya < yb and xa < xb:
+                region[:, ya:yb, xa:xb] = o[:, ya:yb, xa:xb]
+                for rows in (slice(0, ya), slice(yb, th)):
+                    if rows.start < rows.stop:
+                        region[:, rows] += o[:, rows] * (wy[rows, None] * wx[None, :])
+                for cols in (slice(0, xa), slice(xb, tw)):
+                    if cols.start < cols.stop:
+                        region[:, ya:yb, cols] += o[:, ya:yb, cols] * wx[None, cols]
+            else:
+                region += o * (wy[:, None] * wx[None, :])
+
+    def result(self, acc: np.ndarray) -> np.ndarray:
+        """The blended float32 (C2, H, W) image (the padding cropped; values as the model gave them)."""
+        t, _, l, _ = self.plan.pad
+        return np.ascontiguousarray(acc[:, t:t + self.plan.height, l:l + self.plan.width])
+
+    def quantise(self, acc: np.ndarray, out: np.ndarray, strip: int = 64) -> np.ndarray:
+        """Write the blended image into ``out`` (H, W, C2): uint8/uint16 rounded from [0, 1], float32 clipped
+        to [0, 1]; in strips of rows, so no full-frame temporary is made."""
+        t, _, l, _ = self.plan.pad
+        h, w = self.plan.height, self.plan.width
+        top = _SCALE.get(out.dtype)
+        buf = np.empty((min(strip, h), w, acc.shape[0]), dtype=np.float32)
+        for r0 in range(0, h, strip):
+            r1 = min(h, r0 + strip)
+            part = buf[:r1 - r0]
+            np.clip(acc[:, t + r0:t + r1, l:l + w].transpose(1, 2, 0), 0.0, 1.0, out=part)
+            if top is None:
+                out[r0:r1] = part
+            else:
+                part *= top
+                part += 0.5
+                np.copyto(out[r0:r1], part, casting="unsafe")
+        return out
 
 
 def tile_run(image: np.ndarray, fn: TileFn, tile: tuple[int, int], overlap: int = DEFAULT_OVERLAP,
-             multiple: int = 1, *, border: int = DEFAULT_BORDER,
+             multiple: int = 1, *, border: int = DEFAULT_BORDER, batch: int = 1,
              progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
     """Run ``fn`` (a fixed-size model) over ``image`` tile by tile and blend the outputs.
 
     Args:
         image: float32 (C, H, W), any H and W >= 1.
-        fn: float32 (1, C, th, tw) -> (1, C2, th, tw) (restoration: same spatial size out).
+        fn: float32 (N, C, th, tw) -> (N, C2, th, tw) (restoration: same spatial size out).
         tile: (th, tw), the model's fixed input size.
         overlap: pixels shared by neighbouring tiles (raised-cosine blended).
         multiple: the model's size multiple (total stride); ``tile`` must be a multiple of it,
             and interior tile origins are placed on multiples of it (see :func:`_starts`).
         border: extra reflect padding around the whole image before tiling.
+        batch: N, tiles per call of ``fn`` (the last call is padded with zeros).
         progress: called as ``progress(done, total)`` after each tile.
 
     Returns:
@@ -219,38 +373,25 @@ def tile_run(image: np.ndarray, fn: TileFn, tile: tuple[int, int], overlap: int 
     image = np.asarray(image)
     if image.ndim != 3:
         raise ValueError(f"image must be (C, H, W); got shape {image.shape}")
-    _, h, w = image.shape
-    plan = make_plan(h, w, tile, overlap, border, multiple)
-    th, tw = plan.tile
-    padded = _reflect_pad(image.astype(np.float32, copy=False), plan.pad)
-    hp, wp = plan.padded_size
-    ys = sorted({y for y, _ in plan.positions})
-    xs = sorted({x for _, x in plan.positions})
-    wy = {y: _ramp(th, overlap, y > 0, y + th < hp) for y in ys}
-    wx = {x: _ramp(tw, overlap, x > 0, x + tw < wp) for x in xs}
-    # the sum of separable weights over a full grid of tiles is separable too
-    norm_y = np.zeros(hp)
-    norm_x = np.zeros(wp)
-    for y in ys:
-        norm_y[y:y + th] += wy[y]
-    for x in xs:
-        norm_x[x:x + tw] += wx[x]
-
-    acc = None
-    total = plan.tiles
-    for i, (y, x) in enumerate(plan.positions):
-        out = np.asarray(fn(np.ascontiguousarray(padded[None, :, y:y + th, x:x + tw])))
-        if out.ndim != 4 or out.shape[0] != 1 or out.shape[2:] != (th, tw):
-            raise ValueError(f"the model returned {out.shape} for a (1, C, {th}, {tw}) tile; tiling needs the same spatial size out")
+    c, h, w = image.shape
+    grid = TileGrid(h, w, tile, overlap, multiple, border=border, batch=batch)
+    padded = grid.prepare(image.astype(np.float32, copy=False).transpose(1, 2, 0))
+    buf = np.empty((batch, c, *grid.plan.tile), dtype=np.float32)
+    acc, done = None, 0
+    for call in range(grid.calls):
+        n = grid.fill(padded, call, buf)
+        out = np.asarray(fn(buf))
+        if out.ndim != 4 or out.shape[0] != batch:
+            raise ValueError(f"the model returned {out.shape} for a ({batch}, {c}, {grid.plan.tile[0]}, "
+                             f"{grid.plan.tile[1]}) tile batch; tiling needs the same batch and spatial size out")
         if acc is None:
-            acc = np.zeros((out.shape[1], hp, wp), dtype=np.float32)
-        weight = (wy[y][:, None] * wx[x][None, :]).astype(np.float32)
-        acc[:, y:y + th, x:x + tw] += out[0] * weight
+            acc = grid.new_accumulator(out.shape[1])
+        grid.accumulate(acc, call, out)
+        done += n
         if progress is not None:
-            progress(i + 1, total)
-    acc /= (norm_y[:, None] * norm_x[None, :]).astype(np.float32)
-    t, _, l, _ = plan.pad
-    return np.ascontiguousarray(acc[:, t:t + h, l:l + w])
+            for i in range(done - n, done):
+                progress(i + 1, grid.plan.tiles)
+    return grid.result(acc)
 
 
 # what `run` and the Triton tiled model say when the graph's context is the whole input (manifest

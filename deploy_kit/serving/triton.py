@@ -274,6 +274,7 @@ def write_repository(source: str, repo: str, *, name: str | None = None, instanc
             "channels": str(ch),
             "tile_height": str(th),
             "tile_width": str(tw),
+            "tile_batch": str(int(m["input_shape"][0])),
             "overlap": str(ov),
             "multiple": str(multiple),
             "global_context": "true" if m.get("global_context") else "false",

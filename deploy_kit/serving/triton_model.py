@@ -68,6 +68,7 @@ class TritonPythonModel:
         self.output_name = config["output"][0]["name"]
         self.channels = int(p["channels"])
         self.tile = (int(p["tile_height"]), int(p["tile_width"]))
+        self.batch = int(p.get("tile_batch") or 1)  # tiles per call: the graph's static batch
         self.overlap = int(p["overlap"])
         self.multiple = int(p["multiple"])
         log = pb_utils.Logger
@@ -97,8 +98,8 @@ class TritonPythonModel:
         """
         if batch.ndim != 4 or batch.shape[1] != self.channels or min(batch.shape) < 1:
             raise ValueError(f"expected a float32 (N, {self.channels}, H, W) image batch; got shape {list(batch.shape)}")
-        fn = lambda t: self.runner.run(t)[0]  # noqa: E731 - the runtime's own call, as restore_file makes it
-        return np.stack([tile_run(image, fn, self.tile, self.overlap, self.multiple) for image in batch])
+        fn = lambda t: self.runner.run(t)[0]  # noqa: E731 - one model call of `batch` tiles, as 'deploy-kit run' makes it
+        return np.stack([tile_run(image, fn, self.tile, self.overlap, self.multiple, batch=self.batch) for image in batch])
 
     def execute(self, requests: list) -> list:
         pb = self.pb

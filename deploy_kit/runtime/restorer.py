@@ -1,0 +1,318 @@
+"""``Restorer``: the runtime's Python API — frames of any size in, restored frames out, at engine speed.
+
+One object per model: it opens a bundle or plan through the backend registry (a built engine whose
+runtime works here, else ONNX Runtime), tiles each frame through the fixed-size model N tiles per
+call (the model's static batch), blends, and returns the frame in its own dtype. :meth:`restore`
+does one frame in the calling thread; :meth:`restore_stream` runs the stages of many frames
+concurrently, with bounded queues, so that frame k+1 is being tiled while frame k is in the model
+and frame k-1 is being quantised (ONNX Runtime, TensorRT, numpy's large operations and the image
+and video codecs release the GIL, so threads suffice). Both call the same stage functions in the
+same order, so they give the same bytes.
+
+Steady state: one :class:`~deploy_kit.runtime.tiling.TileGrid` per frame size, batch buffers and
+accumulators recycled through pools; the only per-frame allocation is the frame returned to the
+caller (``restore(frame, out=...)`` avoids that too).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from .tiling import TileGrid, tiling_defaults
+
+_DONE = object()
+
+
+@dataclass
+class _Frame:
+    """One frame on its way through the stages."""
+
+    index: int
+    image: np.ndarray  # the caller's frame, HWC
+    grid: TileGrid
+    padded: np.ndarray | None = None
+    acc: np.ndarray | None = None
+    out: np.ndarray | None = None
+    extra: Any = None  # the caller's tag, handed back with the result (restore_stream(..., tagged=True))
+
+
+class _Pool:
+    """Recycled arrays of one shape; ``take`` blocks while all are in use (this bounds memory)."""
+
+    def __init__(self, make, count: int):
+        self._free: queue.Queue = queue.Queue()
+        for _ in range(count):
+            self._free.put(make())
+
+    def take(self, stop: threading.Event) -> np.ndarray:
+        while True:
+            try:
+                return self._free.get(timeout=0.1)
+            except queue.Empty:
+                if stop.is_set():
+                    raise _Stopped from None
+
+    def give(self, arr: np.ndarray) -> None:
+        self._free.put(arr)
+
+
+class _Stopped(Exception):
+    pass
+
+
+class Restorer:
+    """Restore frames (H x W x C, uint8 / uint16 / float32 in [0, 1]) of any size through one model.
+
+    Args:
+        target: a bundle folder (or its manifest.json) or a ``.plan`` with its ``.json`` manifest.
+        backend: ``auto`` (a built engine whose runtime works here, else ONNX Runtime) or a backend name.
+        overlap: tile overlap in pixels (default: the measured default, at most a quarter tile).
+        depth: frames in flight in :meth:`restore_stream` (more overlaps more, and holds more memory).
+        runner: an already opened runner with its manifest instead of ``target`` (tests, Triton's tiled model).
+
+    Raises:
+        UsageError / ManifestError: the target cannot be opened or run here; the model does not output images.
+    """
+
+    def __init__(self, target: str | None = None, backend: str = "auto", *, overlap: int | None = None,
+                 depth: int = 2, runner=None, manifest: dict | None = None, **runner_options: Any):
+        from ..errors import UsageError
+
+        if runner is None:
+            from .target import open_target
+
+            opened = open_target(target, backend, **runner_options)
+            runner, manifest, self.note = opened.runner, opened.manifest, opened.note
+        else:
+            self.note = getattr(runner, "name", "runner")
+        self.runner, self.manifest = runner, manifest
+        if manifest.get("output_kind", "image") != "image":
+            runner.close()
+            raise UsageError(f"{target} outputs {manifest['output_kind']}, not images; it cannot restore frames")
+        n, self.channels, th, tw = (int(v) for v in manifest["input_shape"])
+        self.batch, self.tile = n, (th, tw)
+        self.overlap, self.multiple = tiling_defaults(manifest, overlap)
+        self.depth = max(1, int(depth))
+        self._grids: dict[tuple[int, int], TileGrid] = {}
+        self._accs: dict[tuple[int, int, int], _Pool] = {}
+        self._out_channels: int | None = None
+        slots = max(1, int(getattr(runner, "slots", 1)))
+        self._inputs = _Pool(lambda: np.empty((n, self.channels, th, tw), np.float32), slots + 2)
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ the stages
+    def grid(self, height: int, width: int) -> TileGrid:
+        """The (cached) tiling of one frame size."""
+        key = (height, width)
+        with self._lock:
+            if key not in self._grids:
+                self._grids[key] = TileGrid(height, width, self.tile, self.overlap, self.multiple, batch=self.batch)
+            return self._grids[key]
+
+    def _check(self, frame: np.ndarray) -> np.ndarray:
+        arr = np.asarray(frame)
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        if arr.ndim != 3 or arr.shape[2] not in (1, 3) or arr.dtype not in (np.uint8, np.uint16, np.float32):
+            raise ValueError(f"a frame must be H x W x 1 or 3 of uint8, uint16 or float32; got {arr.shape} {arr.dtype}")
+        if self.channels not in (1, 3) and arr.shape[2] != self.channels:
+            raise ValueError(f"the model takes {self.channels} channels; got {arr.shape[2]}")
+        return arr
+
+    def _start(self, index: int, frame: np.ndarray, extra: Any = None) -> _Frame:
+        arr = self._check(frame)
+        grid = self.grid(arr.shape[0], arr.shape[1])
+        return _Frame(index, arr, grid, grid.prepare(arr), extra=extra)
+
+    def _acc(self, grid: TileGrid, channels: int, stop: threading.Event | None) -> np.ndarray:
+        key = (*grid.plan.padded_size, channels)
+        with self._lock:
+            pool = self._accs.get(key)
+            if pool is None:
+                pool = self._accs[key] = _Pool(lambda: grid.new_accumulator(channels), self.depth + 1)
+        acc = pool.take(stop or threading.Event())
+        acc.fill(0.0)
+        return acc
+
+    def _give_acc(self, acc: np.ndarray) -> None:
+        self._accs[(*acc.shape[1:], acc.shape[0])].give(acc)
+
+    def _blend(self, job: _Frame, call: int, outputs: list[np.ndarray], stop: threading.Event | None) -> None:
+        out = outputs[0]
+        if job.acc is None:
+            job.acc = self._acc(job.grid, out.shape[1], stop)
+        job.grid.accumulate(job.acc, call, out)
+
+    def _finish(self, job: _Frame, out: np.ndarray | None = None) -> np.ndarray:
+        h, w = job.image.shape[:2]
+        colour = job.image.shape[2]
+        c2 = job.acc.shape[0]
+        dst = out if out is not None else np.empty((h, w, c2), dtype=job.image.dtype)
+        if dst.shape != (h, w, c2) or dst.dtype != job.image.dtype:
+            raise ValueError(f"out must be {h}x{w}x{c2} {job.image.dtype}; got {dst.shape} {dst.dtype}")
+        job.grid.quantise(job.acc, dst)
+        self._give_acc(job.acc)
+        job.acc = None
+        if c2 == 3 and colour == 1:  # an RGB model restored a gray frame: back to gray, as it came
+            dst = _to_gray(dst)
+        elif c2 == 1 and colour == 3:  # a gray model restored an RGB frame (as luma): three equal channels
+            dst = np.repeat(dst, 3, axis=2)
+        return dst
+
+    # ------------------------------------------------------------------ public API
+    def restore(self, frame: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Restore one frame in the calling thread.
+
+        Args:
+            frame: H x W x C (C = 1 or 3; or H x W) uint8, uint16 or float32 in [0, 1].
+            out: optional H x W x C2 array of the frame's dtype to write into (no allocation).
+
+        Returns:
+            the restored frame, same size and dtype (float32 clipped to [0, 1]).
+        """
+        job = self._start(0, frame)
+        buf = self._inputs.take(threading.Event())
+        try:
+            for call in range(job.grid.calls):
+                job.grid.fill(job.padded, call, buf)
+                self._blend(job, call, self.runner.submit(buf).wait(), None)
+        finally:
+            self._inputs.give(buf)
+        return self._finish(job, out)
+
+    def restore_stream(self, frames: Iterable, *, tagged: bool = False) -> Iterator:
+        """Restore a sequence of frames, pipelined; yields the results in order.
+
+        The frames are pulled from ``frames`` in a thread of their own (so decoding, when ``frames``
+        decodes lazily, overlaps the model too); at most ``depth`` frames are in flight.
+
+        Args:
+            frames: an iterable of frames (see :meth:`restore`); with ``tagged`` of (frame, tag) pairs.
+            tagged: yield (restored frame, tag) pairs, passing each tag through (e.g. a file name).
+
+        Raises:
+            whatever a stage raised (the others are stopped first); ValueError for a bad frame.
+        """
+        stop = threading.Event()
+        q_in: queue.Queue = queue.Queue(maxsize=self.depth)       # prepared frames
+        q_tiles: queue.Queue = queue.Queue(maxsize=self.depth)    # (frame, call, filled buffer)
+        q_blended: queue.Queue = queue.Queue(maxsize=self.depth)  # frames with every call blended
+        q_out: queue.Queue = queue.Queue(maxsize=self.depth)      # finished frames
+        errors: list[BaseException] = []
+
+        def put(q: queue.Queue, item) -> None:
+            while True:
+                try:
+                    q.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    if stop.is_set():
+                        raise _Stopped from None
+
+        def get(q: queue.Queue):
+            while True:
+                try:
+                    return q.get(timeout=0.1)
+                except queue.Empty:
+                    if stop.is_set():
+                        raise _Stopped from None
+
+        def stage(fn):
+            def body():
+                try:
+                    fn()
+                except _Stopped:
+                    pass
+                except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+                    errors.append(exc)
+                    stop.set()
+            t = threading.Thread(target=body, daemon=True, name=f"deploy-kit-{fn.__name__}")
+            t.start()
+            return t
+
+        def source():
+            for i, item in enumerate(frames):
+                frame, tag = item if tagged else (item, None)
+                put(q_in, self._start(i, frame, tag))
+            put(q_in, _DONE)
+
+        def tiler():
+            while (job := get(q_in)) is not _DONE:
+                for call in range(job.grid.calls):
+                    buf = self._inputs.take(stop)
+                    job.grid.fill(job.padded, call, buf)
+                    put(q_tiles, (job, call, buf))
+            put(q_tiles, _DONE)
+
+        def model():
+            # up to `slots` passes in flight; a pass's outputs are blended before its slot is reused
+            slots = max(1, int(getattr(self.runner, "slots", 1)))
+            pending: list = []
+
+            def drain_one():
+                job, call, p = pending.pop(0)
+                self._blend(job, call, p.wait(), stop)
+                if call == job.grid.calls - 1:
+                    put(q_blended, job)
+
+            while (item := get(q_tiles)) is not _DONE:
+                job, call, buf = item
+                if len(pending) == slots:
+                    drain_one()
+                pending.append((job, call, self.runner.submit(buf)))
+                self._inputs.give(buf)  # submit copied it
+            while pending:
+                drain_one()
+            put(q_blended, _DONE)
+
+        def finisher():
+            while (job := get(q_blended)) is not _DONE:
+                job.out = self._finish(job)
+                put(q_out, job)
+            put(q_out, _DONE)
+
+        threads = [stage(source), stage(tiler), stage(model), stage(finisher)]
+        try:
+            while True:
+                try:
+                    job = q_out.get(timeout=0.1)
+                except queue.Empty:
+                    if errors:
+                        raise errors[0]
+                    continue
+                if job is _DONE:
+                    break
+                yield (job.out, job.extra) if tagged else job.out
+            if errors:
+                raise errors[0]
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=5)
+
+    def close(self) -> None:
+        """Release the runner (and the engine's device and pinned memory)."""
+        if self.runner is not None:
+            self.runner.close()
+            self.runner = None
+
+    def __enter__(self) -> "Restorer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _to_gray(rgb: np.ndarray) -> np.ndarray:
+    """Luma of an H x W x 3 frame, in its dtype (H x W x 1)."""
+    from .tiling import _LUMA
+
+    y = rgb.astype(np.float32) @ _LUMA
+    if rgb.dtype != np.float32:
+        y = y + 0.5
+    return np.clip(y, 0, np.iinfo(rgb.dtype).max if rgb.dtype != np.float32 else 1.0).astype(rgb.dtype)[..., None]
