@@ -19,7 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 
-_H2D, _D2H = 1, 2
+H2D, D2H = 1, 2  # cudaMemcpyKind values for memcpy_async
 _STREAM_NON_BLOCKING = 0x1  # no implicit sync with the legacy default stream other libraries use
 _EVENT_DISABLE_TIMING = 0x2  # the cheapest event: only ordering, no timestamps
 
@@ -40,7 +40,8 @@ def _candidates() -> list[str]:
     """libcudart files to try: the loader's search path first, then pip wheels (nvidia-cuda-runtime
     installs it under site-packages/nvidia/<pkg>/lib, which the loader does not search), then the
     CUDA toolkit (on a Jetson: JetPack's /usr/local/cuda)."""
-    names = [ctypes.util.find_library("cudart") or "", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0", "libcudart.so"]
+    names = [ctypes.util.find_library("cudart") or "",
+             "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0", "libcudart.so"]
     for root in sys.path:
         names += sorted(glob.glob(os.path.join(root, "nvidia", "*", "lib", "libcudart.so*")), reverse=True)
     for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
@@ -106,12 +107,29 @@ def gpu_available() -> tuple[bool, str]:
     return True, ""
 
 
+def device_info(device: int = 0) -> dict[str, str] | None:
+    """``{"name": ..., "compute_capability": "9.0"}`` of a CUDA device, from the driver; None
+    without one. (TensorRT-RTX targets only some compute capabilities: callers check this.)"""
+    try:
+        libcuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    major, minor, name = ctypes.c_int(0), ctypes.c_int(0), ctypes.create_string_buffer(256)
+    # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75, _MINOR = 76
+    if (libcuda.cuInit(0) or libcuda.cuDeviceGetAttribute(ctypes.byref(major), 75, device)
+            or libcuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, device)
+            or libcuda.cuDeviceGetName(name, 256, device)):
+        return None
+    return {"name": name.value.decode(errors="replace"), "compute_capability": f"{major.value}.{minor.value}"}
+
+
 def versions() -> dict[str, str]:
     """CUDA runtime and driver versions as ``"12.8"`` strings ({} when libcudart is missing)."""
     lib = _cudart()
     if lib is None:
         return {}
-    return {"runtime": _dotted(_version(lib, "cudaRuntimeGetVersion")), "driver": _dotted(_version(lib, "cudaDriverGetVersion"))}
+    return {"runtime": _dotted(_version(lib, "cudaRuntimeGetVersion")),
+            "driver": _dotted(_version(lib, "cudaDriverGetVersion"))}
 
 
 def _dotted(v: int) -> str:
