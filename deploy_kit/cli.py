@@ -311,7 +311,9 @@ def run(target, inputs, out_dir, backend, overlap, max_pixels, codec, crf) -> No
       depth (alpha kept). A broken image is reported and skipped; the run ends with a summary
       and exit code 1.
     Videos (.mp4 .mov .mkv .avi .webm ...; needs PyAV: pip install 'deploy-kit[video]'): the
-      same frame count, size and frame rate, --codec/--crf, audio copied as is.
+      same frame count, size and frame rate, --codec/--crf, audio copied as is; a corrupt or
+      truncated video stops the run (exit 2) and leaves no output file.
+    An image whose header claims more than --max-pixels stops the run before any work (exit 2).
     Frames are tiled through the fixed-size engine (N tiles per call for a batched engine) with
     overlapping, blended tiles; decoding, the model, blending and encoding run concurrently.
     """
@@ -366,7 +368,7 @@ def run(target, inputs, out_dir, backend, overlap, max_pixels, codec, crf) -> No
             click.echo(f"restored {n} images ({res.pixels / 1e6:.2f} MP) into {out_dir} in {dt:.1f} s: "
                        f"{n / dt:.2f} images/s, {res.pixels / 1e6 / dt:.2f} MP/s ({restorer.runner.name})")
         for v in videos:
-            failed += _run_video(restorer, v, out_dir, codec, crf)
+            _run_video(restorer, v, out_dir, codec, crf)
         if failed:
             click.echo(f"{len(failed)} of {len(files)} inputs failed:", err=True)
             for line in failed:
@@ -376,28 +378,26 @@ def run(target, inputs, out_dir, backend, overlap, max_pixels, codec, crf) -> No
         restorer.close()
 
 
-def _run_video(restorer, src: str, out_dir: str, codec: str, crf: int) -> list[str]:
-    """Restore one video with ``run``'s progress and closing line; returns the failure line, if any."""
+def _run_video(restorer, src: str, out_dir: str, codec: str, crf: int) -> None:
+    """Restore one video with ``run``'s progress and closing line.
+
+    Raises:
+        UsageError: the video cannot be read (corrupt, truncated, not a video) or written (a bad --codec);
+            nothing is left at the output path.
+    """
     from .runtime.video import probe_video, transcode
 
     dst = os.path.join(out_dir, os.path.basename(src))
     try:
         info = probe_video(src)
-    except ValueError as exc:
-        click.echo(f"skipped: {exc}", err=True)
-        return [str(exc)]
-    label = f"{os.path.basename(src)} ({info.width}x{info.height}, {float(info.fps):.2f} fps)"
-    with click.progressbar(length=info.frames or 0, label=label, file=sys.stderr,
-                           show_pos=True) as bar:
-        try:
+        label = f"{os.path.basename(src)} ({info.width}x{info.height}, {float(info.fps):.2f} fps)"
+        with click.progressbar(length=info.frames or 0, label=label, file=sys.stderr, show_pos=True) as bar:
             stats = transcode(src, dst, restorer.restore_stream, codec=codec, crf=crf,
                               progress=lambda done, total: bar.update(1))
-        except ValueError as exc:
-            click.echo(f"\nskipped: {exc}", err=True)
-            return [str(exc)]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     click.echo(f"restored {stats.frames} frames of {src} into {dst} in {stats.seconds:.1f} s: {stats.fps:.2f} frames/s "
                f"({info.width * info.height * stats.fps / 1e6:.2f} MP/s, {restorer.runner.name})")
-    return []
 
 
 @cli.command()

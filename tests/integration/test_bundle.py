@@ -172,7 +172,6 @@ def test_run_keeps_format_depth_and_alpha(cli, bundles, tmp_path):
 def test_run_bad_inputs_are_one_line(cli, bundles, tmp_path):
     (tmp_path / "not-an-image.png").write_bytes(b"nope")
     for args, expect in (((tmp_path / "missing.png",), "input not found"),
-                         ((tmp_path / "not-an-image.png",), "cannot read an input image"),
                          ((tmp_path / "not-an-image.png", "--overlap", "40"), "--overlap must be between")):
         r = cli("run", bundles["fp16"], *args, "--out", tmp_path / "o")
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and expect in r.stderr, r.stderr
