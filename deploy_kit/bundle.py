@@ -6,7 +6,8 @@ A TensorRT engine is not portable, so a bundle carries the graph and the proof i
       manifest.json         one manifest (deploy_kit/manifest.py): model, input conventions, TLC,
                             precision, tolerances, degradation, sha256 of every file below
       <stem>.<precision>.onnx   the graph to build on the device (FP16 casts or INT8 Q/DQ)
-      reference.npz         reference inputs and their PyTorch FP32 outputs (export size)
+      reference.npz         reference inputs and their PyTorch FP32 outputs (the graph's full
+                            input shape (N, C, H, W): a batched graph stores batches)
       build.sh              trtexec lines: TensorRT 10 (JetPack 6/7) and 11, with/without DLA
       README.md             the four device steps
       int8/                 INT8 only: the FP32 graph + TensorRT <= 10 implicit-INT8 calibration cache
@@ -147,13 +148,14 @@ def write_bundle(onnx_path: str, inputs: Sequence[np.ndarray], refs: Sequence[Se
 
     Args:
         onnx_path: the precision ONNX written by deploy-kit (its metadata becomes the manifest).
-        inputs: reference inputs (float32 NCHW at the export size).
-        refs: the PyTorch FP32 outputs per input (``output_names`` order).
+        inputs: reference inputs, float32 of the graph's full input shape (N, C, H, W): ``verify``
+            runs each through the graph as it is.
+        refs: the PyTorch FP32 outputs per input (``output_names`` order), batch axis first.
         out: bundle directory to (re)create.
         report: the ParityReport of the export, recorded in the manifest when given.
 
     Raises:
-        UsageError: the ONNX has no deploy-kit metadata.
+        UsageError: the ONNX has no deploy-kit metadata, or an input is not of its input shape.
     """
     from .export import read_metadata
     from .precision.int8 import legacy_cache_path
@@ -161,6 +163,10 @@ def write_bundle(onnx_path: str, inputs: Sequence[np.ndarray], refs: Sequence[Se
     meta = read_metadata(onnx_path)
     quant = meta.pop("deploy_kit.int8", None)  # how the Q/DQ graph was calibrated (int8.py)
     meta = _graph_manifest(meta, onnx_path)
+    for x in inputs:
+        if list(np.shape(x)) != list(meta["input_shape"]):
+            raise UsageError(f"reference input of shape {list(np.shape(x))} does not fit {os.path.basename(onnx_path)}, "
+                             f"whose input is {meta['input_shape']}; stack single samples into the graph's batch")
     parent = os.path.dirname(os.path.abspath(out)) or "."
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", suffix=".part", dir=parent)
@@ -217,11 +223,21 @@ def bundle_artifact(artifact: str, out: str | None = None, samples: int = 2) -> 
     The reference outputs are recomputed with the PyTorch model rebuilt from the artifact's
     metadata (the weights file it was exported from must still be there), as ``verify`` does.
     """
+    from .manifest import input_batch
+    from .parity import batch_members, stack_batches, stack_outputs
+    from .reference import batch_labels
     from .verify import rebuild_reference
 
     if not artifact.endswith(".onnx"):
         raise UsageError(f"{artifact}: bundle takes the .onnx deploy-kit wrote (FP16/INT8/FP32), not a plan")
-    report, inputs, refs, _ = rebuild_reference(artifact, samples)
+    report, inputs, refs, meta = rebuild_reference(artifact, samples)
+    batch = input_batch(meta)
+    if batch > 1:
+        # the rebuilt references are single sample images: stacked N at a time, as export stacks them
+        members = batch_members(len(inputs), batch)
+        inputs, refs = stack_batches(inputs, members), stack_outputs(refs, members)
+        report.samples, report.inputs = list(report.inputs), batch_labels(members, list(report.inputs))
+        report.input_shape = list(inputs[0].shape)
     base = artifact[: -len(".onnx")]
     return write_bundle(artifact, inputs, refs, out or base + ".bundle", report=report)
 
@@ -277,6 +293,9 @@ def _graph_manifest(meta: dict, onnx_path: str) -> dict:
 def _readme(meta: dict, onnx_name: str, count: int) -> str:
     shape = "x".join(str(d) for d in meta["input_shape"])
     tlc = "TLC on" if meta.get("tlc") else "no TLC"
+    batch = int(meta["input_shape"][0])
+    per_pass = f" ({batch} tiles per pass)" if batch > 1 else ""
+    refs = f"{count} reference inputs" if batch == 1 else f"{count} reference batches of {batch}"
     return f"""# {meta['model']} {meta['variant']} — {meta['precision'].upper()} bundle ({shape}, {tlc})
 
 Made by deploy-kit {meta.get('deploy_kit_version', '?')}. Everything here is checked against
@@ -287,13 +306,13 @@ On the device (Jetson with JetPack, or a GPU server), with only the core install
 
 ```bash
 deploy-kit build .  --backend tensorrt          # the engine, built here on the target
-deploy-kit verify . --backend auto              # {count} reference inputs vs their PyTorch FP32 outputs
+deploy-kit verify . --backend auto              # {refs} vs their PyTorch FP32 outputs
 deploy-kit run .    photo.png folder/ --out restored/
 ```
 
 `build.sh` has the equivalent `trtexec` lines (TensorRT 10 and 11, GPU or DLA).
 Input: {meta['input']['color']} in [0, 1], {meta['input']['normalisation']}; padding: {meta['input']['padding']}.
-Images of any size are tiled through the fixed {meta['input_shape'][2]}x{meta['input_shape'][3]} engine by `deploy-kit run`.
+Images of any size are tiled through the fixed {meta['input_shape'][2]}x{meta['input_shape'][3]} engine{per_pass} by `deploy-kit run`.
 Graph: `{onnx_name}`.
 """
 

@@ -280,20 +280,45 @@ def batch_members(count: int, batch: int) -> list[list[int]]:
 
 
 def stack_batches(samples: Sequence[np.ndarray], members: Sequence[Sequence[int]]) -> list[np.ndarray]:
-    """Stack single samples (1, ...) into the batches ``members`` names (:func:`batch_members`)."""
+    """Stack single samples into the batches ``members`` names.
+
+    Args:
+        samples: arrays with a batch axis of 1, e.g. (1, C, H, W).
+        members: per batch, the sample indices (:func:`batch_members`).
+
+    Returns:
+        One (N, ...) array per batch.
+    """
     return [np.concatenate([samples[i] for i in m], axis=0) for m in members]
 
 
 def stack_outputs(outputs: Sequence[Sequence[np.ndarray]], members: Sequence[Sequence[int]]) -> list[list[np.ndarray]]:
-    """Per-sample outputs (each output's batch axis 1) stacked as :func:`stack_batches` stacks the
-    inputs: each batch element keeps its own sample's output."""
+    """Per-sample outputs stacked as :func:`stack_batches` stacks the inputs: each batch element
+    keeps its own sample's output.
+
+    Args:
+        outputs: per sample, its outputs (each with a batch axis of 1).
+        members: per batch, the sample indices (:func:`batch_members`).
+
+    Returns:
+        Per batch, its outputs, each (N, ...).
+    """
     return [[np.concatenate([outputs[i][j] for i in m], axis=0) for j in range(len(outputs[m[0]]))] for m in members]
 
 
 def unstack_outputs(outputs: Sequence[Sequence[np.ndarray]], members: Sequence[Sequence[int]],
                     count: int) -> list[list[np.ndarray]]:
-    """The inverse of :func:`stack_outputs`: per-sample outputs from batched ones (the first
-    element that holds each sample; the fill-up repeats are dropped)."""
+    """The inverse of :func:`stack_outputs`: per-sample outputs from batched ones.
+
+    Args:
+        outputs: per batch, its outputs (each (N, ...)).
+        members: per batch, the sample indices (:func:`batch_members`).
+        count: the number of samples.
+
+    Returns:
+        Per sample, its outputs (batch axis 1), taken from the first element that holds it (the
+        fill-up repeats are dropped).
+    """
     found: dict[int, list[np.ndarray]] = {}
     for outs, m in zip(outputs, members):
         for b, i in enumerate(m):
@@ -311,7 +336,7 @@ def run_samples(runner, samples: Sequence[np.ndarray]) -> list[list[np.ndarray]]
             back, so callers that hold single images (the INT8 quality pairs) need not know N.
 
     Returns:
-        Per input given, the list of outputs.
+        Per input given, the list of outputs (per sample when single samples were given).
     """
     shape = getattr(runner, "input_shape", None)
     batch = int(shape[0]) if shape and int(shape[0]) > 1 else 1
@@ -322,7 +347,15 @@ def run_samples(runner, samples: Sequence[np.ndarray]) -> list[list[np.ndarray]]
 
 
 def graph_batch(path: str) -> int:
-    """The static batch (first input dimension) of an ONNX graph; 1 when it is not a fixed number."""
+    """The static batch of an ONNX graph.
+
+    Args:
+        path: an ONNX file (read without its external data).
+
+    Returns:
+        The first dimension of the graph's (first non-initializer) input; 1 when it is not a
+        fixed number.
+    """
     import onnx
 
     model = onnx.load(path, load_external_data=False)
@@ -344,6 +377,9 @@ def run_onnxruntime(path: str, inputs: Sequence[np.ndarray], input_name: str = "
             so ONNX Runtime's peak memory does not stack on what PyTorch holds in this one.
         batch: the graph's batch N when the caller knows it; None reads it from the graph when
             the inputs are single samples.
+
+    Returns:
+        Per input given, the list of outputs (per sample when single samples were given).
     """
     from .runtime.runners import OrtRunner, run_isolated
 

@@ -80,7 +80,6 @@ class Run:
     inputs: list = field(default_factory=list)  # (N, C, H, W) batches of the sample images
     refs: list = field(default_factory=list)  # per batch, the outputs: each element its own sample's
     members: list = field(default_factory=list)  # per batch, the sample index of each element
-    samples_in: list = field(default_factory=list)  # the sample images themselves, (1, C, H, W)
     metadata: dict = field(default_factory=dict)
     report: Any = None
     fp32_path: str = ""
@@ -214,25 +213,25 @@ def stage_reference(run: Run) -> None:
 
     def go() -> str:
         req, adapter = run.req, run.adapter
-        run.samples_in = adapter.sample_inputs(req, count=run.samples)
+        samples = adapter.sample_inputs(req, count=run.samples)  # (1, C, H, W) each
         runner = reference_runner(adapter, run.loaded.model, req)
         # one image per reference pass: each batch element's reference is the model on its image
         # alone, the same numbers a batch-1 export compares with
         with record_ranges(runner.module) as ranges:  # what the range-safe FP16 rewrites must hold
-            sample_refs = runner.run_many(run.samples_in)
+            sample_refs = runner.run_many(samples)
         run.ranges = dict(ranges)
-        run.members = parity.batch_members(len(run.samples_in), req.batch)
-        run.inputs = parity.stack_batches(run.samples_in, run.members)
+        run.members = parity.batch_members(len(samples), req.batch)
+        run.inputs = parity.stack_batches(samples, run.members)
         run.refs = parity.stack_outputs(sample_refs, run.members)
         degradation = adapter.input_degradation(req)
         ref_desc = f"PyTorch {torch.__version__} FP32 eager{adapter.reference_label(req)}"
-        labels = input_labels(len(run.samples_in), degradation, req.seed)
+        labels = input_labels(len(samples), degradation, req.seed)
         run.metadata = request_metadata(adapter, run.spec, req, run.loaded.variant, list(run.inputs[0].shape), degradation)
         run.report = parity.ParityReport(req.model, req.variant, list(run.inputs[0].shape), run.metadata["tlc"],
                                          ref_desc, batch_labels(run.members, labels), samples=labels)
         run.res.report = run.report
         batches = f" in {len(run.inputs)} batch{'es' if len(run.inputs) > 1 else ''} of {req.batch}" if req.batch > 1 else ""
-        return f"{len(run.samples_in)} sample images{f' + {degradation}' if degradation else ''}{batches}, {ref_desc}"
+        return f"{len(samples)} sample images{f' + {degradation}' if degradation else ''}{batches}, {ref_desc}"
 
     run.timed("reference", go)
 
@@ -310,7 +309,7 @@ def _parity_onnx(run: Run, precision: str, path: str) -> None:
         run.cand_outs = outs
         run.precision_done = precision
         if check.status == "fail" and precision == "fp32":
-            run.res.notes.append(_fp32_failure_diagnosis(run.adapter, run.req, check, run.samples_in, run.refs, outs))
+            run.res.notes.append(_fp32_failure_diagnosis(run.adapter, run.req, run.inputs, run.refs, outs, run.members))
         return _check_line(check)
 
     run.timed(f"parity {precision} (onnxruntime)", go)
@@ -451,39 +450,45 @@ STAGES = (
 CONDITIONING_MAX_PIXELS = 512 * 512  # a float64 forward pass needs about twice the FP32 memory
 
 
-def _fp32_failure_diagnosis(adapter, req: ExportRequest, check, samples, refs, outs) -> str:
+def _fp32_failure_diagnosis(adapter, req: ExportRequest, inputs, refs, outs, members=None) -> str:
     """Tell an export error from an input the model itself cannot compute stably in FP32.
 
-    Re-runs the worst sample (the batch element farthest from its reference, ``check.elements``)
-    through the PyTorch model in float64: if the FP32 reference is itself as far from that as
-    ONNX Runtime is, FP32 rounding (amplified by the model at this input) explains the failure.
-    Seen on BiasFree Restormer: no bias anywhere, so an exactly black region stays tiny and the
-    LayerNorm's 1/sqrt(eps) blows its rounding up block by block.
+    Re-runs the worst sample (the batch element farthest from its reference) through the PyTorch
+    model in float64: if the FP32 reference is itself as far from that as ONNX Runtime is, FP32
+    rounding (amplified by the model at this input) explains the failure. Seen on BiasFree
+    Restormer: no bias anywhere, so an exactly black region stays tiny and the LayerNorm's
+    1/sqrt(eps) blows its rounding up block by block.
 
     Args:
-        check: the failed FP32 Check (its per-element metrics pick the worst element).
-        samples: the sample images, (1, C, H, W) each; refs, outs: per batch, the outputs.
+        inputs, refs, outs: per stored input (a batch), the input and the outputs.
+        members: per stored input, the sample index of each element (names the sample in the
+            note); None counts the elements in order.
     """
     import numpy as np
 
     from .models.checkpoint import load_model
 
-    worst = max(check.elements, key=lambda e: max(m.max_abs for m in e.outputs))
-    i, b, k = worst.input, worst.element, worst.sample
-    error = max(m.max_abs for m in worst.outputs)
+    def error(i: int, b: int) -> float:
+        return max(float(np.max(np.abs(np.asarray(o[b : b + 1], np.float64) - r[b : b + 1]))) for o, r in zip(outs[i], refs[i]))
+
+    # (error, input, element) of every batch element; the float64 run needs one element only
+    errors = [(error(i, b), i, b) for i in range(len(outs)) for b in range(int(inputs[i].shape[0]))]
+    flat = max(range(len(errors)), key=lambda n: errors[n][0])
+    worst, i, b = errors[flat]
+    k = members[i][b] if members is not None else flat
     if req.height * req.width > CONDITIONING_MAX_PIXELS:
         return (f"fp32 failure not diagnosed: the float64 re-run that tells export errors from ill-conditioned "
                 f"inputs is limited to {CONDITIONING_MAX_PIXELS} pixels; re-export at 512x512 or smaller to run it")
     from .reference import reference_runner
 
     loaded = load_model(adapter, None if req.variant == "custom" else req.variant, req.weights, req.seed)
-    ref64 = reference_runner(adapter, loaded.model, req, dtype="float64").run(samples[k])
+    ref64 = reference_runner(adapter, loaded.model, req, dtype="float64").run(inputs[i][b : b + 1])
     del loaded
     ref_err = max(float(np.max(np.abs(r[b : b + 1] - t))) for r, t in zip(refs[i], ref64))
     ort_err = max(float(np.max(np.abs(np.asarray(o[b : b + 1], np.float64) - t))) for o, t in zip(outs[i], ref64))
     head = (f"fp32 diagnosis, sample {k}: PyTorch FP32 is {ref_err:.2e} from a float64 run of the same model, "
             f"ONNX Runtime {ort_err:.2e}")
-    if ref_err >= 0.5 * error:
+    if ref_err >= 0.5 * worst:
         return (head + ": the input is ill-conditioned for this model (FP32 rounding decides the output, not the "
                 "export); check with the inputs it sees in deployment (--degradation) or trained --weights")
     return head + ": the reference is stable, so the export computes something else; report it with --debug output"
@@ -510,6 +515,10 @@ def _make_precision(req, adapter, fp32_path: str, dst: str, s: Int8Settings, res
         seed=req.seed,
         degradation=degradation,
     )
+    if req.batch > 1:
+        from .precision.calibration import batched
+
+        cal = batched(cal, req.batch)  # the graph takes N crops per pass
     if cal.skipped:
         res.notes.append(f"calibration: skipped {len(cal.skipped)} files (first: {cal.skipped[0][0]}: {cal.skipped[0][1]})")
     opts = Int8Options(method=s.method, remainder=s.remainder, fp32_patterns=tuple(adapter.int8_excluded(req)),
@@ -573,7 +582,14 @@ def _close(run: Run) -> ExportResult:
     onnx_final = [p for label, p in res.artifacts if label.endswith("ONNX")][-1]
     res.next_steps.insert(0, f"deploy-kit verify {onnx_final}")
     if run.plan:
-        res.next_steps.append(f"on the target GPU: trtexec --loadEngine={run.plan}   (or: deploy-kit run {run.plan} IMAGE)")
+        if run.engine_backend.name == backends.TENSORRT_RTX:
+            # trtexec is TensorRT's and cannot deserialise a TensorRT-RTX plan; the tensorrt-rtx wheel
+            # ships no command-line tool, so deploy-kit's own runner (the TensorRT-RTX runtime) it is
+            res.next_steps.append(f"on an NVIDIA GPU with the TensorRT-RTX runtime (trtexec cannot load RTX plans): "
+                                  f"deploy-kit verify {run.plan}   and   deploy-kit run {run.plan} IMAGE --out DIR")
+        else:
+            res.next_steps.append(f"on the target GPU: trtexec --loadEngine={run.plan}   "
+                                  f"(or: deploy-kit run {run.plan} IMAGE --out DIR)")
         res.next_steps.append(f"cross-check with Polygraphy: polygraphy run {onnx_final} --onnxrt --trt")
     else:
         res.next_steps.append(f"build an engine: deploy-kit build {onnx_final} --backend tensorrt-rtx")

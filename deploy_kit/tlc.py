@@ -276,7 +276,8 @@ def window_starts(n: int, kernel: int) -> tuple[int, list[int]]:
 
 
 def cut_windows(x: torch.Tensor, k: tuple[int, int], rows: list[int], cols: list[int]) -> torch.Tensor:
-    """Static slices of a (1, C, H, W) map, stacked on the batch axis (row-major order)."""
+    """Static slices of an (N, C, H, W) map, stacked on the batch axis: window-major (row-major
+    window order), so window w of batch element b is item ``w * N + b`` (:class:`WindowMerge`)."""
     kh, kw = k
     return torch.cat([x[..., i : i + kh, j : j + kw] for i in rows for j in cols], dim=0)
 
@@ -302,16 +303,21 @@ class WindowMerge(nn.Module):
         self.register_buffer("inv_count", (1.0 / rc)[:, None] * (1.0 / cc)[None, :], persistent=False)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
+        """Merge window outputs ``y`` (count * N, C, kh, kw), laid out as :func:`cut_windows`
+        cuts them, into (N, C, H, W)."""
         h, w = self.size
         kh, kw = self.k
         if len(self.rows) == 1 and len(self.cols) == 1 and (kh, kw) == (h, w):
             return y
         nc = len(self.cols)
+        # the batch is static in an export (int() makes it a constant of the traced graph)
+        n = int(y.shape[0]) // (len(self.rows) * nc)
         total = None
         for r, i in enumerate(self.rows):
             band = None
             for c, j in enumerate(self.cols):
-                part = F.pad(y[r * nc + c : r * nc + c + 1], (j, w - j - kw, 0, 0))
+                first = (r * nc + c) * n
+                part = F.pad(y[first : first + n], (j, w - j - kw, 0, 0))
                 band = part if band is None else band + part
             band = F.pad(band, (0, 0, i, h - i - kh))
             total = band if total is None else total + band

@@ -399,8 +399,8 @@ class StaticWindows(nn.Module):
     def forward(self, core, *maps: torch.Tensor) -> torch.Tensor:
         """``core(*maps)`` on the windows of each map (cut alike), merged back onto the canvas."""
         for m in maps:
-            if m.shape[0] != 1 or tuple(m.shape[-2:]) != self.size:
-                raise RuntimeError(f"static TLC windows built for (1, *, {self.size}), got {tuple(m.shape)}")
+            if tuple(m.shape[-2:]) != self.size:
+                raise RuntimeError(f"static TLC windows built for (N, *, {self.size}), got {tuple(m.shape)}")
         if self.is_global:
             return core(*maps)
         return self.merge(core(*(cut_windows(m, self.k, self.rows, self.cols) for m in maps)))

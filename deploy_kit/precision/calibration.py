@@ -75,7 +75,7 @@ class CalibrationSet:
         images: the files the crops came from (in use order).
     """
 
-    arrays: list[np.ndarray]
+    arrays: list[np.ndarray]  # (N, C, H, W) for a graph of batch N (see batched)
     skipped: list[tuple[str, str]]
     description: str
     digest: str
@@ -485,6 +485,38 @@ def load_calibration_set(
         f"{f' ({len(skipped)} files skipped)' if skipped else ''}, degradation {deg}, seed {seed}"
     )
     return CalibrationSet(arrays=arrays, skipped=skipped, description=description, digest=_digest(arrays), images=used)
+
+
+def batched(calib: CalibrationSet, batch: int) -> CalibrationSet:
+    """The same crops stacked into batches of ``batch`` for a graph of that static batch size.
+
+    Crops keep their order; the last batch is filled up by repeating crops from the first (so
+    MinMax ranges are exactly those of the unbatched set; histogram methods count the few
+    repeated crops twice).
+
+    Args:
+        calib: a set of single crops (1, C, H, W), from :func:`load_calibration_set`.
+        batch: the graph's batch N (>= 1).
+
+    Returns:
+        A new set whose arrays are (N, C, H, W) (the set itself when N is 1); digest recomputed,
+        description saying the batching.
+
+    Raises:
+        CalibrationError: ``batch`` below 1 or the set's arrays are not single crops.
+    """
+    if batch < 1:
+        raise CalibrationError(f"calibration batch must be at least 1; got {batch}")
+    if batch == 1:
+        return calib
+    if any(a.shape[0] != 1 for a in calib.arrays):
+        raise CalibrationError("calibration arrays are batched already; batch single crops (1, C, H, W) only")
+    from ..parity import batch_members, stack_batches
+
+    arrays = stack_batches(calib.arrays, batch_members(len(calib.arrays), batch))
+    return CalibrationSet(arrays=arrays, skipped=list(calib.skipped),
+                          description=f"{calib.description}, in {len(arrays)} batches of {batch}",
+                          digest=_digest(arrays), images=list(calib.images))
 
 
 def eval_pairs(

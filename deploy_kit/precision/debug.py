@@ -113,7 +113,11 @@ def exact_pattern(names: Sequence[str]) -> list[str]:
 
 
 def load_inputs(path: str, shape: Sequence[int]) -> list[np.ndarray]:
-    """Arrays of an ``.npz``, split along the batch axis into inputs of ``shape``."""
+    """Arrays of an ``.npz``, split along the batch axis into inputs of ``shape``.
+
+    The samples are regrouped into batches of the graph's ``shape[0]``, the last one filled up by
+    repeating samples from the first (:func:`deploy_kit.parity.batch_members`).
+    """
     if not os.path.isfile(path):
         raise UsageError(f"inputs file not found: {path}")
     try:
@@ -130,6 +134,10 @@ def load_inputs(path: str, shape: Sequence[int]) -> list[np.ndarray]:
         out.extend(a[i : i + 1] for i in range(a.shape[0]))
     if not out:
         raise UsageError(f"{path} holds no arrays")
+    if int(shape[0]) > 1:
+        from ..parity import batch_members, stack_batches
+
+        return stack_batches(out, batch_members(len(out), int(shape[0])))
     return out
 
 

@@ -32,11 +32,13 @@ def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
 
 
 def _outputs(path: str, pairs, input_name: str, threads: int) -> list[np.ndarray]:
-    """First output of ``path`` for each pair's degraded input (ONNX Runtime CPU)."""
+    """First output of ``path`` for each pair's degraded input (ONNX Runtime CPU); a graph of
+    batch N > 1 gets the inputs N at a time (:func:`deploy_kit.parity.run_samples`)."""
+    from ..parity import run_samples
     from ..runtime.runners import OrtRunner
 
     with OrtRunner(path, threads=threads, input_name=input_name) as runner:
-        return [runner.run(x)[0] for x, _ in pairs]
+        return [outs[0] for outs in run_samples(runner, [x for x, _ in pairs])]
 
 
 def quality_table(
@@ -51,7 +53,8 @@ def quality_table(
     Args:
         onnx_by_precision: precision name → ONNX path; must contain ``"fp32"`` (the reference).
         pairs: (degraded input, clean target), each (1, C, H, W) float32 in [0, 1]
-            (:func:`deploy_kit.precision.calibration.eval_pairs`).
+            (:func:`deploy_kit.precision.calibration.eval_pairs`); graphs of a static batch N > 1
+            take them N at a time.
         input_name: the models' input name.
         threads: onnxruntime intra-op threads (0 = onnxruntime's default).
 
