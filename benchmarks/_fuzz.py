@@ -10,9 +10,9 @@ per-case limit) is collected as a :class:`Failure` with what is needed to replay
 Targets:
   checkpoint  ``models.checkpoint.read_state_dict`` on damaged ``.pth`` files (bytes, zip
               structure, pickle inside a valid zip, odd-but-loadable structures, a zip bomb).
-  onnx        ``export.read_metadata`` and ``verify.artifact_metadata`` on damaged ``.onnx`` files
+  onnx        ``export.read_metadata`` and ``artifact.artifact_metadata`` on damaged ``.onnx`` files
               (bytes, protobuf wire, metadata_props values).
-  manifest    ``manifest.read_manifest``, ``verify.artifact_metadata`` (plan sidecar),
+  manifest    ``manifest.read_manifest``, ``artifact.artifact_metadata`` (plan sidecar),
               ``bundle.open_bundle`` + ``Bundle.references`` on damaged ``manifest.json`` (bytes,
               JSON structure, hostile values, deep nesting).
   npz         ``open_bundle`` + ``Bundle.references`` on a damaged ``reference.npz`` whose sha256
@@ -756,7 +756,7 @@ class Fuzzer:
 
     def call_onnx(self, data: bytes) -> None:
         from deploy_kit.export import read_metadata
-        from deploy_kit.verify import artifact_metadata
+        from deploy_kit.artifact import artifact_metadata
 
         # the extension varies: onnx.load picks its JSON/text parsers by extension unless told the format
         path = os.path.join(self.dir, "case" + (".onnx", ".json", ".textproto", ".onnxtxt", ".pth", "")[len(data) % 6])
@@ -766,7 +766,7 @@ class Fuzzer:
     def call_manifest(self, data: bytes) -> None:
         from deploy_kit.bundle import open_bundle
         from deploy_kit.manifest import read_manifest
-        from deploy_kit.verify import artifact_metadata
+        from deploy_kit.artifact import artifact_metadata
 
         _write(os.path.join(self.bundle, "manifest.json"), data)
         _write(self.plan + ".json", data)

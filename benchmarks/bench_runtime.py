@@ -165,7 +165,6 @@ def section_overhead(work: str) -> None:
         grid = TileGrid(H12, W12, (TILE, TILE), 32, 16, batch=batch)
         buf = np.empty((batch, 3, TILE, TILE), np.float32)
         acc = grid.new_accumulator(3)
-        out = np.empty_like(img)
         runner = IdentityRunner(batch)
 
         def once():

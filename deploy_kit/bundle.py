@@ -226,7 +226,7 @@ def bundle_artifact(artifact: str, out: str | None = None, samples: int = 2) -> 
     from .manifest import input_batch
     from .parity import batch_members, stack_batches, stack_outputs
     from .reference import batch_labels
-    from .verify import rebuild_reference
+    from .artifact import rebuild_reference
 
     if not artifact.endswith(".onnx"):
         raise UsageError(f"{artifact}: bundle takes the .onnx deploy-kit wrote (FP16/INT8/FP32), not a plan")

@@ -52,7 +52,7 @@ def resolve_request(
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
     if degradation is not None:
-        from .precision.calibration import parse_degradation
+        from .data.degrade import parse_degradation
 
         parse_degradation(degradation)  # a bad spec stops here, with one line
     if variant is not None:

@@ -155,7 +155,7 @@ class SeamChecker:
         from .models.checkpoint import load_model
         from .reference import reference_runner
         from .runtime.runners import OrtRunner
-        from .verify import artifact_request
+        from .artifact import artifact_request
 
         if not os.path.isfile(onnx_path):
             raise UsageError(f"ONNX file not found: {onnx_path}")

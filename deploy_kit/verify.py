@@ -11,104 +11,8 @@ from __future__ import annotations
 
 import os
 
-from .errors import UsageError
-from .specs import ExportRequest, TLCConfig, Tolerance, _freeze
-
-def request_from_metadata(meta: dict, precision: str) -> ExportRequest:
-    """Rebuild the ExportRequest an artifact was made from (ONNX metadata_props or plan manifest)."""
-    try:
-        _, _, h, w = meta["input_shape"]
-        tlc = meta.get("tlc")
-        return ExportRequest(
-            model=meta["model"],
-            variant=meta["variant"],
-            height=int(h),
-            width=int(w),
-            precision=precision,
-            tlc=TLCConfig(tuple(tlc["train_size"]), tuple(tlc["base_size"])) if tlc else None,
-            weights=meta.get("weights"),
-            options=tuple(sorted((meta.get("options") or {}).items())),
-            seed=int(meta.get("seed") or 0),
-            hparams=tuple(sorted((k, _freeze(v)) for k, v in (meta.get("hparams") or {}).items())) if meta["variant"] == "custom" else (),
-            # artifacts from before inputs were degraded were checked on clean photos
-            degradation=meta.get("degradation", "none"),
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise UsageError(f"the artifact has no deploy-kit metadata ({type(exc).__name__}: {exc}); verify only reads deploy-kit exports") from exc
-
-
-def artifact_metadata(path: str) -> dict:
-    """The metadata of a deploy-kit ONNX (``metadata_props``) or plan (its ``.json`` manifest).
-
-    Raises:
-        UsageError / ManifestError: unreadable file, or a plan without its manifest.
-    """
-    if path.endswith(".plan"):
-        from .manifest import read_manifest
-
-        side = path + ".json"
-        if not os.path.isfile(side):
-            raise UsageError(f"{path} has no manifest {side}; verify needs the sidecar deploy-kit wrote")
-        return read_manifest(side)
-    from .export import read_metadata
-
-    return read_metadata(path)  # UsageError for a missing or damaged file (one line)
-
-
-def artifact_request(path: str, weights: str | None = None) -> tuple[ExportRequest, dict]:
-    """The request an artifact was made from, with its weights file checked (gone, or changed since).
-
-    Args:
-        weights: a checkpoint to use instead of the path recorded in the artifact (e.g. it moved).
-
-    Raises:
-        UsageError: not a deploy-kit artifact, or the weights are gone or changed.
-    """
-    import dataclasses
-
-    from .manifest import file_sha256
-
-    meta = artifact_metadata(path)
-    req = request_from_metadata(meta, meta.get("precision", "fp32"))
-    if weights is not None:
-        if not os.path.isfile(weights):
-            raise UsageError(f"weights file not found: {weights}")
-        return dataclasses.replace(req, weights=os.path.abspath(weights)), meta
-    if req.weights:
-        if not os.path.isfile(req.weights):
-            raise UsageError(f"the weights this artifact was exported from are gone: {req.weights}; pass them again")
-        if meta.get("weights_sha256") and file_sha256(req.weights) != meta["weights_sha256"]:
-            raise UsageError(f"{req.weights} changed since the export (sha256 differs); re-export")
-    return req, meta
-
-
-def rebuild_reference(path: str, samples: int = 2):
-    """The PyTorch reference of an artifact, rebuilt from its metadata (build machine: torch).
-
-    Returns:
-        (an empty ParityReport, inputs, reference outputs per input, the metadata).
-
-    Raises:
-        UsageError: not a deploy-kit artifact, or its weights file is gone/changed.
-    """
-    import torch
-
-    from . import parity
-    from .memory import map_large_allocations
-    from .models import get_adapter
-    from .models.checkpoint import load_model
-    from .reference import input_labels, reference_outputs
-
-    map_large_allocations()  # the reference is a full-size forward pass; see memory.py
-    req, meta = artifact_request(path)
-    adapter = get_adapter(req.model)
-    loaded = load_model(adapter, None if req.variant == "custom" else req.variant, req.weights, req.seed)
-    inputs = adapter.sample_inputs(req, count=samples)
-    refs = reference_outputs(adapter, loaded.model, req, inputs)
-    report = parity.ParityReport(req.model, req.variant, list(inputs[0].shape), meta.get("tlc"),
-                                 f"PyTorch {torch.__version__} FP32 eager{adapter.reference_label(req)}",
-                                 input_labels(len(inputs), adapter.input_degradation(req), req.seed))
-    return report, inputs, refs, meta
+from .artifact import rebuild_reference, request_from_metadata
+from .specs import Tolerance
 
 
 def verify_artifact(path: str, samples: int = 2):
@@ -135,7 +39,7 @@ def verify_artifact(path: str, samples: int = 2):
             report.checks.append(parity.skipped(eng.name, precision, path, why))
             return report
         with eng.open_runner(path) as runner:
-            outs = runner.run_many(inputs)
+            outs = parity.run_samples(runner, inputs)  # single samples through a batched plan too
         report.checks.append(parity.evaluate(eng.name, precision, path, names, refs, outs, kind, spec.tolerance))
         return report
     outs = parity.run_onnxruntime(path, inputs, adapter.input_names(req)[0], isolated=True)

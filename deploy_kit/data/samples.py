@@ -77,14 +77,14 @@ def sample_images(count: int, channels: int, height: int, width: int, degradatio
 
     Args:
         degradation: applied to each image as the model sees it in deployment (``noise:25``,
-            ``blur:9``; see :func:`deploy_kit.precision.calibration.degrade`); None = clean photos.
+            ``blur:9``; see :func:`deploy_kit.data.degrade.degrade`); None = clean photos.
         seed: the degradation's random stream (image ``i`` uses ``(seed, i)``), so runs repeat exactly.
     """
     paths = available_samples()
     if not paths:
         raise RuntimeError("scikit-image sample images not found; reinstall scikit-image")
     if degradation is not None:
-        from ..precision.calibration import degrade
+        from .degrade import degrade
     out = []
     for i in range(count):
         img = fit(load_image(paths[i % len(paths)], channels), height, width)

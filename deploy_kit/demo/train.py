@@ -4,7 +4,7 @@ The demo checkpoints give INT8/FP16 parity and the quality table *trained* weigh
 random weights make activation ranges (and so INT8 error) unrepresentative. They are real
 restoration models, only small: trained on the images of ``calibration/train.json`` (photographs
 bundled with scikit-image) with the same degradation code the calibration set uses
-(:func:`deploy_kit.precision.calibration.degrade`), and evaluated on the held-out
+(:func:`deploy_kit.data.degrade.degrade`), and evaluated on the held-out
 ``calibration/eval.json`` images.
 
 Usage (from the project root)::
@@ -69,7 +69,7 @@ def load_training_images(channels: int, min_side: int) -> list[np.ndarray]:
 
 def batches(images: list[np.ndarray], batch: int, patch: int, degradation: str, seed: int):
     """Endless (degraded, clean) NCHW float32 batches: random crops, flips and 90° rotations."""
-    from deploy_kit.precision.calibration import degrade
+    from deploy_kit.data.degrade import degrade
 
     rng = np.random.default_rng(seed)
     while True:

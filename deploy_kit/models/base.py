@@ -124,7 +124,7 @@ class ModelAdapter:
         spec = req.degradation
         if spec is None and req.variant != "custom":  # checkpoint-shaped "custom" variants have no task
             spec = self.spec.variant(req.variant).get_extra("degradation")
-        from ..precision.calibration import parse_degradation
+        from ..data.degrade import parse_degradation
 
         return spec if parse_degradation(spec) else None  # "none"/"clean"/"" parse to no steps
 

@@ -39,7 +39,7 @@ RUN_TIMEOUT = 600
 TORCH_SPEC_VAR = "DEPLOY_KIT_WHEEL_TORCH_SPEC"
 DEFAULT_TORCH_SPEC = "torch==2.13.0"
 
-#: distributions the core install (``WHEEL[ort]``) must not pull in
+#: distributions the core install (``WHEEL[ort,video]``) must not pull in
 HEAVY_DISTS = {
     "torch", "onnx", "onnxsim", "onnxslim", "onnxconverter-common", "scikit-image", "scipy",
     "tensorrt", "tensorrt-cu13", "tensorrt-rtx-cu13", "polygraphy",
@@ -196,12 +196,12 @@ def built_wheel(pip_index, tmp_path_factory) -> BuiltWheel:
 
 @pytest.fixture(scope="session")
 def core_venv(built_wheel, tmp_path_factory):
-    """A fresh venv with ``pip install WHEEL[ort]``: the torch-free core plus onnxruntime.
+    """A fresh venv with ``pip install WHEEL[ort,video]``: the torch-free core plus onnxruntime and PyAV.
 
     Reusable: ``core_venv.run("deploy-kit", "run", bundle, "photo.png", cwd=tmp_path)``.
     """
     venv = _make_venv(tmp_path_factory.mktemp("core") / "venv")
-    _check(venv.pip("install", "-q", "--no-compile", f"{built_wheel.path}[ort]"), "pip install WHEEL[ort]")
+    _check(venv.pip("install", "-q", "--no-compile", f"{built_wheel.path}[ort,video]"), "pip install WHEEL[ort,video]")
     yield venv
     shutil.rmtree(venv.root, ignore_errors=True)
 
@@ -390,3 +390,44 @@ def test_device_run_restores_a_1000x1500_photo_without_torch(core_venv, device_b
 
     before, after = psnr(np.asarray(Image.open(tmp_path / "photo.png"), np.float64) / 255), psnr(restored)
     assert after > before + 3, (before, after)
+
+
+RESTORER_LOOP = """
+import sys, numpy as np
+from deploy_kit.runtime import Restorer
+from deploy_kit.runtime.video import read_frames
+frames = list(read_frames(sys.argv[2]))
+with Restorer(sys.argv[1]) as r:
+    serial = [r.restore(f) for f in frames]            # one frame at a time, in this thread
+    piped = list(r.restore_stream(iter(frames)))       # pipelined
+    out = np.empty_like(serial[0])
+    again = r.restore(frames[0], out=out)
+assert all(a.tobytes() == b.tobytes() for a, b in zip(serial, piped)) and len(piped) == len(frames)
+assert again is out and np.array_equal(out, serial[0])
+print("torch" in sys.modules, len(frames), serial[0].shape, r.note)
+"""
+
+
+def test_device_run_folder_video_and_api_without_torch(core_venv, device_bundles, tmp_path):
+    """The torch-free core with [ort,video]: run restores a folder of photos and an MP4 through a bundle,
+    and the Python API restores frames in a loop, pipelined output equal to the serial one."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.media import make_clip
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "in").mkdir()
+    for i, (h, w) in enumerate(((300, 410), (260, 260))):
+        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(tmp_path / "in" / f"p{i}.png")
+    make_clip(str(tmp_path / "in" / "clip.mp4"), frames=8, width=320, height=180, fps=24, audio=True)
+    proc = core_venv.run("deploy-kit", "run", device_bundles["fp16"], tmp_path / "in", "--out", tmp_path / "out",
+                         cwd=tmp_path)
+    _check(proc, "deploy-kit run <bundle> folder with photos and a video (core install)")
+    assert "restored 2 images" in proc.stdout and "restored 8 frames" in proc.stdout, proc.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip.mp4", "p0.png", "p1.png"]
+    script = tmp_path / "loop.py"
+    script.write_text(RESTORER_LOOP)
+    proc = core_venv.run("python", script, device_bundles["fp16"], tmp_path / "in" / "clip.mp4", cwd=tmp_path)
+    _check(proc, "Restorer loop (core install)")
+    assert proc.stdout.split()[:2] == ["False", "8"], proc.stdout

@@ -86,7 +86,9 @@ def test_degradations():
     blurred = load_calibration_set(None, channels=3, height=64, width=64, count=MIN_IMAGES, degradation="blur:9")
     grad = lambda a: float(np.mean(np.abs(np.diff(a, axis=-1))) + np.mean(np.abs(np.diff(a, axis=-2))))  # noqa: E731
     assert sum(map(grad, blurred.arrays)) < 0.8 * sum(map(grad, clean.arrays))
-    k = cal.motion_kernel(9, 0.0)
+    from deploy_kit.data.degrade import motion_kernel
+
+    k = motion_kernel(9, 0.0)
     assert k.shape == (9, 9) and abs(k.sum() - 1) < 1e-6 and np.count_nonzero(k.sum(axis=1)) == 1
     assert cal.parse_degradation("blur:9+noise:5") == (("blur", 9.0), ("noise", 5.0))
     assert cal.parse_degradation(None) == cal.parse_degradation("none") == ()

@@ -23,7 +23,7 @@ from deploy_kit.bundle import open_bundle  # noqa: E402
 from deploy_kit.errors import CheckpointError, UsageError  # noqa: E402
 from deploy_kit.manifest import ManifestError, file_sha256, read_manifest  # noqa: E402
 from deploy_kit.models.checkpoint import read_state_dict  # noqa: E402
-from deploy_kit.verify import artifact_metadata  # noqa: E402
+from deploy_kit.artifact import artifact_metadata  # noqa: E402
 
 # sized for ~60 s on 2 cores with the seed export (torch.load is the slow reader: ~9 ms a case)
 CASES = {"checkpoint": 1200, "onnx": 1200, "manifest": 1600, "npz": 1000}
