@@ -5,19 +5,23 @@ This script measures, on one 4000x3000 photo-like image:
 
   (a) decode and encode wall time (median of ``--repeats`` runs, file on local disk) and file size
       for PNG 8-bit RGB, PNG 16-bit RGB, JPEG quality 95 and TIFF 16-bit RGB, per library and
-      setting (PNG at zlib level 1 and 6, so libraries compare at equal levels as well as at their
-      defaults: Pillow 6, OpenCV 1, imagecodecs 6 unless told);
-  (b) whether a library releases the GIL: the same job twice in a row vs in two threads at once
-      (speed-up ~2 on 2 free cores = the GIL is released; ~1 = it is held).
+      setting. PNG is written at zlib level 1 and 6 by every library, so they compare at equal
+      levels as well as at their defaults (Pillow: 6; OpenCV: 1 with zlib's Z_RLE strategy).
+  (b) whether a library releases the GIL: the same job twice in a row vs in two threads at once,
+      best of ``--repeats`` (speed-up ~2 on 2 free cores = the GIL is released; ~1 = it is held).
+      Two reference rows show both cases on the machine as it is at the time: zlib.compress
+      (releases the GIL) and a pure-Python loop (holds it). The load average is printed at the
+      start and the end, since other processes on a shared machine distort every figure.
 
 OpenCV works in BGR order; its times include the RGB<->BGR swap (cv2.cvtColor) the runtime needs.
 Decoded pixels are compared with the source for every lossless codec (a mismatch aborts the run).
 
 The test image: scikit-image's bundled sample photographs (astronaut, coffee, chelsea, motorcycle;
 the same ones deploy_kit.data.samples uses) resized bicubically to 2000x1500 each and tiled 2x2,
-plus mild Gaussian sensor noise (sigma 2/255). The 16-bit version is resized in float and
-quantised to 16 bits before the same noise, so its low bits are noisy as a real sensor's are.
-Without scikit-image a smooth synthetic scene (gradients, discs, a sine pattern) stands in.
+plus mild Gaussian sensor noise (sigma 2/255), quantised to 8 or 16 bits (the 16-bit one keeps
+noisy low bits, as a real sensor's do). Photo-like content matters: PNG's size and speed depend on
+how well it compresses, and pure noise would not. Without scikit-image a smooth synthetic scene
+(gradients, discs, a sine pattern) stands in. On 2 cores the whole run takes about 4 minutes.
 
 Usage: python benchmarks/bench_imageio.py [--repeats 3] [--size 4000x3000] [--work DIR]
 """
@@ -37,6 +41,18 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import median_time  # noqa: E402
+
+
+def timed(fn, repeats: int) -> tuple[float, float]:
+    """(median wall s, median CPU s of this process) of ``fn()``. On a shared machine the CPU time
+    is the steadier figure: other processes lengthen the wall time, not the CPU time a codec needs."""
+    walls, cpus = [], []
+    for _ in range(repeats):
+        w, c = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    return sorted(walls)[repeats // 2], sorted(cpus)[repeats // 2]
 
 PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png")
 
@@ -208,35 +224,51 @@ def ic_encode(kind, **kw):
     return lambda path, arr: _write_bytes(path, fn(arr, **kw))
 
 
+def dk_codec(fmt: str, bits: int):
+    """deploy_kit.runtime.imageio's decode_image / encode_image (what the runtime calls)."""
+    from deploy_kit.runtime.imageio import ImageInfo, decode_image, encode_image
+
+    info = ImageInfo(fmt, 3, False, bits)
+    return (lambda path, arr: encode_image(path, arr, info)), (lambda path: decode_image(path)[0])
+
+
 def contenders():
-    """(format, bits, library, setting, ext, encode(path, arr) or None, decode(path) or None, lossless)."""
+    """(format, bits, library, setting, ext, encode(path, arr), decode(path), lossless)."""
     import cv2
 
-    P, S, T = cv2.IMWRITE_PNG_COMPRESSION, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_TIFF_COMPRESSION
+    P, T, Q = cv2.IMWRITE_PNG_COMPRESSION, cv2.IMWRITE_TIFF_COMPRESSION, cv2.IMWRITE_JPEG_QUALITY
+
+    def cv(*params):
+        return lambda p, a: cv_encode(p, a, params)
+
+    def pil(**kw):
+        return lambda p, a: pil_encode(p, a, **kw)
+
     rows = []
     for bits in (8, 16):
         fmt = f"PNG {bits}-bit RGB"
-        if bits == 8:
-            rows.append((fmt, bits, "Pillow", "level 6 (default)", ".png", pil_encode, pil_decode, True))
-            rows.append((fmt, bits, "Pillow", "level 1", ".png", lambda p, a: pil_encode(p, a, compress_level=1), pil_decode, True))
-        else:
-            rows.append((fmt, bits, "old own codec", "level 6, filter None", ".png", old_write_png16, old_read_png16, True))
-        rows.append((fmt, bits, "OpenCV", "level 1 (default)", ".png", cv_encode, cv_decode, True))
-        rows.append((fmt, bits, "OpenCV", "level 6", ".png", lambda p, a: cv_encode(p, a, (P, 6)), cv_decode, True))
-        rows.append((fmt, bits, "imagecodecs png", "level 1", ".png", ic_encode("png", level=1), ic_decode("png"), True))
-        rows.append((fmt, bits, "imagecodecs png", "level 6", ".png", ic_encode("png", level=6), ic_decode("png"), True))
-        rows.append((fmt, bits, "OpenCV", "level 6, zlib default strategy", ".png",
-                     lambda p, a: cv_encode(p, a, (P, 6, S, cv2.IMWRITE_PNG_STRATEGY_DEFAULT)), cv_decode, True))
-        if bits == 8:  # libspng decodes 16-bit colour only to RGBA16, so it is left out there
-            rows.append((fmt, bits, "imagecodecs spng", "default", ".png", ic_encode("spng"), ic_decode("spng"), True))
-    rows.append(("JPEG q95 RGB", 8, "Pillow", "4:2:0", ".jpg", lambda p, a: pil_encode(p, a, quality=95), pil_decode, False))
-    rows.append(("JPEG q95 RGB", 8, "OpenCV", "4:2:0", ".jpg", lambda p, a: cv_encode(p, a, (cv2.IMWRITE_JPEG_QUALITY, 95)), cv_decode, False))
-    rows.append(("JPEG q95 RGB", 8, "imagecodecs jpeg8", "default", ".jpg", ic_encode("jpeg8", level=95), ic_decode("jpeg8"), False))
+        png = [("Pillow", "level 6 (default)", pil(), pil_decode), ("Pillow", "level 1", pil(compress_level=1), pil_decode)]
+        if bits == 16:  # Pillow cannot write 16-bit colour (reported below)
+            png = [("old own codec", "level 6, filter None", old_write_png16, old_read_png16)]
+        # OpenCV's default (no parameter) is level 1, zlib's Z_RLE strategy and the Sub filter only;
+        # passing a level switches to zlib's default strategy and libpng's adaptive filters
+        png += [("OpenCV", "level 1 + RLE (default)", cv(), cv_decode), ("OpenCV", "level 1", cv(P, 1), cv_decode),
+                ("OpenCV", "level 6", cv(P, 6), cv_decode),
+                ("imagecodecs png", "level 1", ic_encode("png", level=1), ic_decode("png")),
+                ("imagecodecs png", "level 6", ic_encode("png", level=6), ic_decode("png")),
+                ("deploy_kit", "encode_image (OpenCV default)", *dk_codec("PNG", bits))]
+        rows += [(fmt, bits, lib, setting, ".png", enc, dec, True) for lib, setting, enc, dec in png]
+    fmt = "JPEG q95 RGB"  # all three use 4:2:0 chroma subsampling at quality 95
+    rows += [(fmt, 8, "Pillow", "4:2:0", ".jpg", pil(quality=95), pil_decode, False),
+             (fmt, 8, "OpenCV", "4:2:0", ".jpg", cv(Q, 95), cv_decode, False),
+             (fmt, 8, "imagecodecs jpeg8", "4:2:0", ".jpg", ic_encode("jpeg8", level=95), ic_decode("jpeg8"), False),
+             (fmt, 8, "deploy_kit", "encode_image", ".jpg", *dk_codec("JPEG", 8), False)]
     fmt = "TIFF 16-bit RGB"
-    rows.append((fmt, 16, "OpenCV", "LZW (default)", ".tif", cv_encode, cv_decode, True))
-    rows.append((fmt, 16, "OpenCV", "none", ".tif", lambda p, a: cv_encode(p, a, (T, 1)), cv_decode, True))
-    rows.append((fmt, 16, "OpenCV", "deflate", ".tif", lambda p, a: cv_encode(p, a, (T, 8)), cv_decode, True))
-    rows.append((fmt, 16, "imagecodecs tiff", "none", ".tif", ic_encode("tiff"), ic_decode("tiff"), True))
+    rows += [(fmt, 16, "OpenCV", "LZW (default)", ".tif", cv(), cv_decode, True),
+             (fmt, 16, "OpenCV", "none", ".tif", cv(T, 1), cv_decode, True),
+             (fmt, 16, "OpenCV", "deflate", ".tif", cv(T, 8), cv_decode, True),
+             (fmt, 16, "imagecodecs tiff", "none", ".tif", ic_encode("tiff"), ic_decode("tiff"), True),
+             (fmt, 16, "deploy_kit", "encode_image (none)", ".tif", *dk_codec("TIFF", 16), True)]
     return rows
 
 
@@ -264,26 +296,47 @@ def in_two_threads(fn) -> float:
 
 
 def gil_speedup(fn, repeats: int) -> tuple[float, float]:
-    """(two in a row, two in threads) median seconds."""
-    seq = median_time(lambda: (fn(), fn()), repeats, warmup=0)
-    par = sorted(in_two_threads(fn) for _ in range(repeats))[repeats // 2]
-    return seq, par
+    """(two in a row, two in threads at once), best of ``repeats`` each: the minimum is the figure
+    least disturbed by other processes on the machine."""
+    seq, par = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        fn()
+        seq.append(time.perf_counter() - t)
+        par.append(in_two_threads(fn))
+    return min(seq), min(par)
+
+
+def load_average() -> str:
+    try:
+        return " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--size", default="4000x3000", help="WIDTHxHEIGHT")
-    ap.add_argument("--work", default=None, help="folder for the files (default: a temp folder)")
+    ap.add_argument("--work", default=None, help="keep the files (~1.7 GB at full size) in this folder "
+                    "(default: a temp folder, removed at the end)")
     args = ap.parse_args(argv)
+    if args.work is None:
+        with tempfile.TemporaryDirectory(prefix="bench_imageio.") as work:
+            return run(args, work)
+    return run(args, args.work)
+
+
+def run(args, work: str) -> int:
+    """Measure, print the tables; the files go to ``work``."""
     w, h = (int(v) for v in args.size.lower().split("x"))
     import cv2
     import imagecodecs
     import PIL
 
-    work = args.work or tempfile.mkdtemp(prefix="bench_imageio.")
     os.makedirs(work, exist_ok=True)
-    t0 = time.perf_counter()
+    t0, load0 = time.perf_counter(), load_average()
     base, what = photo(h, w)
     rng = np.random.default_rng(0)
     imgs = {8: quantise(base, 8, rng), 16: quantise(base, 16, rng)}
@@ -296,48 +349,58 @@ def main(argv=None) -> int:
     for fmt, bits, lib, setting, ext, enc, dec, lossless in contenders():
         src = imgs[bits]
         path = os.path.join(work, f"{lib}-{setting}-{bits}{ext}".replace(" ", "_").replace("(", "").replace(")", "").replace(",", ""))
-        t_enc = median_time(lambda: enc(path, src), args.repeats, warmup=0)
+        t_enc, c_enc = timed(lambda: enc(path, src), args.repeats)
         size = os.path.getsize(path)
         back = dec(path)
         if back.dtype != src.dtype or back.shape != src.shape or (lossless and not np.array_equal(back, src)):
             raise SystemExit(f"{lib} {setting} {fmt}: decoded {back.shape} {back.dtype} differs from the source")
-        t_dec = median_time(lambda: dec(path), args.repeats, warmup=0)
-        results.append((fmt, lib, setting, t_dec, t_enc, size, src.nbytes))
+        t_dec, c_dec = timed(lambda: dec(path), args.repeats)
+        results.append((fmt, lib, setting, t_dec, c_dec, t_enc, c_enc, size, src.nbytes))
         files[(fmt, lib, setting)] = path
-        print(f"  {fmt:16s} {lib:17s} {setting:22s} decode {t_dec * 1e3:7.0f} ms  encode {t_enc * 1e3:7.0f} ms  "
-              f"{size / 1e6:6.1f} MB", flush=True)
+        print(f"  {fmt:16s} {lib:17s} {setting:30s} decode {t_dec * 1e3:6.0f} ms (CPU {c_dec * 1e3:6.0f})  "
+              f"encode {t_enc * 1e3:6.0f} ms (CPU {c_enc * 1e3:6.0f})  {size / 1e6:6.1f} MB", flush=True)
 
     # the old codec on a PNG it did not write: libpng/Pillow pick Paeth/Average filters per row,
-    # which the old decoder undid one pixel at a time in Python; time 12 rows and scale up
-    other = files[("PNG 16-bit RGB", "OpenCV", "level 1 (default)")]
-    n_rows = 12
+    # which the old decoder undid one pixel at a time in Python; time a few rows and scale up
+    other = files[("PNG 16-bit RGB", "OpenCV", "level 1 + RLE (default)")]
+    n_rows = 20
     t_rows = median_time(lambda: old_read_png16(other, rows_limit=n_rows), 1, warmup=0)
     old_foreign = t_rows * h / n_rows
 
-    print(f"\n## (a) {w}x{h} RGB decode / encode (ms, median of {args.repeats}) and file size\n")
-    print("| format | library | setting | decode ms | encode ms | size MB | % of raw |")
-    print("|---|---|---|---:|---:|---:|---:|")
-    for fmt, lib, setting, t_dec, t_enc, size, raw in results:
-        print(f"| {fmt} | {lib} | {setting} | {t_dec * 1e3:.0f} | {t_enc * 1e3:.0f} | {size / 1e6:.1f} | {100 * size / raw:.0f} |")
+    print(f"\n## (a) {w}x{h} RGB decode / encode: wall ms and the process's CPU ms, median of {args.repeats}; "
+          "file size\n")
+    print("| format | library | setting | decode ms | (CPU ms) | encode ms | (CPU ms) | size MB | % of raw |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for fmt, lib, setting, t_dec, c_dec, t_enc, c_enc, size, raw in results:
+        print(f"| {fmt} | {lib} | {setting} | {t_dec * 1e3:.0f} | {c_dec * 1e3:.0f} | {t_enc * 1e3:.0f} | "
+              f"{c_enc * 1e3:.0f} | {size / 1e6:.1f} | {100 * size / raw:.0f} |")
     print(f"| PNG 16-bit RGB | old own codec | decoding OpenCV's file (Paeth rows) | ~{old_foreign * 1e3:.0f} "
-          f"(est. from {n_rows} rows) | - | - | - |")
+          f"(est. from {n_rows} rows) | | - | | - | - |")
     for fmt, ext in (("PNG 16-bit RGB", ".png"), ("TIFF 16-bit RGB", ".tif")):
-        got = pil_decode(files[(fmt, "OpenCV", "none" if ext == ".tif" else "level 1 (default)")])
-        print(f"| {fmt} | Pillow | - | n/a: gives {got.dtype} {got.shape[-1]} channels | n/a: cannot write 16-bit colour | - | - |")
+        got = pil_decode(files[(fmt, "OpenCV", "none" if ext == ".tif" else "level 1 + RLE (default)")])
+        print(f"| {fmt} | Pillow | - | n/a: gives {got.dtype} {got.shape[-1]} channels | | n/a: cannot write "
+              "16-bit colour | | - | - |")
 
-    print("\n## (b) GIL: the same job twice in a row vs in two threads at once (speed-up ~2 = releases the GIL)\n")
+    print(f"\n## (b) GIL: the same job twice in a row vs in two threads at once, best of {args.repeats} "
+          "(speed-up ~2 on 2 free cores = releases the GIL)\n")
     print("| job | library | 2 in a row ms | 2 threads ms | speed-up |")
     print("|---|---|---:|---:|---:|")
     cv_threads = cv2.getNumThreads()
     cv2.setNumThreads(1)  # OpenCV's own pool would parallelise cvtColor and blur the GIL measure
     gil_jobs = [
-        ("PNG 8-bit RGB", "Pillow", "level 1"), ("PNG 8-bit RGB", "OpenCV", "level 1 (default)"),
-        ("PNG 8-bit RGB", "imagecodecs png", "level 1"), ("PNG 16-bit RGB", "old own codec", "level 6, filter None"),
-        ("PNG 16-bit RGB", "OpenCV", "level 1 (default)"), ("PNG 16-bit RGB", "imagecodecs png", "level 1"),
-        ("JPEG q95 RGB", "Pillow", "4:2:0"), ("JPEG q95 RGB", "OpenCV", "4:2:0"), ("JPEG q95 RGB", "imagecodecs jpeg8", "default"),
+        ("PNG 8-bit RGB", "Pillow", "level 1"), ("PNG 8-bit RGB", "OpenCV", "level 1 + RLE (default)"),
+        ("PNG 8-bit RGB", "imagecodecs png", "level 1"), ("PNG 16-bit RGB", "OpenCV", "level 1 + RLE (default)"),
+        ("JPEG q95 RGB", "Pillow", "4:2:0"), ("JPEG q95 RGB", "OpenCV", "4:2:0"), ("JPEG q95 RGB", "imagecodecs jpeg8", "4:2:0"),
+        ("TIFF 16-bit RGB", "OpenCV", "none"), ("TIFF 16-bit RGB", "imagecodecs tiff", "none"),
     ]
     by_key = {(r[0], r[2], r[3]): r for r in contenders()}
+    raw = imgs[8].tobytes()
     try:
+        # reference points on this machine: zlib releases the GIL on large buffers, a Python loop holds it
+        seq, par = gil_speedup(lambda: zlib.compress(raw, 1), args.repeats)
+        print(f"| reference: zlib.compress level 1, {len(raw) / 1e6:.0f} MB | (releases) | {seq * 1e3:.0f} | {par * 1e3:.0f} | {seq / par:.2f}x |", flush=True)
+        seq, par = gil_speedup(lambda: sum(range(5_000_000)), args.repeats)
+        print(f"| reference: Python loop | (holds) | {seq * 1e3:.0f} | {par * 1e3:.0f} | {seq / par:.2f}x |", flush=True)
         for key in gil_jobs:
             fmt, bits, lib, setting, ext, enc, dec, _ = by_key[key]
             path, src = files[key], imgs[bits]
@@ -348,7 +411,8 @@ def main(argv=None) -> int:
             print(f"| encode {fmt} | {lib} | {seq * 1e3:.0f} | {par * 1e3:.0f} | {seq / par:.2f}x |", flush=True)
     finally:
         cv2.setNumThreads(cv_threads)
-    print(f"\ntotal {time.perf_counter() - t0:.0f} s; files in {work}")
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s; load average (1/5/15 min) at start {load0}, at the end "
+          f"{load_average()} (above the CPU count = other processes competed for the CPUs)")
     return 0
 
 
