@@ -14,9 +14,11 @@ Prints Markdown tables:
      not TensorRT figures: they say whether the runtime keeps a given engine busy.
   4. ONNX Runtime (CPU) MP/s of the demo NAFNet at 256x256, batch 1/2/4/8 (``export --batch N``).
   5. 1080p video frames/s through ONNX Runtime with the demo NAFNet (a few frames: CPU).
+  6. peak RSS of ``deploy-kit run`` on a 12 MP PNG through a 256x256 demo NAFNet bundle (ONNX Runtime,
+     batch 1 and 4); goal <= 600 MB (an 8 GB Orin Nano shares its memory with the GPU).
 Decode/encode per library: ``python benchmarks/bench_imageio.py``.
 
-Usage: python benchmarks/bench_runtime.py [--only 1,2,3,4,5] [--work DIR] [--threads N]
+Usage: python benchmarks/bench_runtime.py [--only 1,3,4,5,6] [--work DIR] [--threads N]
 """
 
 from __future__ import annotations
@@ -299,9 +301,36 @@ def section_video_ort(work: str, threads: int, frames: int = 6) -> None:
           f"({1920 * 1080 * stats.fps / 1e6:.3f} MP/s)")
 
 
+def section_memory(work: str) -> None:
+    from deploy_kit.runtime.imageio import ImageInfo, encode_image
+
+    png = os.path.join(work, "mem12.png")
+    if not os.path.exists(png):
+        encode_image(png, photo(H12, W12, seed=7), ImageInfo("PNG", 3, False, 8))
+    print("\n### 6. Peak RSS of `deploy-kit run` on a 12 MP PNG, demo NAFNet-w16 256x256 bundle, ONNX Runtime CPU\n")
+    print("| batch | wall s | peak RSS MB (goal <= 600) | closing line |")
+    print("|---|---|---|---|")
+    for batch in (1, 4):
+        bundle = _export(work, batch)
+        cmd = [sys.executable, "-c", "from deploy_kit.cli import main; main()", "run", bundle, png, "--out",
+               os.path.join(work, f"mem-out-b{batch}"), "--backend", "onnxruntime"]
+        # each measurement in its own child: ru_maxrss of RUSAGE_CHILDREN is the largest child so far
+        probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); print(r.returncode); "
+                 "print((r.stdout.strip().splitlines() or [''])[-1]); print(r.stderr[-500:] if r.returncode else '')")
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        lines = r.stdout.splitlines()
+        if len(lines) < 3 or lines[1] != "0":
+            print(f"| {batch} | {wall:.1f} | run failed: {r.stdout[-300:]} {r.stderr[-300:]} | |")
+            continue
+        print(f"| {batch} | {wall:.1f} | {int(lines[0]) / 1024:.0f} | {lines[2]} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="1,3,4,5")
+    ap.add_argument("--only", default="1,3,4,5,6")
     ap.add_argument("--work", default=None, help="work folder (kept; default: a temporary one)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
@@ -317,6 +346,8 @@ def main() -> None:
         section_ort_batch(work, args.threads)
     if "5" in only:
         section_video_ort(work, args.threads)
+    if "6" in only:
+        section_memory(work)
 
 
 if __name__ == "__main__":

@@ -256,9 +256,9 @@ def test_wheel_carries_the_package_its_data_and_no_tests(built_wheel):
 def test_wheel_core_requirements_are_torch_free(built_wheel):
     reqs = [l.split(":", 1)[1].strip() for l in built_wheel.metadata().splitlines() if l.startswith("Requires-Dist:")]
     core = {_norm(re.split(r"[ <>=!~;\[(]", r, 1)[0]) for r in reqs if "extra ==" not in r}
-    assert core == {"click", "numpy", "pillow"}, core
+    assert core == {"click", "numpy", "opencv-python-headless", "pillow"}, core
     extras = {m.group(1) for r in reqs for m in [re.search(r"extra == ['\"]([\w-]+)['\"]", r)] if m}
-    assert {"export", "ort", "rtx", "tensorrt", "polygraphy", "test", "all"} <= extras, extras
+    assert {"export", "ort", "rtx", "tensorrt", "video", "polygraphy", "test", "all"} <= extras, extras
     torch_in = {m.group(1) for r in reqs if _norm(r).startswith("torch") and not _norm(r).startswith("torchvision")
                 for m in [re.search(r"extra == ['\"]([\w-]+)['\"]", r)] if m}
     assert torch_in == {"export", "all"}, torch_in
