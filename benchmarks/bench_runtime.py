@@ -205,7 +205,7 @@ def section_simulated(work: str) -> None:
     folder = os.path.join(work, "folder12")
     os.makedirs(folder, exist_ok=True)
     files = []
-    for i in range(4):
+    for i in range(8):  # enough images that the pipeline's fill and drain (one decode, one encode) weigh little
         p = os.path.join(folder, f"p{i}.png")
         if not os.path.exists(p):
             encode_image(p, photo(H12, W12, seed=i), ImageInfo("PNG", 3, False, 8))

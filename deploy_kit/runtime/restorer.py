@@ -10,8 +10,8 @@ and video codecs release the GIL, so threads suffice). Both call the same stage 
 same order, so they give the same bytes.
 
 Steady state: one :class:`~deploy_kit.runtime.tiling.TileGrid` per frame size, batch buffers and
-accumulators recycled through pools; the only per-frame allocation is the frame returned to the
-caller (``restore(frame, out=...)`` avoids that too).
+accumulators recycled; the only per-frame allocation is the frame returned to the caller
+(``restore(frame, out=...)`` avoids that too).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import numpy as np
 from .tiling import TileGrid, tiling_defaults
 
 _DONE = object()
+_GRIDS = 32  # tilings of distinct frame sizes kept
 
 
 @dataclass
@@ -99,7 +100,7 @@ class Restorer:
         self.overlap, self.multiple = tiling_defaults(manifest, overlap)
         self.depth = max(1, int(depth))
         self._grids: dict[tuple[int, int], TileGrid] = {}
-        self._accs: dict[tuple[int, int, int], _Pool] = {}
+        self._free_accs: dict[tuple[int, int, int], list[np.ndarray]] = {}
         self._out_channels: int | None = None
         slots = max(1, int(getattr(runner, "slots", 1)))
         self._inputs = _Pool(lambda: np.empty((n, self.channels, th, tw), np.float32), slots + 2)
@@ -110,9 +111,13 @@ class Restorer:
         """The (cached) tiling of one frame size."""
         key = (height, width)
         with self._lock:
-            if key not in self._grids:
-                self._grids[key] = TileGrid(height, width, self.tile, self.overlap, self.multiple, batch=self.batch)
-            return self._grids[key]
+            grid = self._grids.pop(key, None)
+            if grid is None:
+                grid = TileGrid(height, width, self.tile, self.overlap, self.multiple, batch=self.batch)
+            self._grids[key] = grid  # most recent last; a few kilobytes each, at most _GRIDS kept
+            while len(self._grids) > _GRIDS:
+                del self._grids[next(iter(self._grids))]
+            return grid
 
     def _check(self, frame: np.ndarray) -> np.ndarray:
         arr = np.asarray(frame)
@@ -129,23 +134,33 @@ class Restorer:
         grid = self.grid(arr.shape[0], arr.shape[1])
         return _Frame(index, arr, grid, grid.prepare(arr), extra=extra)
 
-    def _acc(self, grid: TileGrid, channels: int, stop: threading.Event | None) -> np.ndarray:
-        key = (*grid.plan.padded_size, channels)
+    def _acc(self, grid: TileGrid, channels: int) -> np.ndarray:
+        """A zeroed accumulator for one frame: a recycled one of that size, else a new one."""
+        shape = (channels, *grid.plan.padded_size)
         with self._lock:
-            pool = self._accs.get(key)
-            if pool is None:
-                pool = self._accs[key] = _Pool(lambda: grid.new_accumulator(channels), self.depth + 1)
-        acc = pool.take(stop or threading.Event())
+            free = self._free_accs.get(shape)
+            acc = free.pop() if free else None
+        if acc is None:
+            return grid.new_accumulator(channels)
         acc.fill(0.0)
         return acc
 
     def _give_acc(self, acc: np.ndarray) -> None:
-        self._accs[(*acc.shape[1:], acc.shape[0])].give(acc)
+        """Keep a finished frame's accumulator for the next frame of its size. At most ``depth + 1`` are
+        kept, the most recent sizes first: a folder of many sizes does not hold one per size."""
+        with self._lock:
+            self._free_accs.setdefault(acc.shape, []).append(acc)
+            self._free_accs[acc.shape] = self._free_accs.pop(acc.shape)  # most recent size last
+            while sum(len(v) for v in self._free_accs.values()) > self.depth + 1:
+                oldest = next(iter(self._free_accs))
+                self._free_accs[oldest].pop(0)
+                if not self._free_accs[oldest]:
+                    del self._free_accs[oldest]
 
-    def _blend(self, job: _Frame, call: int, outputs: list[np.ndarray], stop: threading.Event | None) -> None:
+    def _blend(self, job: _Frame, call: int, outputs: list[np.ndarray]) -> None:
         out = outputs[0]
         if job.acc is None:
-            job.acc = self._acc(job.grid, out.shape[1], stop)
+            job.acc = self._acc(job.grid, out.shape[1])
         job.grid.accumulate(job.acc, call, out)
 
     def _finish(self, job: _Frame, out: np.ndarray | None = None) -> np.ndarray:
@@ -180,7 +195,7 @@ class Restorer:
         try:
             for call in range(job.grid.calls):
                 job.grid.fill(job.padded, call, buf)
-                self._blend(job, call, self.runner.submit(buf).wait(), None)
+                self._blend(job, call, self.runner.submit(buf).wait())
         finally:
             self._inputs.give(buf)
         return self._finish(job, out)
@@ -201,7 +216,7 @@ class Restorer:
         stop = threading.Event()
         q_in: queue.Queue = queue.Queue(maxsize=self.depth)       # prepared frames
         q_tiles: queue.Queue = queue.Queue(maxsize=self.depth)    # (frame, call, filled buffer)
-        q_blended: queue.Queue = queue.Queue(maxsize=self.depth)  # frames with every call blended
+        q_blended: queue.Queue = queue.Queue(maxsize=1)  # blended frames: each holds a float accumulator
         q_out: queue.Queue = queue.Queue(maxsize=self.depth)      # finished frames
         errors: list[BaseException] = []
 
@@ -256,7 +271,7 @@ class Restorer:
 
             def drain_one():
                 job, call, p = pending.pop(0)
-                self._blend(job, call, p.wait(), stop)
+                self._blend(job, call, p.wait())
                 if call == job.grid.calls - 1:
                     put(q_blended, job)
 
