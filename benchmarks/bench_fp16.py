@@ -1,4 +1,4 @@
-"""FP16 graph census and accuracy for exported artifacts (issue 11 tables).
+"""FP16 graph census and accuracy for exported artifacts (the README's FP16 tables).
 
 For each export folder given: FP32 nodes and Casts in the FP16 graph (Casts at the graph I/O
 counted apart), FP16 PSNR (or cosine) against the FP32 graph on ONNX Runtime (fused CPU kernels)

@@ -19,7 +19,7 @@ dilated by b (b + K ops per output instead of k; both stages run in ONNX Runtime
 layout next to the convolutions, and TensorRT's pooling window, limited to 100 000 elements
 (NVIDIA/TensorRT#2094; a single 384 x 384 pool is 147 456), stays at b). Where that does not pay,
 a banded (h-k+1) x h constant MatMul down the columns and a 1 x k AveragePool along the rows.
-Measured on ONNX Runtime 1.32 CPU, 2 threads, spinning off (issue 12): one NAFNet SCA site in
+Measured on ONNX Runtime 1.32 CPU, 2 threads, spinning off: one NAFNet SCA site in
 context (1 x 1 convs and the gate before it, its 1 x 1 conv, the replicate pad and the product
 after it), ms, and in brackets what it costs over the global-mean site; the forms agree to 1e-5:
 
@@ -65,7 +65,7 @@ def spatial_sum(x: torch.Tensor) -> torch.Tensor:
 def spatial_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean over the last two axes, (..., h, w) -> (..., 1, 1), as two MatMuls with 1/w and 1/h.
 
-    Range-safe rewrite for FP16 (issue 11): the sum form (``spatial_sum(x) / (h * w)``) holds
+    Range-safe rewrite for FP16 (models/rangesafe.py explains the overflow): the sum form (``spatial_sum(x) / (h * w)``) holds
     h*w*|x| before the division — 65 536 x |x| for a 256 x 256 map, far beyond FP16's 65 504, and
     the converter clamps the 65 536 divisor to 1e4 on top. Weighting each term by 1/w (then 1/h)
     keeps every partial sum within max|x|; exact in real arithmetic, and the GEMM accumulation

@@ -49,7 +49,7 @@ class ModelAdapter:
         (NAFNet's beta/gamma = 0, LayerNorm weight 1 / bias 0, Restormer's temperature = 1), which
         ``build`` already gives; a family whose official code runs its own init (PVT) overrides
         this. Such weights share many exactly equal tensors, which changes what the simplifier
-        merges and what the FP16 converter meets (issue 9) — tests use both kinds.
+        merges and what the FP16 converter meets (tests/integration/test_official_init.py) — tests use both kinds.
         """
         return None
 

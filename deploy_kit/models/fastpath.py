@@ -2,7 +2,7 @@
 
 Used only by the models' export forms (``wrap(static=True)``), like :mod:`.rangesafe`; the eager
 reference keeps the upstream layer order, so parity still compares two independent computations.
-Why (issue 12): ONNX Runtime on CPU spends most of NAFNet's and Restormer's non-conv time in
+Why (measured with benchmarks/bench_speed.py): ONNX Runtime on CPU spends most of NAFNet's and Restormer's non-conv time in
 full-tensor elementwise passes and copies, and the two below remove some of each per block:
 
 * :func:`fold_affine_1x1` — ``conv1x1(w·n + b)`` is ``conv1x1'(n)`` with W' = W·diag(w) and

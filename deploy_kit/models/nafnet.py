@@ -1,6 +1,7 @@
 """NAFNet (megvii-research/NAFNet, MIT) with its exact state-dict layout, and NAFNetLocal (TLC).
 
-Written from the architecture description in ../shared/reference/models.md §1. LayerNorm2d is
+Written from the architecture description (https://github.com/megvii-research/NAFNet,
+https://arxiv.org/abs/2204.04676). LayerNorm2d is
 plain tensor ops over the channel axis (eps 1e-6): upstream's custom autograd.Function does not
 export on older PyTorch (megvii-research/NAFNet#30), and plain ops let the FP16 pass find the
 norm by its node names and keep it FP32.
@@ -55,7 +56,7 @@ class NAFBlock(nn.Module):
         self.dropout2 = nn.Identity()
         self.beta = nn.Parameter(torch.zeros((1, c, 1, 1)))
         self.gamma = nn.Parameter(torch.zeros((1, c, 1, 1)))
-        self.parts1: ConvParts | None = None  # export form: models/fastpath.py (issue 12)
+        self.parts1: ConvParts | None = None  # export form: models/fastpath.py
         self.parts2: ConvParts | None = None
 
     def make_fast(self) -> None:

@@ -1,6 +1,6 @@
 """PVT v1 and v2 (whai362/PVT, Apache-2.0) with their exact state-dict layouts and export forms.
 
-Written from the architecture description in ../shared/reference/models.md §4 (no upstream code
+Written from the architecture description (https://github.com/whai362/PVT, https://arxiv.org/abs/2102.12122; no upstream code
 copied). Keys: ``patch_embed{1..4}.proj/.norm``, ``pos_embed{1..4}``, ``block{i}.{j}.norm1``,
 ``.attn.q/.kv/.proj``, ``.attn.sr/.attn.norm`` (stages with SR ratio > 1), ``.norm2``,
 ``.mlp.fc1/.fc2``, then ``norm``, ``cls_token``, ``head``.

@@ -1,6 +1,6 @@
 """PVT v1 and v2 (whai362/PVT, Apache-2.0): variants and tolerances, importable without torch.
 
-Hyper-parameters follow ../shared/reference/models.md §4.1: the four official sizes share the
+Hyper-parameters follow the official configs (https://github.com/whai362/PVT): the four sizes share the
 per-stage settings (dims 64/128/320/512, heads 1/2/5/8, SR 8/4/2/1, MLP ratios 8/8/4/4,
 patch 4 then 2) and differ only in depth. ``img_size`` is the *training* resolution, which fixes
 the positional-embedding grids (224 -> 56/28/14/7); it is a hyper-parameter so the test

@@ -5,7 +5,7 @@ FP32) and turns sums into means, so that no intermediate leaves FP16's range (ma
 is used only in a model's *export* form (``wrap(static=True)``): the eager reference keeps the
 upstream formula, so parity still compares two independent computations.
 
-Why (issue 11): trained NAFNet activations reach |x| ≈ 175, so a channel LayerNorm's squared
+Why: trained NAFNet activations reach |x| ≈ 175, so a channel LayerNorm's squared
 deviations reach ~1e5 and their sum over C channels ~1.5e7; ONNX Runtime's CPU kernels compute
 those in FP32 and hide it, TensorRT in FP16 gives inf/NaN (NVIDIA/TensorRT#4338). The same holds
 for Restormer's q/k L2 norm, a sum of squares over h·w pixels.
@@ -169,9 +169,9 @@ class ChannelLayerNorm(torch.nn.Module):
         self.weight = torch.nn.Parameter(torch.ones(channels))
         self.bias = torch.nn.Parameter(torch.zeros(channels)) if bias else None
         self.eps, self.centred = eps, centred
-        self.range_safe = False  # export form (FP16 overflow, issue 11)
+        self.range_safe = False  # export form (FP16 overflow: see the module docstring)
         self.scale_log2 = 0  # set per site from the FP32 activations (apply_scales)
-        self.affine_folded = False  # export form: the affine lives in the next conv (fastpath, issue 12)
+        self.affine_folded = False  # export form: the affine lives in the next conv (fastpath.py)
 
     def extra_repr(self) -> str:
         return f"{self.weight.numel()}, eps={self.eps}, bias={self.bias is not None}, centred={self.centred}"

@@ -1,6 +1,7 @@
 """Model registry: names, variants and tolerances, importable without torch.
 
-Hyper-parameter tables follow the official option files (see ../shared/reference/models.md).
+Hyper-parameter tables follow the official option files (NAFNet: https://github.com/megvii-research/NAFNet;
+Restormer and PVT: see restormer_spec.py, pvt_spec.py).
 Tiny variants (``tiny=True``) exist so tests and CI stay in minutes on 2 CPU cores.
 """
 

@@ -1,7 +1,8 @@
 """Restormer (swz30/Restormer, Academic Public License) with its exact state-dict layout, and
 Restormer-Local (TLC windowed attention, megvii-research/TLC ``restormer_arch.py``).
 
-Written from the description in ../shared/reference/models.md §2.3, §3 and §5. Export-driven
+Written from the paper and the official repository's description (https://github.com/swz30/Restormer,
+https://arxiv.org/abs/2111.09881; TLC: https://github.com/megvii-research/TLC). Export-driven
 choices, each local to the module it concerns:
 
 * LayerNorm reduces over the channel axis of the NCHW map directly. Upstream flattens to
@@ -120,7 +121,7 @@ class FeedForward(nn.Module):
         self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=bias)
         self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
         self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
-        self.parts: ConvParts | None = None  # export form: models/fastpath.py (issue 12)
+        self.parts: ConvParts | None = None  # export form: models/fastpath.py
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = self.parts(x) if self.parts is not None else self.dwconv(self.project_in(x)).chunk(2, dim=1)
@@ -144,7 +145,7 @@ class Attention(nn.Module):
         self.q_norm = L2Normalize()
         self.k_norm = L2Normalize()
         self.window: nn.Module | None = None
-        self.parts: ConvParts | None = None  # export form: models/fastpath.py (issue 12)
+        self.parts: ConvParts | None = None  # export form: models/fastpath.py
 
     def core(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Attention on q, k, v, each (B, C, h, w) (B = windows under TLC) -> (B, C, h, w)."""

@@ -1,7 +1,7 @@
 """Restormer / Restormer-Local spec table (torch-free; imported by ``registry._load_all``).
 
-Hyper-parameters follow the official option files (swz30/Restormer ``*/Options/*.yml``, see
-../shared/reference/models.md §3.2): every task uses dim 48, blocks [4,6,6,8], 4 refinement
+Hyper-parameters follow the official option files (https://github.com/swz30/Restormer,
+``*/Options/*.yml``): every task uses dim 48, blocks [4,6,6,8], 4 refinement
 blocks, heads [1,2,4,8], FFN expansion 2.66, no conv bias; they differ in LayerNorm type and
 channel counts. Several tasks share identical hyper-parameters (motion deblurring / deraining /
 single-image defocus; colour Gaussian / real denoising), so a checkpoint alone cannot tell them

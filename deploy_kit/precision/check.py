@@ -11,7 +11,7 @@ def check_loads(model, stage: str) -> None:
     """Load ``model`` (a ModelProto) in ONNX Runtime with graph optimisations off.
 
     Type and shape errors surface at session creation (e.g. onnxconverter-common's
-    "Type parameter (T) of Optype (Gemm) bound to different types", issue 9), which
+    "Type parameter (T) of Optype (Gemm) bound to different types", PVT with its official init), which
     ``onnx.checker`` does not run.
 
     Raises:

@@ -4,7 +4,7 @@ Uses onnxconverter-common's maintained converter with an optional node block lis
 the model adapter's ``fp32_islands``, empty since the export forms are range-safe, see
 models/rangesafe.py; ``debug-precision`` keep-lists). onnxruntime's own
 copy of the converter produced duplicate node names with a block list on this graph family
-(../shared/DESIGN.md §2), so it is not used; the output is validated either way.
+(seen on this project's models), so it is not used; the output is validated either way.
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ def unshare_constants(model, blocked: set[str], blocked_ops: set[str]) -> int:
     LayerNorm bias kept FP32 and a Gemm bias meant to become FP16 end up as *one* initializer.
     onnxconverter-common 1.16 keeps a constant read by a blocked node in FP32 and casts nothing
     for its other readers, which gives "Type parameter (T) of Optype (Gemm) bound to different
-    types" (PVT small with its official init, issue 9; random weights never share a tensor).
+    types" (PVT small with its official init, tests/integration/test_official_init.py; random weights never
+    share a tensor).
 
     Args:
         model: the ModelProto (edited in place).

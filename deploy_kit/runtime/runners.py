@@ -162,12 +162,12 @@ def in_child_process(fn, *args, lean: bool = True):
 
     Used for ONNX Runtime runs next to a PyTorch process: the child imports numpy + onnxruntime
     only, so ONNX Runtime's peak memory does not stack on what PyTorch holds in this one
-    (Restormer-Local at 720x1280 peaks at ~9 GB in ONNX Runtime alone, ~18 GB before issue 12's
+    (Restormer-Local at 720x1280 peaks at ~9 GB in ONNX Runtime alone, ~18 GB before the export form's
     graph changes; the export process OOM'd on 24 GB when both lived in one process). This
     process first hands its freed heap back to the OS (:func:`deploy_kit.memory.release_memory`):
     it waits idle, resident, for the whole child run. The child serves large allocations with
     their own mappings (:func:`deploy_kit.memory.map_large_allocations`): the 720p Restormer
-    FP16 parity child peaked at 9624 MiB without, 9122 MiB with (two samples, issue 12).
+    FP16 parity child peaked at 9624 MiB without, 9122 MiB with (two samples).
     ``lean=False`` leaves the child's allocator as glibc sets it, for timing runs: a fresh mapping
     per large allocation costs its page faults every time (PyTorch eager NAFNet-w32 at 256x256, 2
     threads: 283 ms with glibc's default, 904 ms with every 1 MiB+ allocation mapped).

@@ -1,5 +1,5 @@
 """Every family and precision with the weights official code produces, as well as 'every branch
-active' random weights: export -> FP16 / INT8 -> TensorRT-RTX build -> parity (issue 9).
+active' random weights: export -> FP16 / INT8 -> TensorRT-RTX build -> parity.
 
 Official initialisation leaves exact zeros and ones (zero biases, unit norms, NAFNet's beta/gamma
 = 0, PVT's truncated-normal Linear layers): the simplifier merges equal tensors, and the FP16

@@ -88,7 +88,7 @@ def test_sca_global_mean_is_range_safe_in_fp16(tmp_path):
 
 def _shared_bias_graph(path):
     """LayerNormalization (kept FP32) and Gemm (FP16) reading ONE zero-bias initializer, as onnxsim
-    writes it when official init leaves equal tensors (issue 9: PVT 'Gemm bound to different types')."""
+    writes it when official init leaves equal tensors (PVT's 'Gemm bound to different types')."""
     from onnx import TensorProto, helper
 
     zeros = onnx.numpy_helper.from_array(np.zeros(8, np.float32), "shared_zero_bias")

@@ -1,4 +1,4 @@
-"""Range-safe FP16 rewrites in the models' export forms (models/rangesafe.py, issue 11)."""
+"""Range-safe FP16 rewrites in the models' export forms (models/rangesafe.py)."""
 
 import numpy as np
 import pytest

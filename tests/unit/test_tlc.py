@@ -57,7 +57,7 @@ def test_static_pool_windows_fit_tensorrt_limit():
 
 
 def test_nafnet_720p_sites_pick_the_measured_forms():
-    """NAFNet at 720 x 1280: two-stage where it measured faster (issue 12), band + pool at k = 24."""
+    """NAFNet at 720 x 1280: two-stage where it measured faster (tlc.py), band + pool at k = 24."""
     forms = []
     for (h, w), k in [((720, 1280), 384), ((360, 640), 192), ((180, 320), 96), ((90, 160), 48), ((45, 80), 24)]:
         st = LocalAvgPoolStatic((k, k), (h, w))

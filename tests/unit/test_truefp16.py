@@ -1,4 +1,4 @@
-"""The true-FP16 check sees FP16 overflow that ONNX Runtime's CPU kernels hide (issue 11)."""
+"""The true-FP16 check sees FP16 overflow that ONNX Runtime's CPU kernels hide."""
 
 import numpy as np
 import onnx
