@@ -10,12 +10,13 @@ and on the true-FP16 check (deploy_kit/precision/truefp16.py), on the artifact's
 from __future__ import annotations
 
 import glob
-import math
 import os
 import sys
 
 import numpy as np
 import onnx
+
+from deploy_kit import metrics
 
 
 def census(path: str) -> tuple[int, int, int]:
@@ -38,12 +39,9 @@ def census(path: str) -> tuple[int, int, int]:
 
 
 def psnr(ref, out, data_range=None) -> float:
-    ref, out = np.asarray(ref, np.float64), np.asarray(out, np.float64)
-    if not np.isfinite(out).all():
-        return -math.inf
-    mse = float(np.mean((ref - out) ** 2))
-    rng = data_range or float(ref.max() - ref.min()) or 1.0
-    return math.inf if mse == 0 else 10 * math.log10(rng * rng / mse)
+    """PSNR of ``out`` against ``ref``; data range: given, else the reference's own peak-to-peak."""
+    ref = np.asarray(ref, np.float64)
+    return metrics.psnr(out, ref, data_range or float(ref.max() - ref.min()) or 1.0)
 
 
 def main(dirs: list[str]) -> None:

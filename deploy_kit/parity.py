@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .metrics import psnr_from_mse
 from .specs import Tolerance
 
 
@@ -184,10 +185,10 @@ def metrics(name: str, ref: np.ndarray, cand: np.ndarray, kind: str) -> OutputMe
     denom = float(np.linalg.norm(a) * np.linalg.norm(b))
     m.cosine = float(a @ b / denom) if denom > 0 and nonfinite == 0 else (1.0 if denom == 0 and not a.any() and not b.any() else 0.0)
     if kind == "image":
-        m.psnr = _psnr(mse, 1.0)
+        m.psnr = psnr_from_mse(mse, 1.0)
     else:
         rng = float(ref.max() - ref.min())
-        m.psnr_norm = _psnr(mse, rng if rng > 0 else 1.0)
+        m.psnr_norm = psnr_from_mse(mse, rng if rng > 0 else 1.0)
     if kind == "logits":
         r1 = ref.reshape(ref.shape[0], -1).argmax(-1)
         c1 = cand.reshape(cand.shape[0], -1).argmax(-1)
@@ -410,14 +411,6 @@ def write_heatmap(path: str, ref: np.ndarray, cand: np.ndarray) -> str:
     with atomic_target(path) as tmp:
         Image.fromarray((rgb * 255).astype(np.uint8)).save(tmp, format="PNG")
     return path
-
-
-def _psnr(mse: float, data_range: float) -> float:
-    if mse == 0:
-        return math.inf
-    if not math.isfinite(mse):
-        return -math.inf
-    return 10.0 * math.log10(data_range * data_range / mse)
 
 
 def _fmt(v, digits: int = 3) -> str:

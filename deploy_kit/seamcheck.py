@@ -11,7 +11,6 @@ Build-machine side: torch is imported inside functions only.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -20,20 +19,13 @@ from typing import Optional
 import numpy as np
 
 from .errors import UsageError
+from .metrics import psnr_from_mse
 
 SEAM_BAND = 3  # half-width in pixels of the band measured around each tile boundary
 # default photo: 3.5 x 3.75 engine heights/widths; kept a multiple of the engine size / 8 so the
 # full-image reference does not zero-pad its own border to the model's multiple (that padding is a
 # border effect of the reference, not a seam, and it showed up as the "worst seam" at 422x474)
 PHOTO_SCALE = (3.5, 3.75)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB for data range 1 (inf when identical, nan when empty)."""
-    if a.size == 0:
-        return float("nan")
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
 @dataclass
@@ -118,18 +110,17 @@ def seam_metrics(ref: np.ndarray, out: np.ndarray, boxes, band: int = SEAM_BAND)
             sub = err_px[ys, xs]
             py, px = np.unravel_index(int(np.argmax(sub)), sub.shape)
             worst = {"axis": axis, "at": int(at), "span": [int(span[0]), int(span[1])],
-                     "psnr": float("inf") if m == 0 else 10.0 * math.log10(1.0 / m),
+                     "psnr": psnr_from_mse(m),
                      "max_abs": float(np.sqrt(sub.max())) if sub.size else 0.0,
                      "peak": [int(ys.start + py), int(xs.start + px)]}
 
     def band_psnr(sel: np.ndarray) -> float:
         if not sel.any():
             return float("nan")
-        m = float(err_px[sel].mean())
-        return float("inf") if m == 0 else 10.0 * math.log10(1.0 / m)
+        return psnr_from_mse(float(err_px[sel].mean()))
 
     mse = float(err_px.mean())
-    return {"psnr": float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse),
+    return {"psnr": psnr_from_mse(mse),
             "seam_psnr": band_psnr(mask), "other_psnr": band_psnr(~mask),
             "max_abs": float(np.abs(np.asarray(out, np.float64) - ref).max()), "worst_seam": worst}
 

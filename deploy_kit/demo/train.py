@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import time
 from typing import Any
 
 import numpy as np
+
+from deploy_kit.metrics import psnr
 
 # Architecture of each demo, as constructor kwargs of the official class (read back from the
 # checkpoint keys by the adapter, so it needs no registry entry).
@@ -40,12 +41,6 @@ DEMO_HPARAMS: dict[str, dict[str, Any]] = {
         dual_pixel_task=False,
     ),
 }
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB, data range 1."""
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
 def build(model_name: str, hparams: dict[str, Any] | None = None):

@@ -20,15 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import UsageError
-
-
-def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
-    """PSNR in dB of ``a`` against ``b`` (inf when identical)."""
-    diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-    mse = float(np.mean(diff * diff))
-    if mse == 0.0:
-        return math.inf
-    return 10.0 * math.log10(data_range * data_range / mse)
+from ..metrics import psnr
 
 
 def _outputs(path: str, pairs, input_name: str, threads: int) -> list[np.ndarray]:
