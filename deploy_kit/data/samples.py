@@ -11,6 +11,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..runtime.imageio import convert_channels
+
 # Colour photographs bundled inside the scikit-image wheel (no download needed).
 SAMPLE_FILES = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg", "hubble_deep_field.jpg", "ihc.png")
 
@@ -33,12 +35,9 @@ def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
     if img.ndim == 2:
         img = img[..., None]
     img = img[..., :3]
-    if img.shape[-1] == 1:
-        img = np.repeat(img, 3, axis=-1)
-    if channels == 3:
-        return img
-    if channels == 1:
-        return (img @ np.array([0.299, 0.587, 0.114], dtype=img.dtype))[..., None]
+    if channels in (1, 3):
+        return convert_channels(img, channels)
+    img = convert_channels(img, 3)
     if channels == 6:
         # dual-pixel input (left/right views); a one-pixel shift stands in for the disparity
         return np.concatenate([img, np.roll(img, 1, axis=1)], axis=-1)

@@ -24,7 +24,7 @@ DEFAULT_MAX_PIXELS = 178_956_970
 #: Quality of written JPEGs (a restored photo should not lose its detail to the encoder again).
 JPEG_QUALITY = 95
 
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 luma weights: RGB -> gray
 _GRAY16 = ("I;16", "I;16B", "I;16L", "I;16N")
 # Pillow mode -> (colour channels, alpha) for the modes OpenCV decodes as they are stored
 _CV_MODES = {"L": (1, False), "LA": (1, True), "RGB": (3, False), "RGBA": (3, True), **{m: (1, False) for m in _GRAY16}}
@@ -44,12 +44,10 @@ def preprocess(img: np.ndarray, channels: int) -> np.ndarray:
         arr = arr.astype(np.float32)
     if arr.ndim == 2:
         arr = arr[..., None]
-    arr = arr[..., :3] if channels != 6 else arr
-    if channels == 1 and arr.shape[-1] == 3:
-        arr = arr @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        arr = arr[..., None]
-    elif channels == 3 and arr.shape[-1] == 1:
-        arr = np.repeat(arr, 3, axis=-1)
+    if channels != 6:
+        arr = arr[..., :3]
+        if arr.shape[-1] in (1, 3) and channels in (1, 3):
+            arr = convert_channels(arr, channels)
     if arr.shape[-1] != channels:
         raise ValueError(f"image has {arr.shape[-1]} channels, the engine needs {channels}")
     return np.ascontiguousarray(arr.transpose(2, 0, 1)[None])
@@ -381,17 +379,26 @@ def to_model_channels(arr: np.ndarray, channels: int, alpha: bool | None = None)
     has_alpha = c in (2, 4) if alpha is None else alpha
     a = arr[..., -1:].copy() if has_alpha else None
     colour = arr[..., :-1] if has_alpha else arr
-    return _convert_colour(colour, channels), a
+    return convert_channels(colour, channels), a
 
 
-def _convert_colour(colour: np.ndarray, channels: int) -> np.ndarray:
-    c = colour.shape[-1]
+def convert_channels(img: np.ndarray, channels: int) -> np.ndarray:
+    """An HWC (or HW) float image with 1 or 3 colour channels as ``channels`` (1 or 3) channels:
+    gray -> RGB repeats it, RGB -> gray is :data:`LUMA`. The one place deploy-kit converts colour.
+
+    Raises:
+        ValueError: a channel count that cannot be converted.
+    """
+    img = np.asarray(img)
+    if img.ndim == 2:
+        img = img[..., None]
+    c = img.shape[-1]
     if c == channels:
-        return np.ascontiguousarray(colour)
+        return np.ascontiguousarray(img)
     if c == 1 and channels == 3:
-        return np.repeat(colour, 3, axis=-1)
+        return np.repeat(img, 3, axis=-1)
     if c == 3 and channels == 1:
-        return (colour @ _LUMA)[..., None]
+        return (img @ LUMA.astype(img.dtype if img.dtype.kind == "f" else np.float32))[..., None]
     raise ValueError(f"cannot convert {c} colour channels to {channels}")
 
 
@@ -417,7 +424,7 @@ def write_image(path: str, arr: np.ndarray, info: ImageInfo, alpha: np.ndarray |
         arr = arr[..., None]
     if info.alpha and alpha is None and arr.shape[-1] == info.channels:
         arr, alpha = arr[..., :-1], arr[..., -1:]
-    out = _convert_colour(arr, info.colour)
+    out = convert_channels(arr, info.colour)
     if info.alpha:
         if alpha is None:
             raise ValueError("the input had an alpha channel; pass it to write_image (from to_model_channels)")

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from .imageio import LUMA
 from .tiling import TileGrid, tiling_defaults
 
 _DONE = object()
@@ -325,9 +326,7 @@ class Restorer:
 
 def _to_gray(rgb: np.ndarray) -> np.ndarray:
     """Luma of an H x W x 3 frame, in its dtype (H x W x 1)."""
-    from .tiling import _LUMA
-
-    y = rgb.astype(np.float32) @ _LUMA
+    y = rgb.astype(np.float32) @ LUMA
     if rgb.dtype != np.float32:
         y = y + 0.5
     return np.clip(y, 0, np.iinfo(rgb.dtype).max if rgb.dtype != np.float32 else 1.0).astype(rgb.dtype)[..., None]

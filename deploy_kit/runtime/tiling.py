@@ -21,6 +21,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .imageio import LUMA
+
 # Chosen by measurement: benchmarks/bench_tiling.py, tiled ONNX Runtime (FP32, 128x128 engine,
 # origins on the model's stride) vs the full-image PyTorch FP32 output on a 448x480 astronaut
 # photo degraded as the model's task, trained demo weights. Seam PSNR (+-3 px band) in dB:
@@ -208,7 +210,6 @@ def _reflect_pad(image: np.ndarray, pad: tuple[int, int, int, int]) -> np.ndarra
     return np.pad(out, [(0, 0), (l, r), *rest], mode="reflect" if w > 1 else "edge")
 
 
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _SCALE = {np.dtype(np.uint8): np.float32(255.0), np.dtype(np.uint16): np.float32(65535.0)}
 
 
@@ -279,7 +280,7 @@ class TileGrid:
         for i, (y, x) in enumerate(positions):
             src = padded[y:y + th, x:x + tw].transpose(2, 0, 1)
             if src.shape[0] == 3 and channels == 1:
-                src = np.tensordot(_LUMA, src, axes=(0, 0))[None]
+                src = np.tensordot(LUMA, src, axes=(0, 0))[None]
             if scale is None:
                 np.copyto(out[i], src, casting="unsafe")
             else:
