@@ -37,10 +37,6 @@ class CalibrationError(DeployKitError):
     """A calibration set that is empty, unreadable or does not fit the model."""
 
 
-class ParityError(DeployKitError):
-    """One or more parity gates failed (the report lists every failure)."""
-
-
 class InvalidGraphError(DeployKitError):
     """A stage of deploy-kit produced a graph that does not load: a deploy-kit bug, reported in
     one line naming the stage and the node (``--debug`` shows the traceback)."""
