@@ -99,7 +99,7 @@ def list_models(show_all: bool) -> None:
 @click.option("--backend", type=click.Choice([backends.AUTO, *backends.names(engines=True), "none"]), default="auto", show_default=True, help="Engine backend; auto = tensorrt-rtx if installed (it builds without a GPU), else tensorrt, else none.")
 @click.option("--compute-capability", "compute_capabilities", multiple=True, help="TensorRT-RTX target (sm75, sm80, sm86, sm89, sm120); repeatable.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="TensorRT timing cache file (tensorrt backend; RTX uses a runtime cache instead).")
-@click.option("--stop-after", type=click.Choice(["onnx", "simplified", "precision", "engine"]), help="Stop the chain after this stage.")
+@click.option("--stop-after", type=click.Choice(["simplified", "precision", "engine"]), help="Stop the chain after this stage: simplified (the FP32 ONNX and its parity), precision (the FP16/INT8 ONNX and its checks) or engine.")
 @click.option("--samples", type=int, default=2, show_default=True, help="Sample images used for parity.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Static batch N of the graph and engine: input (N, C, H, W), N images (tiles) per pass. Parity stacks the samples N at a time; names gain -b{N} when N > 1.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random weights, input degradation noise and calibration crops.")
@@ -118,7 +118,7 @@ def export(model, variant, weights, height, width, tlc, train_size, fp16, int8, 
     from ._deps import require_export
 
     require_export()
-    from .pipeline import Int8Settings
+    from .precision.int8 import Int8Options
     from .request import resolve_request
 
     if fp16 and int8:
@@ -138,7 +138,8 @@ def export(model, variant, weights, height, width, tlc, train_size, fp16, int8, 
     chosen_backend = _resolve_backend(backend)
     build_options = {"compute_capabilities": compute_capabilities, "timing_cache": timing_cache}
     _run_and_summarise(req, out_dir, chosen_backend, stop_after, samples,
-                       Int8Settings(calib, calib_count, calib_method, int8_remainder), build_options, bundle)
+                       Int8Options(calib=calib, calib_count=calib_count, method=calib_method, remainder=int8_remainder),
+                       build_options, bundle)
 
 
 def _resolve_backend(name: str) -> str | None:

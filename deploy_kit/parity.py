@@ -206,6 +206,7 @@ def evaluate(
     kind: str,
     tol: Tolerance,
     members: Sequence[Sequence[int]] | None = None,
+    restoration_drop: float | None = None,
 ) -> Check:
     """Compare every output of every input and apply the spec's gates for ``precision``.
 
@@ -215,6 +216,10 @@ def evaluate(
         kind: ``image`` | ``features`` | ``logits``.
         members: per input, the sample index of each batch element (:func:`batch_members`),
             recorded in the per-element metrics; None when unknown.
+        restoration_drop: the INT8 quality outcome to gate (dB of restoration PSNR lost against
+            FP32 on held-out pairs, deploy_kit/precision/quality.py), gated by
+            ``tol.int8_max_restoration_drop``; None where it is not gated (e.g. random weights,
+            which restore nothing).
 
     Returns:
         A Check whose status is ``pass`` or ``fail``; all gates are listed either way. Its
@@ -249,6 +254,8 @@ def evaluate(
             gates.append(Gate.at_least(f"{m.name} cosine", m.cosine, min_cos))
         if m.top1_agreement is not None:
             gates.append(Gate.at_least(f"{m.name} top-1 agreement", m.top1_agreement, 1.0))
+    if restoration_drop is not None and tol.int8_max_restoration_drop is not None:
+        gates.append(Gate.at_most("restoration PSNR drop dB", restoration_drop, tol.int8_max_restoration_drop))
     status = "pass" if all(g.ok for g in gates) else "fail"
     return Check(backend, precision, artifact, status, outputs=outs, gates=gates, elements=elements)
 

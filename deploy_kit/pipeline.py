@@ -1,9 +1,12 @@
 """Chains the stages: model -> ONNX -> simplified -> precision -> engine -> parity -> bundle.
 
-Each stage is a plain function of one :class:`Run` (the state the stages pass along: paths,
-inputs, reference outputs, the report) in the order of :data:`STAGES`; ``run_export`` calls
-them in turn and handles ``--stop-after`` in one place. The heavy lifting of every stage lives
-in its own module (export.py, simplify.py, precision/, engine/, parity.py, bundle.py).
+Each stage is a plain function of the :class:`Job` (the request and the run's settings) and of
+what the stages before it returned; it returns its own result as a frozen record
+(:class:`Loaded`, :class:`Reference`, :class:`Graph`, :class:`Engine`). :func:`run_export` calls
+them in order and handles ``--stop-after`` in one place (:func:`_chain`); what the run reports
+(artifacts, notes, timings, next steps) accumulates in the job's :class:`ExportResult`. The heavy
+lifting of every stage lives in its own module (export.py, simplify.py, precision/, engine/,
+parity.py, bundle.py).
 """
 
 from __future__ import annotations
@@ -14,31 +17,40 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from . import __version__, backends
 from .errors import UsageError
 from .manifest import file_sha256
-from .request import validate_request
 from .reference import batch_labels, input_labels
-from .specs import ExportRequest
+from .request import validate_request
+from .specs import ExportRequest, ModelSpec, Variant
 
-STOP_POINTS = ("onnx", "simplified", "precision", "engine")
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    from torch import nn
 
+    from .backends._trt import BuildResult, EngineBackend
+    from .memory import PeakRss
+    from .models.base import ModelAdapter
+    from .parity import Check, ParityReport
+    from .precision.calibration import CalibrationSet
+    from .precision.int8 import Int8Options
 
-@dataclass
-class Int8Settings:
-    """What ``--int8`` needs beyond the request (see deploy_kit/precision/int8.py)."""
+# the --stop-after values, in chain order: after the FP32 graph's parity, after the FP16/INT8
+# graph's checks, after the engine
+STOP_POINTS = ("simplified", "precision", "engine")
 
-    calib: str | None = None
-    count: int = 32
-    method: str = "minmax"
-    remainder: str = "fp32"
-    eval_pairs: int = 4  # held-out (degraded, clean) pairs for the quality table
+T = TypeVar("T")
 
 
 @dataclass
 class ExportResult:
+    """What an export reports: filled stage by stage (the stages' own results are frozen records).
+
+    ``report`` is set when the chain ends; ``request`` is the request as the checkpoint resolved it.
+    """
+
     request: ExportRequest
     artifacts: list[tuple[str, str]] = field(default_factory=list)  # (label, path)
     timings: list[tuple[str, float]] = field(default_factory=list)
@@ -47,8 +59,8 @@ class ExportResult:
     stage_peaks: list[tuple[str, float | None]] = field(default_factory=list)
     peak_rss_mib: float | None = None
     notes: list[str] = field(default_factory=list)
-    report: Any = None  # ParityReport
-    quality: dict | None = None  # INT8 quality table (precision -> PSNRs), image models only
+    report: ParityReport | None = None
+    quality: dict[str, dict[str, float]] | None = None  # INT8 quality table (precision -> PSNRs), image models only
     next_steps: list[str] = field(default_factory=list)
     bundle: str | None = None
 
@@ -60,36 +72,44 @@ def _quiet(event: str, text: str) -> None:
     return None
 
 
-@dataclass
-class Run:
-    """What the stages of one export share (no hidden state: every stage reads and fills this)."""
+@dataclass(frozen=True)
+class Job:
+    """What every stage reads: the request and the run's settings.
+
+    The request changes once, when the checkpoint resolves its variant; that makes a new Job
+    (:func:`_from_pytorch`). ``res`` is the one thing the stages fill as they go.
+
+    Attributes:
+        req: the export request.
+        out_dir: directory of every artifact.
+        work: scratch directory inside ``out_dir`` (removed when the run ends).
+        samples: number of sample images for parity.
+        int8: the INT8 settings (read when ``req.precision == "int8"``).
+        engine_backend: the backend that builds the engine; None stops before the engine.
+        build_options: passed to the engine build (compute capabilities, timing cache).
+        adapter: the model family's bridge to the pipeline.
+        spec: the model family's spec (its parity tolerances).
+        progress: the progress callback.
+        memory: peak resident memory of the whole run.
+        res: the result being filled (artifacts, notes, timings, next steps).
+    """
 
     req: ExportRequest
     out_dir: str
     work: str
     samples: int
-    int8: "Int8Settings"
-    engine_backend: Any
-    build_options: dict
+    int8: Int8Options
+    engine_backend: EngineBackend | None
+    build_options: dict[str, Any]
+    adapter: ModelAdapter
+    spec: ModelSpec
     progress: Progress
+    memory: PeakRss
     res: ExportResult
-    adapter: Any = None
-    spec: Any = None  # the registry's ModelSpec (tolerances)
-    loaded: Any = None
-    stem: str = ""
-    inputs: list = field(default_factory=list)  # (N, C, H, W) batches of the sample images
-    refs: list = field(default_factory=list)  # per batch, the outputs: each element its own sample's
-    members: list = field(default_factory=list)  # per batch, the sample index of each element
-    metadata: dict = field(default_factory=dict)
-    report: Any = None
-    fp32_path: str = ""
-    cand_path: str = ""
-    cand_outs: list = field(default_factory=list)
-    plan: str | None = None
-    built: Any = None
-    ranges: dict = field(default_factory=dict)  # range-safe site -> largest FP32 statistic seen
-    precision_done: str = "fp32"  # the precision of the last graph that went through parity
-    memory: Any = None  # memory.PeakRss of the whole run
+
+    @property
+    def stem(self) -> str:
+        return os.path.join(self.out_dir, self.req.stem())
 
     @property
     def kind(self) -> str:
@@ -103,21 +123,112 @@ class Run:
     def input_names(self) -> list[str]:
         return self.adapter.input_names(self.req)
 
-    def timed(self, label: str, fn: Callable[[], str]) -> None:
+    def timed(self, label: str, fn: Callable[[], tuple[T, str]]) -> T:
+        """Run one step between a "start" and a "done" progress event; record its time and peak memory.
+
+        Args:
+            label: the step's name (progress display, ``res.timings``, ``res.stage_peaks``).
+            fn: does the work; returns (its result, the detail shown after the label).
+
+        Returns:
+            The result ``fn`` returned.
+        """
         from .fsutil import human_size
 
         self.progress("start", label)
-        if self.memory is not None:
-            self.memory.take()  # the stage's peak starts here
+        self.memory.take()  # the stage's peak starts here
         t0 = time.perf_counter()
-        detail = fn()
+        value, detail = fn()
         self.res.timings.append((label, time.perf_counter() - t0))
-        peak = self.memory.take() if self.memory is not None else None
+        peak = self.memory.take()
         self.res.stage_peaks.append((label, peak))
         text = f"{label}: {detail}" if detail else label
         if peak is not None:
             text += f" [peak RSS {human_size(int(peak * 2**20))}]"
         self.progress("done", text)
+        return value
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """:func:`stage_load`'s result: the PyTorch model and the request as its checkpoint resolved it."""
+
+    req: ExportRequest
+    model: nn.Module
+    variant: Variant
+
+
+@dataclass(frozen=True)
+class Reference:
+    """:func:`stage_reference`'s result: the sample inputs and the PyTorch FP32 outputs every
+    parity row is judged against.
+
+    Attributes:
+        inputs: (N, C, H, W) batches of the sample images.
+        refs: per batch, the outputs: each element its own sample's.
+        members: per batch, the sample index of each element.
+        ranges: per range-safe site, the largest FP32 statistics seen (what the range-safe FP16
+            rewrites must hold).
+        metadata: the request part of the manifest (:func:`request_metadata`).
+        header: the parity report without checks (model, shape, reference, input labels).
+    """
+
+    inputs: list[np.ndarray]
+    refs: list[list[np.ndarray]]
+    members: list[list[int]]
+    ranges: dict[str, dict[str, float]]
+    metadata: dict[str, Any]
+    header: ParityReport
+
+    def report(self, checks: Sequence[Check]) -> ParityReport:
+        """The parity report of ``checks`` (in order) under this reference's header."""
+        return replace(self.header, checks=list(checks))
+
+
+@dataclass(frozen=True)
+class Graph:
+    """An ONNX graph of the export with its parity rows.
+
+    Attributes:
+        precision: fp32 | fp16 | int8.
+        path: the ONNX file.
+        outputs: per batch, ONNX Runtime's outputs (the parity heatmap shows the first).
+        checks: its parity rows in report order: ONNX Runtime, then true-FP16 rounding for FP16.
+    """
+
+    precision: str
+    path: str
+    outputs: list[list[np.ndarray]]
+    checks: tuple[Check, ...]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """:func:`stage_engine`'s result: the plan (None with ``--backend none``) and its parity row
+    (skipped, with the reason, where it cannot run)."""
+
+    plan: str | None
+    check: Check
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Where the chain ended: what the bundle and the reports are written from.
+
+    Attributes:
+        job: the job, its request resolved.
+        reference: the reference stage's result.
+        graph: the last graph that went through parity (the one the bundle, the heatmap and
+            ``verify`` name).
+        checks: every parity row, in report order.
+        plan: the engine plan, when one was built.
+    """
+
+    job: Job
+    reference: Reference
+    graph: Graph
+    checks: tuple[Check, ...]
+    plan: str | None = None
 
 
 def run_export(
@@ -127,7 +238,7 @@ def run_export(
     backend: str | None = backends.TENSORRT_RTX,
     stop_after: str | None = None,
     samples: int = 2,
-    int8: Int8Settings | None = None,
+    int8: Int8Options | None = None,
     build_options: dict[str, Any] | None = None,
     progress: Progress = _quiet,
     bundle: bool = False,
@@ -141,7 +252,8 @@ def run_export(
         backend: ``tensorrt-rtx``, ``tensorrt`` or None (stop before the engine).
         stop_after: one of STOP_POINTS, or None for the whole chain.
         samples: number of sample images for parity.
-        int8: calibration settings when ``req.precision == "int8"``.
+        int8: the INT8 settings when ``req.precision == "int8"`` (default: ``Int8Options()``);
+            the model's own FP32 node patterns are added to its patterns.
         build_options: passed to the engine backend (compute capabilities, timing cache, DLA).
         progress: callback for the progress display.
         bundle: also write ``<stem>.bundle/`` for the device (deploy_kit/bundle.py).
@@ -155,6 +267,7 @@ def run_export(
     """
     from .memory import PeakRss, map_large_allocations
     from .models import get_adapter, get_spec
+    from .precision.int8 import Int8Options
 
     validate_request(req)
     map_large_allocations()  # freed full-resolution activations go back to the OS (memory.py)
@@ -167,77 +280,140 @@ def run_export(
     adapter.validate(req)
     created = not os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    run = Run(req, out_dir, tempfile.mkdtemp(prefix=".dk-work-", dir=out_dir), samples, int8 or Int8Settings(),
-              engine_backend, dict(build_options or {}), progress, ExportResult(req), adapter=adapter,
-              spec=get_spec(req.model))
+    work = tempfile.mkdtemp(prefix=".dk-work-", dir=out_dir)
     try:
-        with PeakRss() as run.memory:
-            for _name, stage, stops_at in STAGES:
-                stage(run)
-                if stop_after is not None and stop_after in stops_at:
-                    run.res.notes.append(f"stopped after '{stop_after}' as asked")
-                    break
+        with PeakRss() as memory:
+            job = Job(req, out_dir, work, samples, int8 or Int8Options(), engine_backend, dict(build_options or {}),
+                      adapter, get_spec(req.model), progress, memory, ExportResult(req))
+            done = _chain(job, stop_after)
             if bundle:
-                stage_bundle(run)
-            run.res.peak_rss_mib = run.memory.peak_mib()
-        return _close(run)
+                stage_bundle(done)
+            job.res.peak_rss_mib = memory.peak_mib()
+        return _close(done)
     finally:
-        shutil.rmtree(run.work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
         if created and not os.listdir(out_dir):
             os.rmdir(out_dir)  # a run that failed before writing anything leaves no empty directory
 
 
-def stage_load(run: Run) -> None:
+def _chain(job: Job, stop_after: str | None) -> Finished:
+    """The stages in order, each fed what the ones before returned, up to ``stop_after``."""
+    from .memory import release_memory
+
+    job, reference, raw = _from_pytorch(job)
+    release_memory()  # the model and its exportable copy are gone: give their pages back
+    fp32 = stage_parity_fp32(job, reference, stage_simplify(job, raw))
+    if _stops(job, stop_after, "simplified"):
+        return Finished(job, reference, fp32, fp32.checks)
+    cand = stage_precision(job, reference, fp32)
+    graph, checks = (cand, fp32.checks + cand.checks) if cand is not None else (fp32, fp32.checks)
+    if _stops(job, stop_after, "precision"):
+        return Finished(job, reference, graph, checks)
+    engine = stage_engine(job, reference, graph, checks)
+    _stops(job, stop_after, "engine")  # the last stage: nothing is skipped, but the run says it was asked
+    return Finished(job, reference, graph, checks + (engine.check,), engine.plan)
+
+
+def _stops(job: Job, stop_after: str | None, point: str) -> bool:
+    """Whether the chain ends at ``point``; notes it when it does."""
+    if stop_after != point:
+        return False
+    job.res.notes.append(f"stopped after '{point}' as asked")
+    return True
+
+
+def _from_pytorch(job: Job) -> tuple[Job, Reference, str]:
+    """Load, reference and export: the PyTorch model lives in this frame only, so it is freed
+    (with the exportable copy) before ONNX Runtime runs.
+
+    Returns:
+        The job with the resolved request, the reference, and the raw ONNX path.
+    """
+    loaded = stage_load(job)
+    job = replace(job, req=loaded.req)
+    reference = stage_reference(job, loaded)
+    return job, reference, stage_export(job, loaded, reference)
+
+
+def stage_load(job: Job) -> Loaded:
+    """Load the model (``--weights``, or random initialisation) and resolve the request's variant.
+
+    Args:
+        job: the run.
+
+    Returns:
+        The model and the request as the checkpoint resolved it (``res.request`` follows it).
+    """
     from .models.checkpoint import load_model
 
-    def go() -> str:
-        req = run.req
-        run.loaded = load_model(run.adapter, None if req.variant == "custom" else req.variant, req.weights, req.seed)
-        v = run.loaded.variant
+    def go() -> tuple[Loaded, str]:
+        req = job.req
+        loaded = load_model(job.adapter, None if req.variant == "custom" else req.variant, req.weights, req.seed)
+        v = loaded.variant
         if req.variant != v.name or v.name == "custom":
-            run.req = replace(req, variant=v.name, hparams=v.hparams if v.name == "custom" else ())
-            run.res.request = run.req
-        run.res.notes.append(run.loaded.note)
-        run.stem = os.path.join(run.out_dir, run.req.stem())
-        return f"{run.spec.name} {v.name}, {run.loaded.note}"
+            req = replace(req, variant=v.name, hparams=v.hparams if v.name == "custom" else ())
+            job.res.request = req
+        job.res.notes.append(loaded.note)
+        return Loaded(req, loaded.model, v), f"{job.spec.name} {v.name}, {loaded.note}"
 
-    run.timed("load model", go)
+    return job.timed("load model", go)
 
 
-def stage_reference(run: Run) -> None:
+def stage_reference(job: Job, loaded: Loaded) -> Reference:
+    """Run the PyTorch FP32 model on the sample images, one image per pass.
+
+    Args:
+        job: the run (its request resolved by :func:`stage_load`).
+        loaded: the model.
+
+    Returns:
+        The batched inputs, the reference outputs, the range-safe statistics and the report header.
+    """
     import torch
 
     from . import parity
     from .models.rangesafe import record_ranges
     from .reference import reference_runner
 
-    def go() -> str:
-        req, adapter = run.req, run.adapter
-        samples = adapter.sample_inputs(req, count=run.samples)  # (1, C, H, W) each
-        runner = reference_runner(adapter, run.loaded.model, req)
+    def go() -> tuple[Reference, str]:
+        req, adapter = job.req, job.adapter
+        samples = adapter.sample_inputs(req, count=job.samples)  # (1, C, H, W) each
+        runner = reference_runner(adapter, loaded.model, req)
         # one image per reference pass: each batch element's reference is the model on its image
         # alone, the same numbers a batch-1 export compares with
         with record_ranges(runner.module) as ranges:  # what the range-safe FP16 rewrites must hold
             sample_refs = runner.run_many(samples)
-        run.ranges = dict(ranges)
-        run.members = parity.batch_members(len(samples), req.batch)
-        run.inputs = parity.stack_batches(samples, run.members)
-        run.refs = parity.stack_outputs(sample_refs, run.members)
+        members = parity.batch_members(len(samples), req.batch)
+        inputs = parity.stack_batches(samples, members)
+        refs = parity.stack_outputs(sample_refs, members)
         degradation = adapter.input_degradation(req)
         ref_desc = f"PyTorch {torch.__version__} FP32 eager{adapter.reference_label(req)}"
         labels = input_labels(len(samples), degradation, req.seed)
-        run.metadata = request_metadata(adapter, run.spec, req, run.loaded.variant, list(run.inputs[0].shape), degradation)
-        run.report = parity.ParityReport(req.model, req.variant, list(run.inputs[0].shape), run.metadata["tlc"],
-                                         ref_desc, batch_labels(run.members, labels), samples=labels)
-        run.res.report = run.report
-        batches = f" in {len(run.inputs)} batch{'es' if len(run.inputs) > 1 else ''} of {req.batch}" if req.batch > 1 else ""
-        return f"{len(samples)} sample images{f' + {degradation}' if degradation else ''}{batches}, {ref_desc}"
+        metadata = request_metadata(adapter, job.spec, req, loaded.variant, list(inputs[0].shape), degradation)
+        header = parity.ParityReport(req.model, req.variant, list(inputs[0].shape), metadata["tlc"], ref_desc,
+                                     batch_labels(members, labels), samples=labels)
+        batches = f" in {len(inputs)} batch{'es' if len(inputs) > 1 else ''} of {req.batch}" if req.batch > 1 else ""
+        detail = f"{len(samples)} sample images{f' + {degradation}' if degradation else ''}{batches}, {ref_desc}"
+        return Reference(inputs, refs, members, dict(ranges), metadata, header), detail
 
-    run.timed("reference", go)
+    return job.timed("reference", go)
 
 
-def request_metadata(adapter, spec, req: ExportRequest, variant, input_shape: list[int], degradation: str | None) -> dict:
-    """The request part of the manifest (also written into the ONNX ``metadata_props``)."""
+def request_metadata(adapter: ModelAdapter, spec: ModelSpec, req: ExportRequest, variant: Variant,
+                     input_shape: list[int], degradation: str | None) -> dict[str, Any]:
+    """The request part of the manifest (also written into the ONNX ``metadata_props``).
+
+    Args:
+        adapter, spec: the model family's adapter and spec.
+        req: the request, its variant resolved.
+        variant: the resolved variant (its hyper-parameters are recorded).
+        input_shape: the graph's input shape (N, C, H, W).
+        degradation: how the sample inputs were degraded; None for clean images.
+
+    Returns:
+        JSON-ready metadata: version, model, variant, shapes, I/O names and conventions, TLC,
+        options, weights and their sha256, seed, degradation, tolerances.
+    """
     from dataclasses import asdict
 
     from .manifest import input_conventions
@@ -264,113 +440,248 @@ def request_metadata(adapter, spec, req: ExportRequest, variant, input_shape: li
     }
 
 
-def stage_export(run: Run) -> None:
+def stage_export(job: Job, loaded: Loaded, reference: Reference) -> str:
+    """Export the model to ONNX at the request's static shape (range-safe scales applied first).
+
+    Args:
+        job: the run.
+        loaded: the model.
+        reference: its sample inputs (the export's example input) and range-safe statistics.
+
+    Returns:
+        The raw ONNX file, in the work directory (:func:`stage_simplify` writes the artifact).
+    """
     import torch
 
     from .export import export_onnx
-    from .memory import release_memory
     from .models.rangesafe import apply_scales
 
-    def go() -> str:
-        raw = os.path.join(run.work, "raw.onnx")
-        exportable = run.adapter.wrap(run.loaded.model, run.req, static=True)
-        scales = apply_scales(exportable, run.ranges)
+    def go() -> tuple[str, str]:
+        raw = os.path.join(job.work, "raw.onnx")
+        exportable = job.adapter.wrap(loaded.model, job.req, static=True)
+        scales = apply_scales(exportable, reference.ranges)
         if scales:
-            run.res.notes.append("range-safe FP16 sites: " + ", ".join(f"{n} at scale 2^{-k}" for k, n in sorted(scales.items())))
-        info = export_onnx(exportable, torch.from_numpy(run.inputs[0]), raw, input_names=run.input_names,
-                           output_names=run.output_names, metadata={**run.metadata, "precision": "fp32"})
-        run.loaded = None  # the exportable copy and the model are freed before ONNX Runtime runs
-        return f"{info.nodes} nodes, opset 17, largest pool window {info.max_pool_window}"
+            job.res.notes.append("range-safe FP16 sites: " + ", ".join(f"{n} at scale 2^{-k}" for k, n in sorted(scales.items())))
+        info = export_onnx(exportable, torch.from_numpy(reference.inputs[0]), raw, input_names=job.input_names,
+                           output_names=job.output_names, metadata={**reference.metadata, "precision": "fp32"})
+        return raw, f"{info.nodes} nodes, opset 17, largest pool window {info.max_pool_window}"
 
-    run.timed("export ONNX", go)
-    release_memory()
+    return job.timed("export ONNX", go)
 
 
-def stage_simplify(run: Run) -> None:
+def stage_simplify(job: Job, raw: str) -> str:
+    """Simplify the raw ONNX into the FP32 artifact.
+
+    Args:
+        job: the run.
+        raw: the exported ONNX.
+
+    Returns:
+        The FP32 ONNX, ``<stem>.fp32.onnx``.
+    """
     from .simplify import simplify
 
-    def go() -> str:
-        run.fp32_path = run.cand_path = f"{run.stem}.fp32.onnx"
-        srep = simplify(os.path.join(run.work, "raw.onnx"), run.fp32_path)
-        run.res.artifacts.append(("FP32 ONNX", run.fp32_path))
-        return srep.line()
+    def go() -> tuple[str, str]:
+        path = f"{job.stem}.fp32.onnx"
+        srep = simplify(raw, path)
+        job.res.artifacts.append(("FP32 ONNX", path))
+        return path, srep.line()
 
-    run.timed("simplify", go)
+    return job.timed("simplify", go)
 
 
-def _parity_onnx(run: Run, precision: str, path: str) -> None:
+def _parity_onnx(job: Job, reference: Reference, precision: str, path: str,
+                 restoration_drop: float | None = None) -> Graph:
+    """ONNX Runtime parity of ``path``, its gates decided here (``restoration_drop``: see parity.evaluate)."""
     from . import parity
 
-    def go() -> str:
-        outs = parity.run_onnxruntime(path, run.inputs, run.input_names[0], isolated=True, batch=run.req.batch)
-        check = parity.evaluate(backends.ONNXRUNTIME, precision, path, run.output_names, run.refs, outs, run.kind,
-                                run.spec.tolerance, run.members)
-        run.report.checks.append(check)
-        run.cand_outs = outs
-        run.precision_done = precision
+    def go() -> tuple[Graph, str]:
+        outs = parity.run_onnxruntime(path, reference.inputs, job.input_names[0], isolated=True, batch=job.req.batch)
+        check = parity.evaluate(backends.ONNXRUNTIME, precision, path, job.output_names, reference.refs, outs,
+                                job.kind, job.spec.tolerance, reference.members, restoration_drop)
         if check.status == "fail" and precision == "fp32":
-            run.res.notes.append(_fp32_failure_diagnosis(run.adapter, run.req, run.inputs, run.refs, outs, run.members))
-        return _check_line(check)
+            job.res.notes.append(_fp32_failure_diagnosis(job.adapter, job.req, reference.inputs, reference.refs, outs,
+                                                         reference.members))
+        return Graph(precision, path, outs, (check,)), _check_line(check)
 
-    run.timed(f"parity {precision} (onnxruntime)", go)
-
-
-def stage_parity_fp32(run: Run) -> None:
-    _parity_onnx(run, "fp32", run.fp32_path)
+    return job.timed(f"parity {precision} (onnxruntime)", go)
 
 
-def stage_precision(run: Run) -> None:
+def stage_parity_fp32(job: Job, reference: Reference, path: str) -> Graph:
+    """ONNX Runtime parity of the FP32 graph.
+
+    Args:
+        job: the run.
+        reference: the PyTorch FP32 outputs.
+        path: the FP32 ONNX.
+
+    Returns:
+        The FP32 graph with its parity row.
+    """
+    return _parity_onnx(job, reference, "fp32", path)
+
+
+def stage_precision(job: Job, reference: Reference, fp32: Graph) -> Graph | None:
+    """Write the FP16 or INT8 graph and check it.
+
+    FP16 gets an ONNX Runtime row and a true-FP16 row. INT8 image models first get the held-out
+    quality table (:func:`stage_quality`), whose restoration drop is one of the INT8 row's gates.
+
+    Args:
+        job: the run.
+        reference: the PyTorch FP32 outputs.
+        fp32: the FP32 graph.
+
+    Returns:
+        The FP16/INT8 graph with its parity rows; None for an FP32 export.
+    """
     from .export import update_metadata
 
-    if run.req.precision == "fp32":
-        return
+    precision = job.req.precision
+    if precision == "fp32":
+        return None
+    path = f"{job.stem}.{precision}.onnx"
 
-    def go() -> str:
-        run.cand_path = f"{run.stem}.{run.req.precision}.onnx"
-        detail = _make_precision(run.req, run.adapter, run.fp32_path, run.cand_path, run.int8, run.res)
-        update_metadata(run.cand_path, {"precision": run.req.precision})  # verify gates by this
-        run.res.artifacts.append((f"{run.req.precision.upper()} ONNX", run.cand_path))
-        return detail
+    def go() -> tuple[None, str]:
+        detail = _convert_fp16(job, fp32.path, path) if precision == "fp16" else _quantize(job, fp32.path, path)
+        update_metadata(path, {"precision": precision})  # verify gates by this
+        job.res.artifacts.append((f"{precision.upper()} ONNX", path))
+        return None, detail
 
-    run.timed(f"precision {run.req.precision}", go)
-    _parity_onnx(run, run.req.precision, run.cand_path)
-    if run.req.precision == "fp16":
-        stage_true_fp16(run)
-    if run.req.precision == "int8" and run.kind == "image":
-        run.timed("quality (held-out images)", lambda: _quality(run))
+    job.timed(f"precision {precision}", go)
+    if precision == "fp16":
+        graph = _parity_onnx(job, reference, precision, path)
+        return replace(graph, checks=graph.checks + (stage_true_fp16(job, reference, path),))
+    drop = stage_quality(job, fp32.path, path) if job.kind == "image" else None
+    return _parity_onnx(job, reference, precision, path, restoration_drop=drop)
+
+
+def _convert_fp16(job: Job, src: str, dst: str) -> str:
+    """The FP16 graph of ``src`` (the model's FP32 islands kept); returns the progress detail."""
+    from .precision.fp16 import convert_fp16
+
+    rep = convert_fp16(src, dst, job.adapter.fp32_islands(job.req))
+    job.res.notes.append(f"FP16: kept FP32: {len(rep.kept_fp32)} nodes matching {', '.join(rep.patterns) or 'nothing'}")
+    return rep.line()
+
+
+def _quantize(job: Job, src: str, dst: str) -> str:
+    """The INT8 Q/DQ graph of ``src`` and the legacy calibration cache; returns the progress detail."""
+    from .precision.int8 import quantize_int8
+
+    req, s = job.req, job.int8
+    cal = _calibration_set(job)
+    opts = replace(s, fp32_patterns=s.fp32_patterns + tuple(job.adapter.int8_excluded(req)),
+                   remainder_fp32_patterns=s.remainder_fp32_patterns + tuple(job.adapter.fp32_islands(req)))
+    rep = quantize_int8(src, dst, cal, opts, cache_key_extra=req.stem())
+    job.res.notes.append(f"calibration: {cal.description}")
+    job.res.artifacts.append(("TRT<=10 calibration cache", rep.legacy_cache))
+    job.res.next_steps.append(f"JetPack TensorRT 10 implicit INT8 (not executed here): {rep.trtexec}")
+    return (f"{rep.quantized_nodes} nodes quantized ({s.method}), {len(rep.excluded)} excluded, "
+            f"statistics cache {'hit' if rep.cache_hit else 'miss'}")
+
+
+def _calibration_set(job: Job) -> CalibrationSet:
+    """The calibration crops of ``job.int8`` at the export size, degraded as the model's inputs are."""
+    from .precision.calibration import batched, load_calibration_set
+
+    req, adapter = job.req, job.adapter
+    cal = load_calibration_set(
+        job.int8.calib,
+        channels=adapter.in_channels(adapter.resolve_variant(req)),
+        height=req.height,
+        width=req.width,
+        count=job.int8.calib_count,
+        seed=req.seed,
+        degradation=adapter.input_degradation(req),
+    )
+    if req.batch > 1:
+        cal = batched(cal, req.batch)  # the graph takes N crops per pass
+    if cal.skipped:
+        job.res.notes.append(f"calibration: skipped {len(cal.skipped)} files (first: {cal.skipped[0][0]}: {cal.skipped[0][1]})")
+    return cal
+
+
+def stage_quality(job: Job, fp32_path: str, int8_path: str) -> float | None:
+    """FP32, FP16 and INT8 on held-out degraded/clean pairs: ``<stem>.int8.quality.json`` and a note.
+
+    Args:
+        job: the run.
+        fp32_path, int8_path: the FP32 and INT8 graphs (an FP16 one is made for the table only).
+
+    Returns:
+        The INT8 restoration drop (dB) for the INT8 parity row to gate; None with random
+        weights, which restore nothing (the run notes that the gate is not applied).
+    """
+    return job.timed("quality (held-out images)", lambda: _quality(job, fp32_path, int8_path))
+
+
+def _quality(job: Job, fp32_path: str, int8_path: str) -> tuple[float | None, str]:
+    from .fsutil import write_text
+    from .parity import _clean
+    from .precision.calibration import eval_pairs
+    from .precision.fp16 import convert_fp16
+    from .precision.quality import format_quality_table, quality_table
+
+    req, adapter, res = job.req, job.adapter, job.res
+    degradation = adapter.input_degradation(req)
+    pairs = eval_pairs(channels=adapter.in_channels(adapter.resolve_variant(req)), height=req.height,
+                       width=req.width, count=job.int8.eval_pairs, degradation=degradation)
+    with tempfile.TemporaryDirectory(prefix=".dk-quality-", dir=os.path.dirname(int8_path) or ".") as tmp:
+        # an FP16 row too, so the user sees what each precision costs (not kept as an artifact)
+        fp16_path = os.path.join(tmp, "fp16.onnx")
+        convert_fp16(fp32_path, fp16_path, adapter.fp32_islands(req))
+        table = quality_table({"fp32": fp32_path, "fp16": fp16_path, "int8": int8_path}, pairs,
+                              input_name=adapter.input_names(req)[0])
+    res.quality = table
+    write_text(f"{job.stem}.int8.quality.json", json.dumps(_clean({"degradation": degradation, "table": table}), indent=2))
+    res.artifacts.append(("quality table", f"{job.stem}.int8.quality.json"))
+    drop = table["int8"]["restoration_drop"]
+    if not req.weights and job.spec.tolerance.int8_max_restoration_drop is not None:
+        res.notes.append("quality: random weights restore nothing, so the restoration-drop gate is not applied (pass --weights)")
+    res.notes.append("quality (" + (degradation or "no degradation") + f", {len(pairs)} held-out images):\n" + format_quality_table(table))
+    detail = f"restoration drop {drop:.3f} dB, INT8 vs FP32 {table['int8']['psnr_vs_fp32']:.1f} dB"
+    return (drop if req.weights else None), detail
 
 
 TRUE_FP16_MAX_PIXELS = 512 * 512  # the emulation graph holds every tensor twice (FP16-rounded copy)
 
 
-def stage_true_fp16(run: Run) -> None:
+def stage_true_fp16(job: Job, reference: Reference, path: str) -> Check:
     """A parity row that rounds every intermediate tensor to FP16 (precision/truefp16.py).
 
     ONNX Runtime's CPU kernels compute FP16 graphs in FP32 between casts, so the ONNX Runtime row
     cannot show an FP16 overflow; this one does (inf/NaN or lost PSNR), as TensorRT FP16 would.
+
+    Args:
+        job: the run.
+        reference: the PyTorch FP32 outputs.
+        path: the FP16 ONNX.
+
+    Returns:
+        The row; skipped, with the reason, above :data:`TRUE_FP16_MAX_PIXELS` per pass.
     """
     from . import parity
 
+    req = job.req
     # a pass holds every batch element's tensors, so the memory bound counts the whole batch
-    if run.req.batch * run.req.height * run.req.width > TRUE_FP16_MAX_PIXELS:
-        per_pass = f"{run.req.batch} x {run.req.height}x{run.req.width}" if run.req.batch > 1 else "this size"
-        run.report.checks.append(parity.skipped(
-            "true-fp16", "fp16", run.cand_path,
+    if req.batch * req.height * req.width > TRUE_FP16_MAX_PIXELS:
+        per_pass = f"{req.batch} x {req.height}x{req.width}" if req.batch > 1 else "this size"
+        return parity.skipped(
+            "true-fp16", "fp16", path,
             f"runs up to {TRUE_FP16_MAX_PIXELS} pixels per pass (memory; {per_pass} is more); the same graph rules "
-            "apply at every size and batch: export at 512x512, batch 1, to run it"))
-        return
+            "apply at every size and batch: export at 512x512, batch 1, to run it")
 
-    def go() -> str:
+    def go() -> tuple[Check, str]:
         from .precision.truefp16 import BACKEND
         from .runtime.runners import in_child_process
 
-        outs = in_child_process(_true_fp16_child, run.cand_path, list(run.inputs))
-        check = parity.evaluate(BACKEND, "fp16", run.cand_path, run.output_names, run.refs, outs, run.kind,
-                                run.spec.tolerance, run.members)
-        run.report.checks.append(check)
-        return _check_line(check)
+        outs = in_child_process(_true_fp16_child, path, list(reference.inputs))
+        check = parity.evaluate(BACKEND, "fp16", path, job.output_names, reference.refs, outs, job.kind,
+                                job.spec.tolerance, reference.members)
+        return check, _check_line(check)
 
-    run.timed("parity fp16 (true FP16 rounding)", go)
+    return job.timed("parity fp16 (true FP16 rounding)", go)
 
 
 def _true_fp16_child(path: str, inputs: list) -> list:
@@ -379,78 +690,95 @@ def _true_fp16_child(path: str, inputs: list) -> list:
     return true_fp16_outputs(path, inputs, fp16_path=path)
 
 
-def stage_engine(run: Run) -> None:
+# TensorRT-RTX builds Q/DQ graphs but runs them at FP16/FP32 speed: said wherever such a plan is made
+_RTX_INT8_NOTE = (
+    "TensorRT-RTX documents INT8 only as weight-only GEMM: Q/DQ convolutions do not run as INT8 kernels "
+    "there, so expect FP16/FP32 speed (and a plan larger than FP32: 20 MB vs 6.5 MB measured on the NAFNet "
+    "demo); INT8 speed needs the tensorrt backend (desktop, Jetson)"
+)
+
+
+def stage_engine(job: Job, reference: Reference, graph: Graph, checks: tuple[Check, ...]) -> Engine:
+    """Build the engine of ``graph``, check it where it can run, and write its manifest.
+
+    Args:
+        job: the run.
+        reference: the PyTorch FP32 outputs.
+        graph: the graph to build (the last that went through parity).
+        checks: the parity rows so far (the manifest records them with the engine's).
+
+    Returns:
+        The plan and its parity row; with ``--backend none`` no plan and a skipped row.
+    """
     from . import parity
-
-    eng = run.engine_backend
-    if eng is None:
-        run.report.checks.append(parity.skipped("engine", run.req.precision, "-", "--backend none: no engine was built"))
-        return
-
-    def go() -> str:
-        run.plan = f"{run.stem}.{run.req.precision}.{eng.major()}.plan"
-        run.built = eng.build(run.cand_path, run.plan, **run.build_options)
-        run.res.artifacts.append((f"{eng.name} engine", run.plan))
-        return f"{run.built.seconds:.1f} s, {run.built.size / 2**20:.1f} MB"
-
-    run.timed(f"engine ({eng.name})", go)
-    if run.req.precision == "int8" and eng.name == backends.TENSORRT_RTX:
-        run.res.notes.append(
-            "TensorRT-RTX documents INT8 only as weight-only GEMM: Q/DQ convolutions do not run as INT8 kernels "
-            "there, so expect FP16/FP32 speed (and a plan larger than FP32: 20 MB vs 6.5 MB measured on the NAFNet "
-            "demo); INT8 speed needs the tensorrt backend (desktop, Jetson)"
-        )
-    ok, why = eng.can_run()
-    if ok:
-        def check() -> str:
-            with eng.open_runner(run.plan) as runner:
-                outs = runner.run_many(run.inputs)
-            c = parity.evaluate(eng.name, run.req.precision, run.plan, run.output_names, run.refs, outs, run.kind,
-                                run.spec.tolerance, run.members)
-            run.report.checks.append(c)
-            return _check_line(c)
-
-        run.timed(f"parity {run.req.precision} ({eng.name})", check)
-    else:
-        run.report.checks.append(parity.skipped(eng.name, run.req.precision, run.plan, why))
     from .manifest import plan_manifest, write_manifest
 
-    write_manifest(run.plan + ".json", plan_manifest(run.metadata, run.req.precision, run.cand_path, run.plan,
-                                                     eng, run.built, run.report))
-    run.res.artifacts.append(("engine manifest", run.plan + ".json"))
+    eng, precision = job.engine_backend, job.req.precision
+    if eng is None:
+        return Engine(None, parity.skipped("engine", precision, "-", "--backend none: no engine was built"))
+    plan = f"{job.stem}.{precision}.{eng.major()}.plan"
+    built = job.timed(f"engine ({eng.name})", lambda: _build(job, eng, graph.path, plan))
+    if precision == "int8" and eng.name == backends.TENSORRT_RTX:
+        job.res.notes.append(_RTX_INT8_NOTE)
+    check = _engine_parity(job, reference, eng, plan)
+    write_manifest(plan + ".json", plan_manifest(reference.metadata, precision, graph.path, plan, eng, built,
+                                                 reference.report(checks + (check,))))
+    job.res.artifacts.append(("engine manifest", plan + ".json"))
+    return Engine(plan, check)
 
 
-def stage_bundle(run: Run) -> None:
-    """``--bundle``: the graph that passed parity last, with the proof, for the device."""
+def _build(job: Job, eng: EngineBackend, onnx_path: str, plan: str) -> tuple[BuildResult, str]:
+    built = eng.build(onnx_path, plan, **job.build_options)
+    job.res.artifacts.append((f"{eng.name} engine", plan))
+    return built, f"{built.seconds:.1f} s, {built.size / 2**20:.1f} MB"
+
+
+def _engine_parity(job: Job, reference: Reference, eng: EngineBackend, plan: str) -> Check:
+    """The engine's parity row, or a skipped row saying why the engine cannot run here."""
+    from . import parity
+
+    precision = job.req.precision
+    ok, why = eng.can_run()
+    if not ok:
+        return parity.skipped(eng.name, precision, plan, why)
+
+    def go() -> tuple[Check, str]:
+        with eng.open_runner(plan) as runner:
+            outs = runner.run_many(reference.inputs)
+        check = parity.evaluate(eng.name, precision, plan, job.output_names, reference.refs, outs, job.kind,
+                                job.spec.tolerance, reference.members)
+        return check, _check_line(check)
+
+    return job.timed(f"parity {precision} ({eng.name})", go)
+
+
+def stage_bundle(done: Finished) -> None:
+    """``--bundle``: the graph that passed parity last, with the proof, for the device.
+
+    Args:
+        done: where the chain ended (the graph, the reference, every parity row).
+    """
     from .bundle import write_bundle
 
-    def go() -> str:
-        info = write_bundle(run.cand_path, run.inputs, run.refs, f"{run.stem}.{run.precision_done}.bundle",
-                            report=run.report)
-        run.res.bundle = info.path
-        run.res.artifacts.append(("device bundle", info.path))
-        run.res.next_steps.append(f"on the device: deploy-kit build {info.path} && deploy-kit verify {info.path}")
-        return info.line()
+    job = done.job
 
-    run.timed("bundle", go)
+    def go() -> tuple[None, str]:
+        info = write_bundle(done.graph.path, done.reference.inputs, done.reference.refs,
+                            f"{job.stem}.{done.graph.precision}.bundle", report=done.reference.report(done.checks))
+        job.res.bundle = info.path
+        job.res.artifacts.append(("device bundle", info.path))
+        job.res.next_steps.append(f"on the device: deploy-kit build {info.path} && deploy-kit verify {info.path}")
+        return None, info.line()
 
-
-# (name, stage, the --stop-after values that end the run after it)
-STAGES = (
-    ("load", stage_load, ()),
-    ("reference", stage_reference, ()),
-    ("export", stage_export, ()),
-    ("simplify", stage_simplify, ()),
-    ("parity-fp32", stage_parity_fp32, ("onnx", "simplified")),
-    ("precision", stage_precision, ("precision",)),
-    ("engine", stage_engine, ("engine",)),
-)
+    job.timed("bundle", go)
 
 
 CONDITIONING_MAX_PIXELS = 512 * 512  # a float64 forward pass needs about twice the FP32 memory
 
 
-def _fp32_failure_diagnosis(adapter, req: ExportRequest, inputs, refs, outs, members=None) -> str:
+def _fp32_failure_diagnosis(adapter: ModelAdapter, req: ExportRequest, inputs: Sequence[np.ndarray],
+                            refs: Sequence[Sequence[np.ndarray]], outs: Sequence[Sequence[np.ndarray]],
+                            members: Sequence[Sequence[int]] | None = None) -> str:
     """Tell an export error from an input the model itself cannot compute stably in FP32.
 
     Re-runs the worst sample (the batch element farthest from its reference) through the PyTorch
@@ -494,112 +822,47 @@ def _fp32_failure_diagnosis(adapter, req: ExportRequest, inputs, refs, outs, mem
     return head + ": the reference is stable, so the export computes something else; report it with --debug output"
 
 
-def _make_precision(req, adapter, fp32_path: str, dst: str, s: Int8Settings, res: ExportResult) -> str:
-    if req.precision == "fp16":
-        from .precision.fp16 import convert_fp16
-
-        rep = convert_fp16(fp32_path, dst, adapter.fp32_islands(req))
-        res.notes.append(f"FP16: kept FP32: {len(rep.kept_fp32)} nodes matching {', '.join(rep.patterns) or 'nothing'}")
-        return rep.line()
-    from .precision.calibration import load_calibration_set
-    from .precision.int8 import Int8Options, quantize_int8
-
-    variant = adapter.resolve_variant(req)
-    degradation = adapter.input_degradation(req)
-    cal = load_calibration_set(
-        s.calib,
-        channels=adapter.in_channels(variant),
-        height=req.height,
-        width=req.width,
-        count=s.count,
-        seed=req.seed,
-        degradation=degradation,
-    )
-    if req.batch > 1:
-        from .precision.calibration import batched
-
-        cal = batched(cal, req.batch)  # the graph takes N crops per pass
-    if cal.skipped:
-        res.notes.append(f"calibration: skipped {len(cal.skipped)} files (first: {cal.skipped[0][0]}: {cal.skipped[0][1]})")
-    opts = Int8Options(method=s.method, remainder=s.remainder, fp32_patterns=tuple(adapter.int8_excluded(req)),
-                       remainder_fp32_patterns=tuple(adapter.fp32_islands(req)))
-    rep = quantize_int8(fp32_path, dst, cal, opts, cache_key_extra=req.stem())
-    res.notes.append(f"calibration: {cal.description}")
-    if rep.get("legacy_cache"):
-        res.artifacts.append(("TRT<=10 calibration cache", rep["legacy_cache"]))
-        res.next_steps.append(f"JetPack TensorRT 10 implicit INT8 (not executed here): {rep['trtexec']}")
-    excluded = rep.get("excluded", [])
-    return f"{rep.get('quantized_nodes', '?')} nodes quantized ({s.method}), {len(excluded)} excluded, statistics cache {rep.get('cache', '?')}"
-
-
-def _quality(run: Run) -> str:
-    """FP32 vs INT8 on held-out degraded/clean pairs; gates the restoration drop for trained weights."""
-    req, adapter, fp32_path, int8_path, s, res, stem = (run.req, run.adapter, run.fp32_path, run.cand_path,
-                                                        run.int8, run.res, run.stem)
-    check = run.report.checks[-1]
-    from .fsutil import write_text
-    from .parity import Gate, _clean
-    from .precision.calibration import eval_pairs
-    from .precision.quality import format_quality_table, quality_table
-
-    degradation = adapter.input_degradation(req)
-    pairs = eval_pairs(channels=adapter.in_channels(adapter.resolve_variant(req)), height=req.height,
-                       width=req.width, count=s.eval_pairs, degradation=degradation)
-    from .precision.fp16 import convert_fp16
-
-    with tempfile.TemporaryDirectory(prefix=".dk-quality-", dir=os.path.dirname(int8_path) or ".") as tmp:
-        # an FP16 row too, so the user sees what each precision costs (not kept as an artifact)
-        fp16_path = os.path.join(tmp, "fp16.onnx")
-        convert_fp16(fp32_path, fp16_path, adapter.fp32_islands(req))
-        table = quality_table({"fp32": fp32_path, "fp16": fp16_path, "int8": int8_path}, pairs,
-                              input_name=adapter.input_names(req)[0])
-    res.quality = table
-    write_text(f"{stem}.int8.quality.json", json.dumps(_clean({"degradation": degradation, "table": table}), indent=2))
-    res.artifacts.append(("quality table", f"{stem}.int8.quality.json"))
-    drop = table["int8"]["restoration_drop"]
-    limit = run.spec.tolerance.int8_max_restoration_drop
-    if limit is not None and req.weights:
-        check.gates.append(Gate.at_most("restoration PSNR drop dB", drop, limit))
-        check.status = "pass" if all(g.ok for g in check.gates) else "fail"
-    elif limit is not None:
-        res.notes.append("quality: random weights restore nothing, so the restoration-drop gate is not applied (pass --weights)")
-    res.notes.append("quality (" + (degradation or "no degradation") + f", {len(pairs)} held-out images):\n" + format_quality_table(table))
-    return f"restoration drop {drop:.3f} dB, INT8 vs FP32 {table['int8']['psnr_vs_fp32']:.1f} dB"
-
-
-def _close(run: Run) -> ExportResult:
+def _close(done: Finished) -> ExportResult:
+    """Write the parity report (JSON, Markdown, heatmap) and the next steps into the result."""
     from .fsutil import write_text
     from .parity import write_heatmap
 
-    res, stem, report, precision = run.res, run.stem, run.report, run.precision_done
-    if run.kind in ("image", "features") and run.cand_outs:
-        path = write_heatmap(f"{stem}.{precision}.heatmap.png", run.refs[0][0], run.cand_outs[0][0])
-        next(c for c in reversed(report.checks) if c.backend == backends.ONNXRUNTIME).heatmap = path  # cand_outs: ORT
+    job, graph = done.job, done.graph
+    res, stem = job.res, job.stem
+    checks = list(done.checks)
+    if job.kind in ("image", "features") and graph.outputs:
+        path = write_heatmap(f"{stem}.{graph.precision}.heatmap.png", done.reference.refs[0][0], graph.outputs[0][0])
+        last_ort = max(i for i, c in enumerate(checks) if c.backend == backends.ONNXRUNTIME)  # graph.outputs: ORT
+        checks[last_ort] = replace(checks[last_ort], heatmap=path)
         res.artifacts.append(("parity heatmap", path))
-    write_text(f"{stem}.{precision}.parity.json", report.to_json())
-    write_text(f"{stem}.{precision}.parity.md", report.to_markdown())
-    res.artifacts.append(("parity report", f"{stem}.{precision}.parity.json"))
+    res.report = done.reference.report(checks)
+    write_text(f"{stem}.{graph.precision}.parity.json", res.report.to_json())
+    write_text(f"{stem}.{graph.precision}.parity.md", res.report.to_markdown())
+    res.artifacts.append(("parity report", f"{stem}.{graph.precision}.parity.json"))
+    _next_steps(res, done.plan, job.engine_backend)
+    return res
+
+
+def _next_steps(res: ExportResult, plan: str | None, eng: EngineBackend | None) -> None:
+    """What to run next: verify the final ONNX first, then the engine or how to build one, then the bundle."""
     onnx_final = [p for label, p in res.artifacts if label.endswith("ONNX")][-1]
     res.next_steps.insert(0, f"deploy-kit verify {onnx_final}")
-    if run.plan:
-        if run.engine_backend.name == backends.TENSORRT_RTX:
+    if plan and eng is not None:
+        if eng.name == backends.TENSORRT_RTX:
             # trtexec is TensorRT's and cannot deserialise a TensorRT-RTX plan; the tensorrt-rtx wheel
             # ships no command-line tool, so deploy-kit's own runner (the TensorRT-RTX runtime) it is
             res.next_steps.append(f"on an NVIDIA GPU with the TensorRT-RTX runtime (trtexec cannot load RTX plans): "
-                                  f"deploy-kit verify {run.plan}   and   deploy-kit run {run.plan} IMAGE --out DIR")
+                                  f"deploy-kit verify {plan}   and   deploy-kit run {plan} IMAGE --out DIR")
         else:
-            res.next_steps.append(f"on the target GPU: trtexec --loadEngine={run.plan}   "
-                                  f"(or: deploy-kit run {run.plan} IMAGE --out DIR)")
+            res.next_steps.append(f"on the target GPU: trtexec --loadEngine={plan}   "
+                                  f"(or: deploy-kit run {plan} IMAGE --out DIR)")
         res.next_steps.append(f"cross-check with Polygraphy: polygraphy run {onnx_final} --onnxrt --trt")
     else:
         res.next_steps.append(f"build an engine: deploy-kit build {onnx_final} --backend tensorrt-rtx")
     if not res.bundle:
         res.next_steps.append(f"for the device: deploy-kit bundle {onnx_final}")
-    return res
 
 
-def _check_line(check) -> str:
+def _check_line(check: Check) -> str:
     gates = "; ".join(g.text() for g in check.gates)
     return f"{check.status.upper()} ({gates})"
-
-

@@ -1,14 +1,15 @@
 """INT8 as explicit Q/DQ in the ONNX graph (onnxruntime ``quantize_static``), plus the legacy cache.
 
 TensorRT 11 dropped implicit INT8 (calibrators, ``BuilderFlag.INT8``): precision lives in the graph
-as QuantizeLinear/DequantizeLinear pairs and every engine is strongly typed (DESIGN.md §2). The
-recipe follows what TensorRT runs as INT8 (reference/deployment.md §5.2, ModelOpt's options):
+as QuantizeLinear/DequantizeLinear pairs and every engine is strongly typed
+(https://docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/quantized-types-explicit-quantization.html).
+The recipe follows what TensorRT runs as INT8 (that page's Q/DQ placement advice, ModelOpt's options):
 
 * S8S8, symmetric activations and weights (TensorRT's scheme has zero-point 0), per-channel
   weights, float biases (``QuantizeBias: False``);
 * only weighted ops are quantized (Conv, ConvTranspose, MatMul with a constant B, Gemm), inputs
   only (no Q/DQ on their outputs): quantizing Mul/Add/ReduceMean as well cost accuracy for no
-  TensorRT speed-up (measured in DESIGN.md §2 and again in deploy_kit/demo/README.md);
+  TensorRT speed-up (measured in deploy_kit/demo/README.md);
 * the first and last weighted layers stay float (pixel input and pixel output are the most
   sensitive tensors of a restoration net), and so does every node matching the model's FP32
   islands (``fp32_patterns``).
@@ -62,12 +63,23 @@ _HIST_CHUNK = 1
 
 @dataclass(frozen=True)
 class Int8Options:
-    """How to quantize.
+    """The INT8 settings: where the calibration set comes from and how to quantize.
+
+    ``deploy-kit export --int8`` fills ``calib``, ``calib_count``, ``method`` and ``remainder`` from
+    its flags; the export pipeline adds the model's node patterns to ``fp32_patterns`` and
+    ``remainder_fp32_patterns``.
 
     Attributes:
+        calib: the calibration set (``--calib``): a directory, a glob or a manifest in
+            ``calibration/``; None → the images bundled with scikit-image. Read by
+            :func:`deploy_kit.precision.calibration.load_calibration_set`;
+            :func:`quantize_int8` takes the loaded set.
+        calib_count: number of calibration crops (``--calib-count``).
         method: activation-range calibration: ``minmax`` (max |x| seen), ``entropy`` (KL
             threshold, TensorRT's legacy default) or ``percentile`` (``percentile`` of |x|).
         remainder: precision of the nodes left unquantized: ``fp32`` or ``fp16``.
+        eval_pairs: held-out (degraded, clean) pairs for the INT8 quality table
+            (deploy_kit/precision/quality.py).
         fp32_patterns: regexes on node names kept out of quantization (``adapter.int8_excluded``).
         remainder_fp32_patterns: regexes on node names kept FP32 when ``remainder="fp16"`` (the
             model's FP16 islands, ``adapter.fp32_islands``: the same graph rules as ``--fp16``).
@@ -81,8 +93,11 @@ class Int8Options:
         threads: onnxruntime intra-op threads for calibration (0 = onnxruntime's default).
     """
 
+    calib: str | None = None
+    calib_count: int = 32
     method: str = "minmax"
     remainder: str = "fp32"
+    eval_pairs: int = 4
     fp32_patterns: tuple[str, ...] = ()
     remainder_fp32_patterns: tuple[str, ...] = ()
     exclude_first_last: bool = True
@@ -105,6 +120,39 @@ class Int8Options:
                 re.compile(pat)
             except re.error as exc:
                 raise UsageError(f"bad FP32 node pattern {pat!r} ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class Int8Result:
+    """What :func:`quantize_int8` wrote, and how.
+
+    Attributes:
+        quantized_nodes: layers that run INT8 (their activation input comes from a DequantizeLinear).
+        excluded: weighted layers kept float (first/last layers and ``fp32_patterns``), by node name.
+        method: the calibration method.
+        cache_hit: the activation ranges came from the cache (no calibration ran).
+        cache_file: the activation-range cache file (onnxruntime's JSON format).
+        scales_sha256: sha256 over the Q/DQ scales (equal graphs, equal digest).
+        legacy_cache: the TensorRT ≤ 10 implicit-INT8 calibration cache written next to the source.
+        trtexec: the ``trtexec`` command that builds an implicit-INT8 engine with that cache.
+        op_types: the op types quantized.
+        remainder: precision of the unquantized remainder.
+        calibration: the calibration set's description.
+        seconds: wall time of the call.
+    """
+
+    quantized_nodes: int
+    excluded: tuple[str, ...]
+    method: str
+    cache_hit: bool
+    cache_file: str
+    scales_sha256: str
+    legacy_cache: str
+    trtexec: str
+    op_types: tuple[str, ...]
+    remainder: str
+    calibration: str
+    seconds: float
 
 
 def default_cache_dir() -> str:
@@ -445,21 +493,21 @@ def trtexec_command(src: str, cache: str, excluded: Sequence[str], remainder: st
 # ---------------------------------------------------------------------------------------------
 # the public entry point
 # ---------------------------------------------------------------------------------------------
-def quantize_int8(src: str, dst: str, calib: CalibrationSet, opts: Int8Options, *, cache_key_extra: str = "") -> dict:
+def quantize_int8(src: str, dst: str, calib: CalibrationSet, opts: Int8Options, *,
+                  cache_key_extra: str = "") -> Int8Result:
     """Write an explicit-Q/DQ INT8 ONNX of ``src`` to ``dst``, and the legacy cache next to ``src``.
 
     Args:
         src: FP32 ONNX (exported and simplified at the export size).
         dst: output path; written through a temporary file and ``os.replace`` (never half-written).
         calib: the calibration set (arrays at the model's input shape).
-        opts: method, remainder precision, FP32 islands, first/last exclusion, cache directory.
+        opts: method, remainder precision, FP32 islands, first/last exclusion, cache directory
+            (``calib``, ``calib_count`` and ``eval_pairs`` are the caller's: ``calib`` is loaded).
         cache_key_extra: anything else the ranges depend on (e.g. TLC settings already baked into
             ``src`` need nothing; a caller-side preprocessing version would go here).
 
     Returns:
-        Report dict: ``quantized_nodes``, ``excluded`` (weighted layers kept float), ``method``,
-        ``cache`` ("hit" | "miss"), ``cache_file``, ``scales_sha256``, ``legacy_cache``, ``trtexec``,
-        plus ``op_types``, ``remainder``, ``calibration`` and ``seconds``.
+        What was written and how (:class:`Int8Result`).
 
     Raises:
         UsageError: bad options, multi-input models.
@@ -541,20 +589,20 @@ def quantize_int8(src: str, dst: str, calib: CalibrationSet, opts: Int8Options, 
     }
     write_legacy_calibration_cache({k: v for k, v in ranges.items() if k in layer_io and k not in islands},
                                    legacy, trt_version=opts.legacy_trt_version)
-    return {
-        "quantized_nodes": len(layers),
-        "excluded": excluded,
-        "method": opts.method,
-        "cache": "hit" if hit else "miss",
-        "cache_file": cache_file,
-        "scales_sha256": _scales_sha256(qmodel),
-        "legacy_cache": legacy,
-        "trtexec": trtexec_command(src, legacy, excluded, opts.remainder),
-        "op_types": list(opts.op_types),
-        "remainder": opts.remainder,
-        "calibration": calib.description,
-        "seconds": round(time.time() - t0, 2),
-    }
+    return Int8Result(
+        quantized_nodes=len(layers),
+        excluded=tuple(excluded),
+        method=opts.method,
+        cache_hit=hit,
+        cache_file=cache_file,
+        scales_sha256=_scales_sha256(qmodel),
+        legacy_cache=legacy,
+        trtexec=trtexec_command(src, legacy, excluded, opts.remainder),
+        op_types=tuple(opts.op_types),
+        remainder=opts.remainder,
+        calibration=calib.description,
+        seconds=round(time.time() - t0, 2),
+    )
 
 
 def _cache_usable(path: str) -> bool:

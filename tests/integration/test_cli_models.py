@@ -62,6 +62,9 @@ def test_int8_demo_checkpoint_quality_gates_and_engine(cli, tmp_path):
     int8 = [c for c in rep["checks"] if c["precision"] == "int8" and c["backend"] == "onnxruntime"][0]
     gates = {g["what"]: g for g in int8["gates"]}
     assert gates["output PSNR dB"]["value"] >= 35 and gates["restoration PSNR drop dB"]["ok"]
+    # the quality table comes first, so the INT8 row is made with its restoration gate and shown with it
+    row = next(line for line in r.stderr.splitlines() if "parity int8 (onnxruntime): " in line)
+    assert "restoration PSNR drop dB" in row and r.stderr.index("quality (held-out images) ...") < r.stderr.index(row)
     ops = {n.op_type for n in onnx.load(str(out / f"{stem}.int8.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert (out / f"{stem}.int8.rtx1.plan").is_file() and (out / f"{stem}.int8.calib").is_file()

@@ -122,6 +122,37 @@ def test_bad_inputs_one_line_exit_2_no_artifacts(cli, tmp_path):
     _assert_one_line_error(cli("verify", garbage), "not a readable ONNX file", out)
 
 
+def test_stop_after_simplified_ends_after_the_fp32_parity_and_the_model_is_freed_first(tmp_path):
+    """One stop point per place the chain can end; the CLI offers exactly the pipeline's. The
+    PyTorch model lives only in the first stages' frame: none is alive when ONNX Runtime runs."""
+    import gc
+
+    from deploy_kit.cli import export
+    from deploy_kit.errors import UsageError
+    from deploy_kit.pipeline import STOP_POINTS, run_export
+    from deploy_kit.specs import ExportRequest
+
+    live_modules = {}
+
+    def progress(event, text):
+        if event == "start":
+            gc.collect()
+            live_modules[text] = sum(issubclass(type(o), torch.nn.Module) for o in gc.get_objects())
+
+    option = next(p for p in export.params if p.name == "stop_after")
+    assert tuple(option.type.choices) == STOP_POINTS == ("simplified", "precision", "engine")
+    req = ExportRequest("nafnet", "tiny-notlc", 32, 32, precision="fp16")
+    with pytest.raises(UsageError, match="--stop-after must be one of simplified, precision, engine"):
+        run_export(req, out_dir=str(tmp_path / "x"), backend=None, stop_after="onnx")
+    assert not (tmp_path / "x").exists()
+    res = run_export(req, out_dir=str(tmp_path / "o"), backend=None, stop_after="simplified", samples=1,
+                     progress=progress)
+    assert live_modules["export ONNX"] > 0 and live_modules["simplify"] == live_modules["parity fp32 (onnxruntime)"] == 0
+    assert [label for label, _ in res.artifacts] == ["FP32 ONNX", "parity heatmap", "parity report"]
+    assert [(c.backend, c.precision) for c in res.report.checks] == [("onnxruntime", "fp32")]
+    assert "stopped after 'simplified' as asked" in res.notes and res.report.checks[0].heatmap
+
+
 def test_fp32_gate_failure_is_diagnosed(tmp_path, monkeypatch):
     """A failed FP32 gate gets a float64 re-run that says whether the input or the export is to blame."""
     import dataclasses
@@ -136,3 +167,49 @@ def test_fp32_gate_failure_is_diagnosed(tmp_path, monkeypatch):
     assert res.report.failures() and "onnxruntime fp32" in res.report.failures()[0]
     note = next(n for n in res.notes if n.startswith("fp32 diagnosis, sample 0:"))
     assert "from a float64 run of the same model" in note and "ONNX Runtime" in note
+
+
+def test_engine_that_runs_here_gets_its_parity_row_and_manifest(tmp_path, monkeypatch):
+    """The engine stage's GPU branch on any machine: a stand-in backend whose "plan" is the ONNX
+    itself, run by ONNX Runtime. Its row follows the graph's rows, and the manifest records all."""
+    import shutil
+    import types
+
+    from deploy_kit import backends
+    from deploy_kit.backends._trt import BuildResult, EngineBackend
+    from deploy_kit.pipeline import run_export
+    from deploy_kit.precision.truefp16 import BACKEND as TRUE_FP16
+    from deploy_kit.runtime.runners import OrtRunner
+    from deploy_kit.specs import ExportRequest
+
+    class StandIn(EngineBackend):
+        name = "stand-in"
+
+        def trt(self):
+            return types.SimpleNamespace(__version__="0.0")
+
+        def major(self):
+            return "standin0"
+
+        def can_run(self):
+            return True, ""
+
+        def build(self, onnx_path, plan_path, **options):
+            shutil.copyfile(onnx_path, plan_path)
+            return BuildResult(plan_path, 0.5, os.path.getsize(plan_path), self.name, "0.0", {})
+
+        def open_runner(self, path, **options):
+            return OrtRunner(path, name=self.name, threads=1)
+
+    monkeypatch.setitem(backends.REGISTRY, StandIn.name, StandIn())
+    res = run_export(ExportRequest("nafnet", "tiny-notlc", 32, 32, precision="fp16"), out_dir=str(tmp_path),
+                     backend=StandIn.name, stop_after="engine", samples=1)
+    rows = [(c.backend, c.precision, c.status) for c in res.report.checks]
+    assert rows == [("onnxruntime", "fp32", "pass"), ("onnxruntime", "fp16", "pass"),
+                    (TRUE_FP16, "fp16", "pass"), ("stand-in", "fp16", "pass")]
+    plan = str(tmp_path / "nafnet-tiny-notlc-32x32.fp16.standin0.plan")
+    manifest = json.loads(open(plan + ".json").read())
+    assert [c["backend"] for c in manifest["parity"]["checks"]] == [b for b, _, _ in rows]
+    assert res.report.checks[1].heatmap and not res.report.checks[-1].heatmap  # the heatmap is ONNX Runtime's
+    assert "stopped after 'engine' as asked" in res.notes
+    assert any(s.startswith(f"on the target GPU: trtexec --loadEngine={plan}") for s in res.next_steps)

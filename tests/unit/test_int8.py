@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -67,14 +68,14 @@ def test_qdq_around_every_conv_but_first_and_last(tiny):
     inits = {i.name: i for i in q.graph.initializer}
     convs = [n for n in q.graph.node if n.op_type == "Conv"]
     fed_by_dq = lambda t: t in producers and producers[t].op_type == "DequantizeLinear"  # noqa: E731
-    assert tiny["report"]["excluded"] == ["/intro/Conv", "/ending/Conv"]
+    assert tiny["report"].excluded == ("/intro/Conv", "/ending/Conv")
     for c in convs:
-        if c.name in tiny["report"]["excluded"]:
+        if c.name in tiny["report"].excluded:
             assert not fed_by_dq(c.input[0]) and not fed_by_dq(c.input[1]), c.name
         else:
             assert fed_by_dq(c.input[0]) and fed_by_dq(c.input[1]), c.name
             assert len(c.input) < 3 or c.input[2] in inits and inits[c.input[2]].data_type == onnx.TensorProto.FLOAT
-    assert tiny["report"]["quantized_nodes"] == len(convs) - 2 > 20
+    assert tiny["report"].quantized_nodes == len(convs) - 2 > 20
     # symmetric int8 everywhere (zero point 0), per-channel weights, no Q/DQ inside the FP32 islands
     from onnx import numpy_helper
 
@@ -96,18 +97,20 @@ def test_qdq_around_every_conv_but_first_and_last(tiny):
 
 def test_range_cache_hit_is_bit_identical_and_keyed_by_data(tiny, tmp_path):
     r = tiny["report"]
-    assert r["cache"] == "miss" and os.path.isfile(r["cache_file"])
+    assert isinstance(r, int8.Int8Result) and not r.cache_hit and os.path.isfile(r.cache_file)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.cache_hit = True  # a result, not a record to edit
     dst2 = str(tmp_path / "again.onnx")
     r2 = quantize_int8(tiny["src"], dst2, tiny["calib"], tiny["opts"])
-    assert r2["cache"] == "hit" and r2["cache_file"] == r["cache_file"]
-    assert r2["scales_sha256"] == r["scales_sha256"]
+    assert r2.cache_hit and r2.cache_file == r.cache_file
+    assert r2.scales_sha256 == r.scales_sha256
     digest = lambda p: hashlib.sha256(open(p, "rb").read()).hexdigest()  # noqa: E731
     assert digest(dst2) == digest(tiny["dst"])
     other = load_calibration_set(None, channels=3, height=S, width=S, count=MIN_IMAGES, seed=5, degradation="noise:25")
     r3 = quantize_int8(tiny["src"], str(tmp_path / "other.onnx"), other, tiny["opts"])
-    assert r3["cache"] == "miss" and r3["cache_file"] != r["cache_file"] and r3["scales_sha256"] != r["scales_sha256"]
+    assert not r3.cache_hit and r3.cache_file != r.cache_file and r3.scales_sha256 != r.scales_sha256
     r4 = quantize_int8(tiny["src"], str(tmp_path / "x.onnx"), tiny["calib"], tiny["opts"], cache_key_extra="v2")
-    assert r4["cache"] == "miss"
+    assert not r4.cache_hit
 
 
 def test_default_cache_dir_follows_xdg(tiny, tmp_path, monkeypatch):
@@ -115,7 +118,7 @@ def test_default_cache_dir_follows_xdg(tiny, tmp_path, monkeypatch):
     assert int8.default_cache_dir() == str(tmp_path / "xdg" / "deploy-kit" / "calib")
     opts = Int8Options(fp32_patterns=tiny["opts"].fp32_patterns, threads=1)
     r = quantize_int8(tiny["src"], str(tmp_path / "y.onnx"), tiny["calib"], opts)
-    assert r["cache_file"].startswith(str(tmp_path / "xdg" / "deploy-kit" / "calib"))
+    assert r.cache_file.startswith(str(tmp_path / "xdg" / "deploy-kit" / "calib"))
 
 
 def test_percentile_method_gives_its_own_ranges(tiny, tmp_path):
@@ -123,11 +126,11 @@ def test_percentile_method_gives_its_own_ranges(tiny, tmp_path):
                        cache_dir=tiny["opts"].cache_dir, threads=1)
     dst = str(tmp_path / "percentile.onnx")
     r = quantize_int8(tiny["src"], dst, tiny["calib"], opts)
-    assert r["method"] == "percentile" and r["quantized_nodes"] == tiny["report"]["quantized_nodes"]
-    assert r["scales_sha256"] != tiny["report"]["scales_sha256"]
+    assert r.method == "percentile" and r.quantized_nodes == tiny["report"].quantized_nodes
+    assert r.scales_sha256 != tiny["report"].scales_sha256
     onnx.checker.check_model(onnx.load(dst))
-    lo = int8.load_ranges(r["cache_file"])
-    hi = int8.load_ranges(tiny["report"]["cache_file"])
+    lo = int8.load_ranges(r.cache_file)
+    hi = int8.load_ranges(tiny["report"].cache_file)
     # a percentile clips the tails: never wider than the min/max range, narrower somewhere
     assert all(lo[k] <= hi[k] * 1.001 for k in hi) and any(lo[k] < 0.9 * hi[k] for k in hi)
 
@@ -147,9 +150,9 @@ def test_entropy_method_on_a_small_conv_net(tmp_path):
         m: quantize_int8(src, str(tmp_path / f"{m}.onnx"), calib, Int8Options(method=m, cache_dir=str(tmp_path), threads=1))
         for m in ("minmax", "entropy")
     }
-    assert reports["entropy"]["quantized_nodes"] == reports["minmax"]["quantized_nodes"] == 1
-    assert reports["entropy"]["excluded"] == ["/0/Conv", "/4/Conv"]
-    assert reports["entropy"]["scales_sha256"] != reports["minmax"]["scales_sha256"]
+    assert reports["entropy"].quantized_nodes == reports["minmax"].quantized_nodes == 1
+    assert reports["entropy"].excluded == ("/0/Conv", "/4/Conv")
+    assert reports["entropy"].scales_sha256 != reports["minmax"].scales_sha256
     x = calib.arrays[0]
     assert psnr(run(str(tmp_path / "entropy.onnx"), x), net(torch.from_numpy(x)).detach().numpy()) > 30
 
@@ -181,14 +184,14 @@ def test_legacy_cache_format(tiny):
     assert int8.trt_version_number("10.3.0") == 100300
     assert int8.trt_version_number("10.14.1") == 101401
     quantize_int8(tiny["src"], tiny["dst"], tiny["calib"], tiny["opts"])  # other tests rewrote it
-    path = tiny["report"]["legacy_cache"]
+    path = tiny["report"].legacy_cache
     assert path == os.path.splitext(tiny["src"])[0] + ".int8.calib"
     assert int8.legacy_cache_path("/o/nafnet-x-64x64.fp32.onnx") == "/o/nafnet-x-64x64.int8.calib"
     lines = open(path).read().splitlines()
     assert lines[0] == "TRT-100300-EntropyCalibration2"
     assert all(re.fullmatch(r"[^:]+: [0-9a-f]{8}", ln) for ln in lines[1:]) and len(lines) > 40
     header, amax = int8.read_legacy_calibration_cache(path)
-    ranges = int8.load_ranges(tiny["report"]["cache_file"])
+    ranges = int8.load_ranges(tiny["report"].cache_file)
     q = onnx.load(tiny["src"])
     conv_io = {t for n in q.graph.node if n.op_type == "Conv" for t in (n.input[0], n.output[0])}
     island = re.compile("|".join(tiny["islands"]))
@@ -200,7 +203,7 @@ def test_legacy_cache_format(tiny):
         assert v == pytest.approx(ranges[name], rel=1e-6)
     intro = next(n for n in q.graph.node if n.name == "/intro/Conv")
     assert 0.9 < amax[intro.input[0]] <= 1.0  # the (padded) noisy crops in [0, 1]
-    cmd = tiny["report"]["trtexec"]
+    cmd = tiny["report"].trtexec
     assert cmd.startswith("trtexec ") and f"--onnx={tiny['src']}" in cmd and f"--calib={path}" in cmd
     assert "--int8" in cmd and "/intro/Conv:fp32" in cmd and "--saveEngine=" in cmd
 
@@ -262,7 +265,7 @@ def test_fp16_remainder(tiny, tmp_path):
     dst = str(tmp_path / "fp16rem.onnx")
     r = quantize_int8(tiny["src"], dst, tiny["calib"], opts)
     q = onnx.load(dst)
-    assert r["quantized_nodes"] == tiny["report"]["quantized_nodes"]
+    assert r.quantized_nodes == tiny["report"].quantized_nodes
     assert any(n.op_type == "Cast" for n in q.graph.node)
     x = tiny["calib"].arrays[0]
     assert psnr(run(dst, x), run(tiny["src"], x)) > 30

@@ -43,6 +43,21 @@ def test_relative_max_abs_and_logits_top1():
     assert swapped.status == "fail" and swapped.outputs[0].top1_agreement == 0.0
 
 
+def test_restoration_drop_gate_is_decided_with_the_check():
+    ref = np.random.default_rng(0).random((1, 3, 8, 8))
+    cand = ref + 1e-4  # 80 dB: the PSNR gate passes
+    tol = Tolerance(int8_max_restoration_drop=0.3)
+
+    def int8(drop, t=tol):
+        return evaluate("ort", "int8", "a", ["o"], [[ref]], [[cand]], "image", t, restoration_drop=drop)
+
+    ok, bad = int8(0.1), int8(0.5)
+    assert ok.status == "pass" and [g.what for g in ok.gates] == ["o PSNR dB", "restoration PSNR drop dB"]
+    assert bad.status == "fail" and not bad.gates[-1].ok and bad.gates[-1].op == "<=" and bad.gates[-1].limit == 0.3
+    assert [g.what for g in int8(None).gates] == ["o PSNR dB"]  # not gated (random weights)
+    assert [g.what for g in int8(0.5, Tolerance(int8_max_restoration_drop=None)).gates] == ["o PSNR dB"]
+
+
 def test_heatmap_png(tmp_path):
     from PIL import Image
 
