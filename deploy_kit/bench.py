@@ -175,32 +175,31 @@ def artifact_target(path: str) -> BenchTarget:
     name = os.path.basename(os.path.normpath(path))
     if is_bundle(path):
         from .bundle import open_bundle
-        from .manifest import read_manifest
 
         b = open_bundle(path)
-        m = b.manifest
         plans = {}
-        for plan in b.plans():  # newest first: the first plan per backend wins
-            if os.path.isfile(plan + ".json"):
-                plans.setdefault(read_manifest(plan + ".json")["backend"]["name"], plan)
+        for plan, backend in b.engines():  # newest first: the first plan per backend wins
+            plans.setdefault(backend, plan)
         stem = os.path.basename(b.path.rstrip(os.sep))
         stem = stem[: -len(".bundle")] if stem.endswith(".bundle") else stem
-        return BenchTarget("bundle", b.path, stem, m.get("precision", "fp32"), onnx=b.onnx, plans=plans,
-                           input_shape=tuple(int(d) for d in m["input_shape"]))
+        return BenchTarget("bundle", b.path, stem, b.typed.precision, onnx=b.onnx, plans=plans,
+                           input_shape=b.typed.input_shape)
     if os.path.isdir(path):
         raise UsageError(f"{path} is a folder but not a deploy-kit bundle (no manifest.json)")
     if path.endswith(".plan"):
-        from .manifest import read_manifest
+        from .manifest import read_typed
 
         side = path + ".json"
         if not os.path.isfile(side):
             raise UsageError(f"{path} has no manifest {side}; bench needs the sidecar deploy-kit wrote")
-        m = read_manifest(side)
-        onnx = os.path.join(os.path.dirname(os.path.abspath(path)), m["onnx"]) if m.get("onnx") else None
-        missing = "" if onnx and os.path.isfile(onnx) else f"the plan's graph {m.get('onnx') or '(unnamed)'} is not next to it"
-        return BenchTarget("plan", path, name[: -len(".plan")], m.get("precision", "fp32"),
+        m = read_typed(side)
+        if m.backend is None:
+            raise UsageError(f"{side} names no engine backend; it is not the manifest of a plan deploy-kit built")
+        onnx = os.path.join(os.path.dirname(os.path.abspath(path)), m.onnx) if m.onnx else None
+        missing = "" if onnx and os.path.isfile(onnx) else f"the plan's graph {m.onnx or '(unnamed)'} is not next to it"
+        return BenchTarget("plan", path, name[: -len(".plan")], m.precision,
                            onnx=onnx if not missing else None, onnx_missing=missing,
-                           plans={m["backend"]["name"]: path}, input_shape=tuple(int(d) for d in m["input_shape"]))
+                           plans={m.backend: path}, input_shape=m.input_shape)
     if path.endswith(".onnx"):
         shape, precision = _onnx_shape(path)
         return BenchTarget("onnx", path, name[: -len(".onnx")], precision, onnx=path, input_shape=shape)
@@ -387,38 +386,41 @@ def _ratios(rows: list[Row]) -> None:
 # --------------------------------------------------------------------------- child processes
 
 def _status_kib(field_name: str) -> int | None:
+    """A ``/proc/self/status`` figure in KiB (VmRSS, VmHWM); None where there is no /proc."""
     try:
         with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1])
+            return next((int(line.split()[1]) for line in fh if line.startswith(field_name + ":")), None)
     except OSError:
         return None
-    return None
+
+
+def _maxrss_kib() -> int:
+    """``ru_maxrss`` in KiB: the high-water mark where /proc is missing (it cannot be reset there)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak  # macOS counts bytes, Linux and BSD KiB
 
 
 def _reset_peak() -> int:
-    """Reset the resident-set high-water mark where Linux allows it; returns the current RSS (KiB)."""
+    """Reset the resident-set high-water mark where Linux allows it; returns the current RSS (KiB).
+
+    psutil would read the current RSS too, but neither a peak nor its reset; the core install (where
+    ``bench`` of a bundle runs) has no psutil, so this stays on /proc and ``resource``.
+    """
     try:
         with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
+            fh.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0, proc(5))
     except OSError:
         pass
     rss = _status_kib("VmRSS")
-    if rss is None:
-        import resource
-
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss
+    return _maxrss_kib() if rss is None else rss
 
 
 def _peak() -> int:
     hwm = _status_kib("VmHWM")
-    if hwm is None:
-        import resource
-
-        hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return hwm
+    return _maxrss_kib() if hwm is None else hwm
 
 
 def _time(runner, x: np.ndarray, runs: int, warmup: int, sync=None) -> list[float]:

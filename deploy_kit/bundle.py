@@ -4,7 +4,8 @@ A TensorRT engine is not portable, so a bundle carries the graph and the proof i
 
     <stem>.<precision>.bundle/
       manifest.json         one manifest (deploy_kit/manifest.py): model, input conventions, TLC,
-                            precision, tolerances, degradation, sha256 of every file below
+                            precision, tolerances, degradation, the graph's I/O (graph_io), the
+                            checkpoint's file name and sha256, sha256 of every file below
       <stem>.<precision>.onnx   the graph to build on the device (FP16 casts or INT8 Q/DQ)
       reference.npz         reference inputs and their PyTorch FP32 outputs (the graph's full
                             input shape (N, C, H, W): a batched graph stores batches)
@@ -33,7 +34,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import UsageError
-from .manifest import ManifestError, check_files, file_sha256, make_manifest, parity_summary, read_manifest, write_manifest
+from .manifest import (Manifest, ManifestError, check_files, file_sha256, make_manifest, parity_summary, read_manifest,
+                       read_typed, write_manifest)
 
 MANIFEST = "manifest.json"
 REFERENCE = "reference.npz"
@@ -54,10 +56,17 @@ class BundleInfo:
 
 @dataclass
 class Bundle:
-    """An opened, checked bundle (torch-free)."""
+    """An opened, checked bundle (torch-free).
+
+    Attributes:
+        path: the bundle folder.
+        manifest: its manifest.json as decoded (every field).
+        typed: the typed view of the fields consumers read (:class:`deploy_kit.manifest.Manifest`).
+    """
 
     path: str
     manifest: dict[str, Any]
+    typed: Manifest
 
     @property
     def onnx(self) -> str:
@@ -75,7 +84,7 @@ class Bundle:
         if not isinstance(n, int) or isinstance(n, bool):
             raise ManifestError(f"{where}: references count {str(n)[:30]!r} is not an integer; copy the bundle again")
         path = os.path.join(self.path, name)
-        names = self.manifest["output_names"]
+        names = self.typed.output_names
 
         def array(data, key: str) -> np.ndarray:
             # the .npy header must not claim more than its member holds (else numpy allocates the claim first)
@@ -102,7 +111,8 @@ class Bundle:
                 inputs = [array(data, f"input_{i}") for i in range(n)]
                 outputs = [[array(data, f"output_{i}_{name}") for name in names] for i in range(n)]
         except (OSError, KeyError, ValueError, TypeError, EOFError, NotImplementedError, zipfile.BadZipFile, zlib.error,
-                tokenize.TokenError) as exc:  # what numpy/zipfile raise for a damaged archive or .npy header
+                tokenize.TokenError, RuntimeError) as exc:  # what numpy/zipfile raise for a damaged archive or .npy
+            # header; RuntimeError: zipfile's "is encrypted, password required" for a member whose flag bit says so
             raise ManifestError(f"{path}: reference data unreadable ({type(exc).__name__}); copy the bundle again") from None
         if not inputs:
             raise ManifestError(f"{self.path}: the bundle holds no reference inputs")
@@ -115,7 +125,8 @@ class Bundle:
 
     def engines(self) -> list[tuple[str, str]]:
         """(plan path, backend name from its manifest) for each built engine that has one, newest first."""
-        return [(p, read_manifest(p + ".json")["backend"]["name"]) for p in self.plans() if os.path.isfile(p + ".json")]
+        found = [(p, read_typed(p + ".json").backend) for p in self.plans() if os.path.isfile(p + ".json")]
+        return [(p, name) for p, name in found if name is not None]
 
 
 def is_bundle(path: str) -> bool:
@@ -137,9 +148,10 @@ def open_bundle(path: str, *, check: bool = True) -> Bundle:
     manifest = read_manifest(where)
     if "files" not in manifest or manifest.get("onnx") not in manifest["files"]:
         raise ManifestError(f"{where} lists no graph among its files; it is not a bundle manifest")
+    typed = Manifest.from_dict(manifest, where)
     if check:
         check_files(manifest, directory, where)
-    return Bundle(directory, manifest)
+    return Bundle(directory, manifest, typed)
 
 
 def write_bundle(onnx_path: str, inputs: Sequence[np.ndarray], refs: Sequence[Sequence[np.ndarray]], out: str,
@@ -163,23 +175,29 @@ def write_bundle(onnx_path: str, inputs: Sequence[np.ndarray], refs: Sequence[Se
     meta = read_metadata(onnx_path)
     quant = meta.pop("deploy_kit.int8", None)  # how the Q/DQ graph was calibrated (int8.py)
     meta = _graph_manifest(meta, onnx_path)
+    meta["graph_io"] = graph_io(onnx_path)  # the device reads the graph's I/O here, without onnx
+    if meta.get("weights"):
+        # the ONNX keeps the build machine's path (bundle/verify re-load the weights from it there);
+        # what travels names the checkpoint only, with its sha256
+        meta["weights"] = os.path.basename(meta["weights"])
+    onnx_name = os.path.basename(onnx_path)
+    typed = Manifest.from_dict(make_manifest(meta, onnx=onnx_name), onnx_path)
     for x in inputs:
-        if list(np.shape(x)) != list(meta["input_shape"]):
-            raise UsageError(f"reference input of shape {list(np.shape(x))} does not fit {os.path.basename(onnx_path)}, "
-                             f"whose input is {meta['input_shape']}; stack single samples into the graph's batch")
+        if tuple(np.shape(x)) != typed.input_shape:
+            raise UsageError(f"reference input of shape {list(np.shape(x))} does not fit {onnx_name}, "
+                             f"whose input is {list(typed.input_shape)}; stack single samples into the graph's batch")
     parent = os.path.dirname(os.path.abspath(out)) or "."
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", suffix=".part", dir=parent)
     try:
-        onnx_name = os.path.basename(onnx_path)
         shutil.copyfile(onnx_path, os.path.join(tmp, onnx_name))
         arrays = {f"input_{i}": np.asarray(x, np.float32) for i, x in enumerate(inputs)}
         for i, outs in enumerate(refs):
-            for name, o in zip(meta["output_names"], outs):
+            for name, o in zip(typed.output_names, outs):
                 arrays[f"output_{i}_{name}"] = np.asarray(o, np.float32)
         np.savez_compressed(os.path.join(tmp, REFERENCE), **arrays)
         int8 = None
-        if meta["precision"] == "int8":
+        if typed.precision == "int8":
             fp32 = onnx_path[: -len(".int8.onnx")] + ".fp32.onnx" if onnx_path.endswith(".int8.onnx") else None
             cache = legacy_cache_path(fp32) if fp32 else None
             if fp32 and os.path.isfile(fp32) and cache and os.path.isfile(cache):
@@ -189,10 +207,10 @@ def write_bundle(onnx_path: str, inputs: Sequence[np.ndarray], refs: Sequence[Se
                 int8 = {"fp32_onnx": f"int8/{os.path.basename(fp32)}", "calibration_cache": f"int8/{os.path.basename(cache)}",
                         "quantization": quant}
         with open(os.path.join(tmp, "build.sh"), "w", encoding="utf-8") as fh:
-            fh.write(build_script(onnx_name, meta, int8))
+            fh.write(build_script(onnx_name, int8))
         os.chmod(os.path.join(tmp, "build.sh"), 0o755)
         with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as fh:
-            fh.write(_readme(meta, onnx_name, len(inputs)))
+            fh.write(_readme(typed, meta, len(inputs)))
         files = {}
         for root, _, names in os.walk(tmp):
             for name in sorted(names):
@@ -242,8 +260,16 @@ def bundle_artifact(artifact: str, out: str | None = None, samples: int = 2) -> 
     return write_bundle(artifact, inputs, refs, out or base + ".bundle", report=report)
 
 
-def build_script(onnx_name: str, meta: dict, int8: dict | None) -> str:
-    """``build.sh``: the trtexec lines for TensorRT 10 (JetPack 6/7) and 11, with and without DLA."""
+def build_script(onnx_name: str, int8: dict | None) -> str:
+    """``build.sh``: the trtexec lines for TensorRT 10 (JetPack 6/7) and 11, with and without DLA.
+
+    Args:
+        onnx_name: the graph's file name in the bundle.
+        int8: the manifest's ``int8`` section (the FP32 graph and calibration cache), or None.
+
+    Returns:
+        The script's text.
+    """
     stem = onnx_name[: -len(".onnx")]
     q = shlex.quote
     lines = [
@@ -290,13 +316,57 @@ def _graph_manifest(meta: dict, onnx_path: str) -> dict:
     return meta
 
 
-def _readme(meta: dict, onnx_name: str, count: int) -> str:
-    shape = "x".join(str(d) for d in meta["input_shape"])
-    tlc = "TLC on" if meta.get("tlc") else "no TLC"
-    batch = int(meta["input_shape"][0])
-    per_pass = f" ({batch} tiles per pass)" if batch > 1 else ""
-    refs = f"{count} reference inputs" if batch == 1 else f"{count} reference batches of {batch}"
-    return f"""# {meta['model']} {meta['variant']} — {meta['precision'].upper()} bundle ({shape}, {tlc})
+def graph_io(onnx_path: str) -> dict[str, list[dict[str, Any]]]:
+    """The manifest's ``graph_io`` section for an ONNX file: its inputs and outputs, as the device reads them.
+
+    Needs the onnx package (the build machine's export extra). Initializers listed among the
+    graph inputs (older opsets) are left out.
+
+    Args:
+        onnx_path: the graph.
+
+    Returns:
+        ``{"inputs": [...], "outputs": [...]}``, each entry ``{"name", "dtype", "dims"}``: dtype a
+        numpy name (``float32``, ``float16``, ...; ``onnx-type-N`` for a type numpy has no name
+        for), dims ints or, for a dynamic dimension, its symbolic name (``"?"`` when it has none).
+
+    Raises:
+        UsageError: a missing or unreadable ONNX file (one line).
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    try:
+        graph = onnx.load(onnx_path, format="protobuf", load_external_data=False).graph
+    except FileNotFoundError:
+        raise UsageError(f"ONNX file not found: {onnx_path}") from None
+    except (DecodeError, OSError, RecursionError) as exc:
+        raise UsageError(f"{onnx_path} is not a readable ONNX file ({type(exc).__name__}); copy it again") from None
+
+    def dtype(elem: int) -> str:
+        try:
+            return np.dtype(tensor_dtype_to_np_dtype(elem)).name
+        except (KeyError, TypeError, ValueError):  # UNDEFINED, STRING and types numpy cannot hold
+            return f"onnx-type-{elem}"
+
+    def entry(v) -> dict[str, Any]:
+        t = v.type.tensor_type
+        return {"name": v.name, "dtype": dtype(t.elem_type),
+                "dims": [d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in t.shape.dim]}
+
+    weights = {i.name for i in graph.initializer}
+    return {"inputs": [entry(v) for v in graph.input if v.name not in weights],
+            "outputs": [entry(v) for v in graph.output]}
+
+
+def _readme(m: Manifest, meta: dict, count: int) -> str:
+    shape = "x".join(str(d) for d in m.input_shape)
+    tlc = "TLC on" if m.tlc else "no TLC"
+    per_pass = f" ({m.batch} tiles per pass)" if m.batch > 1 else ""
+    refs = f"{count} reference inputs" if m.batch == 1 else f"{count} reference batches of {m.batch}"
+    conv = meta["input"]
+    return f"""# {m.model} {m.variant} — {m.precision.upper()} bundle ({shape}, {tlc})
 
 Made by deploy-kit {meta.get('deploy_kit_version', '?')}. Everything here is checked against
 `manifest.json` (sha256 of every file) before it is used.
@@ -311,9 +381,9 @@ deploy-kit run .    photo.png folder/ --out restored/
 ```
 
 `build.sh` has the equivalent `trtexec` lines (TensorRT 10 and 11, GPU or DLA).
-Input: {meta['input']['color']} in [0, 1], {meta['input']['normalisation']}; padding: {meta['input']['padding']}.
-Images of any size are tiled through the fixed {meta['input_shape'][2]}x{meta['input_shape'][3]} engine{per_pass} by `deploy-kit run`.
-Graph: `{onnx_name}`.
+Input: {conv.get('color', f'{m.channels} channels')} in [0, 1], {conv.get('normalisation', 'none')}; padding: {conv.get('padding', 'none')}.
+Images of any size are tiled through the fixed {m.input_shape[2]}x{m.input_shape[3]} engine{per_pass} by `deploy-kit run`.
+Graph: `{m.onnx}`.
 """
 
 

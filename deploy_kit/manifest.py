@@ -5,7 +5,12 @@ shape, precision) and how to feed it (input conventions); optional sections reco
 built (``backend``), how it was checked (``parity``), what travels with it (``files``, sha256 of
 every file of a bundle) and the tolerances ``verify`` applies on the device. The same schema is
 used for a plan's sidecar (``<plan>.json``) and a bundle's ``manifest.json``; ONNX files carry
-the request part as ``metadata_props``.
+the request part as ``metadata_props``. A bundle's manifest also records the graph's inputs and
+outputs (``graph_io``: name, numpy dtype, dims), so the device reads them without onnx, and names
+its checkpoint by file name and sha256 only (``weights``), never by a build-machine path.
+
+Readers get the dict (:func:`read_manifest`) or, for the fields they consume, a typed read-only
+view (:class:`Manifest`, :func:`read_typed`).
 
 Standard library only: the Jetson runtime reads manifests without numpy-heavy or torch imports.
 """
@@ -16,9 +21,12 @@ import hashlib
 import json
 import math
 import os
+from dataclasses import dataclass, fields
+from types import MappingProxyType
 from typing import Any, Mapping
 
 from .errors import DeployKitError
+from .specs import Tolerance
 
 SCHEMA = "deploy-kit/manifest"
 VERSION = 1
@@ -56,6 +64,9 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "references": ((dict, type(None)), False),
     "int8": ((dict, type(None)), False),
     "global_context": ((bool,), False),
+    # {"inputs": [{"name", "dtype", "dims"}], "outputs": [...]}: the graph's I/O, written by bundle
+    # (numpy dtype names; a dim is an int, or a str naming a dynamic one); absent before it existed
+    "graph_io": ((dict,), False),
 }
 PRECISIONS = ("fp32", "fp16", "int8")
 OUTPUT_KINDS = ("image", "logits", "features")
@@ -63,6 +74,111 @@ OUTPUT_KINDS = ("image", "logits", "features")
 
 class ManifestError(DeployKitError):
     """A manifest that is missing, unreadable, of a newer schema, or does not match its files."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One graph input or output, as a bundle manifest's ``graph_io`` records it.
+
+    Attributes:
+        name: tensor name.
+        dtype: numpy name of the element type (``float32``, ``float16``, ...).
+        dims: each dimension: an int, or the symbolic name (str) of a dynamic one.
+    """
+
+    name: str
+    dtype: str
+    dims: tuple[int | str, ...]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A typed, read-only view of what consumers read from a manifest (:meth:`from_dict`).
+
+    The JSON on disk stays a plain object; this view only reads it. Fields a consumer does not
+    find here are in the dict it was made from (:func:`read_manifest`).
+
+    Attributes:
+        model, variant, precision, output_kind: as recorded.
+        input_shape: (N, C, H, W) of the graph's input.
+        batch: N, images per forward pass (manifests written before ``batch`` existed have N = 1).
+        input_names, output_names: the graph's tensor names, in order.
+        channels, pad_multiple, input_dtype: the input conventions (``input`` section; a missing
+            ``pad_multiple`` reads as 1, a missing dtype as float32).
+        global_context: the graph pools over its whole input (tiles cannot match it exactly).
+        tolerance: the parity gates ``verify`` applies (defaults where none are recorded).
+        tlc: TLC parameters, or None for a global-context export.
+        onnx: the graph's file name, where recorded (bundles and plan sidecars).
+        backend, backend_version: the engine backend of a plan sidecar; None for a graph.
+        graph_inputs, graph_outputs: the graph's I/O (``graph_io``); None in manifests written
+            before bundles recorded it.
+    """
+
+    model: str
+    variant: str
+    input_shape: tuple[int, int, int, int]
+    batch: int
+    precision: str
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    output_kind: str
+    channels: int
+    pad_multiple: int
+    input_dtype: str
+    global_context: bool
+    tolerance: Tolerance
+    tlc: Mapping[str, Any] | None = None
+    onnx: str | None = None
+    backend: str | None = None
+    backend_version: str | None = None
+    graph_inputs: tuple[TensorInfo, ...] | None = None
+    graph_outputs: tuple[TensorInfo, ...] | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "<manifest>") -> "Manifest":
+        """Validate a decoded manifest (:func:`validate`) and read its consumed fields, typed.
+
+        Args:
+            data: the decoded JSON object (a manifest, or a plan sidecar).
+            where: the file it came from, for the messages.
+
+        Returns:
+            The view; the dict itself is not kept or changed.
+
+        Raises:
+            ManifestError: an invalid manifest, or a consumed field of the wrong type (one line).
+        """
+        m = validate(data, where)
+        conv = m["input"]
+        channels = conv.get("channels", m["input_shape"][1])
+        pad_multiple = conv.get("pad_multiple", 1)
+        dtype = conv.get("dtype", "float32")
+        for key, value, ok in (("channels", channels, _positive_int(channels)),
+                               ("pad_multiple", pad_multiple, _positive_int(pad_multiple)),
+                               ("dtype", dtype, isinstance(dtype, str))):
+            if not ok:
+                raise ManifestError(f"{where}: input {key} {str(value)[:30]!r} is invalid; re-export it")
+        tol = m.get("tolerance") or {}
+        known = {f.name for f in fields(Tolerance)}
+        bad = [k for k, v in tol.items() if k not in known or not (v is None or isinstance(v, (int, float)))]
+        if bad:
+            raise ManifestError(f"{where}: tolerance '{str(bad[0])[:40]}' is unknown or not a number; re-export it")
+        backend = m.get("backend") or {}
+        version = backend.get("version")
+        io = _graph_io(m["graph_io"], where) if "graph_io" in m else (None, None)
+        return cls(
+            model=m["model"], variant=m["variant"], input_shape=tuple(m["input_shape"]), batch=input_batch(m),
+            precision=m["precision"], input_names=tuple(m["input_names"]), output_names=tuple(m["output_names"]),
+            output_kind=m["output_kind"], channels=channels, pad_multiple=pad_multiple, input_dtype=dtype,
+            global_context=bool(m.get("global_context", False)), tolerance=Tolerance(**tol),
+            tlc=MappingProxyType(dict(m["tlc"])) if m.get("tlc") else None,
+            onnx=m.get("onnx"), backend=backend.get("name"), backend_version=None if version is None else str(version),
+            graph_inputs=io[0], graph_outputs=io[1],
+        )
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def input_conventions(channels: int, pad_multiple: int, normalisation: str = "none") -> dict[str, Any]:
@@ -148,7 +264,28 @@ def validate(data: Any, where: str) -> dict[str, Any]:
     backend = data.get("backend")
     if backend is not None and not isinstance(backend.get("name"), str):
         raise ManifestError(f"{where}: backend has no name")
+    if "graph_io" in data:
+        _graph_io(data["graph_io"], where)
     return data
+
+
+def _graph_io(section: dict, where: str) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
+    """The ``graph_io`` section as TensorInfo tuples (inputs, outputs); ManifestError when malformed."""
+    out = []
+    for key in ("inputs", "outputs"):
+        tensors = section.get(key)
+        if not isinstance(tensors, list) or not tensors:
+            raise ManifestError(f"{where}: graph_io has no '{key}' list; re-bundle it")
+        infos = []
+        for t in tensors:
+            ok = (isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("dtype"), str)
+                  and isinstance(t.get("dims"), list)
+                  and all(isinstance(d, str) or isinstance(d, int) and not isinstance(d, bool) for d in t["dims"]))
+            if not ok:
+                raise ManifestError(f"{where}: bad graph_io {key} entry {str(t)[:60]}; re-bundle it")
+            infos.append(TensorInfo(t["name"], t["dtype"], tuple(t["dims"])))
+        out.append(tuple(infos))
+    return out[0], out[1]
 
 
 def input_batch(manifest: Mapping[str, Any]) -> int:
@@ -187,6 +324,15 @@ def read_manifest(path: str) -> dict[str, Any]:
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ManifestError(f"{path} is not valid JSON; it is not a deploy-kit manifest or it was damaged") from None
     return validate(data, path)
+
+
+def read_typed(path: str) -> Manifest:
+    """Read a manifest file as the typed view (:meth:`Manifest.from_dict`).
+
+    Raises:
+        ManifestError: as :func:`read_manifest`, or a consumed field of the wrong type (one line).
+    """
+    return Manifest.from_dict(read_manifest(path), path)
 
 
 def write_manifest(path: str, manifest: Mapping[str, Any]) -> None:

@@ -54,20 +54,26 @@ class PeakRss:
 
     The export runs ONNX Runtime, the engine build and the true-FP16 check in child processes
     (runtime/runners.py: in_child_process), so the memory a user needs is the whole tree's at
-    its busiest moment, not any one process's ``ru_maxrss``. Linux ``/proc`` only; elsewhere
-    :attr:`available` is False and every figure is None. Sampled every ``interval`` seconds, so a
-    spike shorter than that can be missed.
+    its busiest moment, not any one process's ``ru_maxrss`` (which covers one process, and a
+    waited-for child's only after it ended). psutil walks the tree and reads each process's
+    current RSS (on Linux from ``/proc/PID/statm``, as ``ps`` does); psutil comes with the export
+    extra, and without it :attr:`available` is False and every figure is None. Sampled every
+    ``interval`` seconds, so a spike shorter than that can be missed.
 
     Use as a context manager; :meth:`take` returns the peak (MiB) since the previous call.
     """
 
     def __init__(self, interval: float = 0.05):
-        import os
         import threading
 
+        try:
+            import psutil
+        except ImportError:  # the core install: no figures, nothing else changes
+            psutil = None
+        self._psutil = psutil
+        self._me = psutil.Process() if psutil else None
         self.interval = interval
-        self.available = os.path.isdir(f"/proc/{os.getpid()}")
-        self._page = os.sysconf("SC_PAGE_SIZE") if self.available else 4096
+        self.available = self._me is not None
         self._lock = threading.Lock()
         self._stage = 0
         self.overall = 0
@@ -85,28 +91,12 @@ class PeakRss:
         if self._thread.is_alive():
             self._thread.join(timeout=1.0)
 
-    def _tree(self) -> list[int]:
-        import os
-
-        pids, todo = [], [os.getpid()]
-        while todo:
-            pid = todo.pop()
-            pids.append(pid)
-            try:
-                for tid in os.listdir(f"/proc/{pid}/task"):
-                    with open(f"/proc/{pid}/task/{tid}/children") as fh:
-                        todo += [int(c) for c in fh.read().split()]
-            except OSError:  # the process ended meanwhile
-                continue
-        return pids
-
     def _sample(self) -> None:
         total = 0
-        for pid in self._tree():
+        for proc in [self._me, *self._me.children(recursive=True)]:
             try:
-                with open(f"/proc/{pid}/statm") as fh:
-                    total += int(fh.read().split()[1]) * self._page
-            except (OSError, IndexError, ValueError):
+                total += proc.memory_info().rss
+            except self._psutil.Error:  # it ended meanwhile (NoSuchProcess), or is not ours to read
                 continue
         with self._lock:
             self._stage = max(self._stage, total)
@@ -117,7 +107,11 @@ class PeakRss:
             self._sample()
 
     def take(self) -> float | None:
-        """Peak MiB of the process tree since the last :meth:`take` (or the start); None off Linux."""
+        """Peak MiB of the process tree since the last :meth:`take` (or the start).
+
+        Returns:
+            MiB, or None without psutil.
+        """
         if not self.available:
             return None
         self._sample()
@@ -126,7 +120,11 @@ class PeakRss:
         return peak / 2**20
 
     def peak_mib(self) -> float | None:
-        """Peak MiB of the process tree over the whole ``with`` block so far."""
+        """Peak MiB of the process tree over the whole ``with`` block so far.
+
+        Returns:
+            MiB, or None without psutil.
+        """
         if not self.available:
             return None
         self._sample()

@@ -13,15 +13,18 @@ The fixed-size configs have ``max_batch_size: 0`` and the graph's full dims: dep
 builds static shapes (batch included), and Triton's TensorRT backend compares a config's dims with
 the engine's bindings exactly when the config does not batch. Plans carry no I/O metadata of their
 own: a deploy-kit plan is built, strongly typed, from the bundle's graph (its sidecar names it), so
-its bindings are that graph's inputs and outputs, read here from the ONNX file (:mod:`.graphio`).
+its bindings are that graph's inputs and outputs, which the bundle's manifest records (``graph_io``,
+written by ``deploy-kit bundle`` with onnx on the build machine). A bundle made before that record
+existed is read with the onnx package where it is installed.
 
 Each model folder gets a ``deploy-kit.json`` (the manifest it was made from), which also marks the
 folder as deploy-kit's: only such folders are ever replaced. Models are written beside the
-repository first and moved in when complete. No torch, onnx or onnxruntime: the graph is read by :mod:`.graphio`.
+repository first and moved in when complete. No torch, onnx or onnxruntime for a current bundle.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -32,15 +35,18 @@ from typing import Any
 
 from .. import __version__, backends
 from ..errors import UsageError
-from ..manifest import ManifestError, read_manifest, validate
+from ..manifest import Manifest, ManifestError, TensorInfo, read_manifest, validate
 from ..runtime.tiling import GLOBAL_CONTEXT_NOTE, tiling_defaults
-from .graphio import TensorInfo, graph_io
 
 TILES_THROUGH = ("auto", "plan", "onnx", "in-process")
 MARKER = "deploy-kit.json"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-# the manifest's input convention (numpy name) -> Triton data_type
-_INPUT_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
+# numpy dtype name (manifest graph_io and input conventions) -> Triton data_type (model_config.proto)
+TRITON_TYPES = {
+    "float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "float64": "TYPE_FP64",
+    "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16", "uint32": "TYPE_UINT32", "uint64": "TYPE_UINT64",
+    "int8": "TYPE_INT8", "int16": "TYPE_INT16", "int32": "TYPE_INT32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL",
+}
 _PYTHON_MODEL = '''"""Written by deploy-kit {version}: images of any size through the fixed-size model (see config.pbtxt).
 
 The model is deploy_kit.serving.triton_model: deploy-kit must be installed in the Python that runs
@@ -76,13 +82,22 @@ class RepositoryInfo:
 class _Source:
     bundle: Any  # deploy_kit.bundle.Bundle
     plan: str | None  # a tensorrt plan to serve, or None
-    plan_manifest: dict | None
+    plan_manifest: dict | None  # its sidecar, as decoded (copied into the model folder)
+    plan_typed: Manifest | None  # the same, typed
     notes: tuple[str, ...]
 
 
-def default_name(manifest: dict) -> str:
-    """The bundle's graph stem as a Triton model name (``nafnet-tiny-64x64-tlc.fp16`` -> ``...-tlc-fp16``)."""
-    stem = manifest["onnx"][: -len(".onnx")] if manifest.get("onnx", "").endswith(".onnx") else manifest["model"]
+def default_name(manifest: Manifest) -> str:
+    """The bundle's graph stem as a Triton model name (``nafnet-tiny-64x64-tlc.fp16`` -> ``...-tlc-fp16``).
+
+    Args:
+        manifest: the bundle's manifest (typed view).
+
+    Returns:
+        A name Triton accepts: letters, digits, '_' and '-' (the model name when there is no graph name).
+    """
+    onnx = manifest.onnx or ""
+    stem = onnx[: -len(".onnx")] if onnx.endswith(".onnx") else manifest.model
     return re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-_")[:90] or "model"
 
 
@@ -101,25 +116,27 @@ def _resolve(source: str) -> _Source:
                 notes.append(f"{os.path.basename(plan)} has no {os.path.basename(side)}; left out")
                 continue
             m = read_manifest(side)
-            if m["backend"]["name"] != backends.TENSORRT:
-                notes.append(f"{os.path.basename(plan)} is a {m['backend']['name']} engine, which Triton's TensorRT "
-                             "backend cannot load; left out")
+            typed = Manifest.from_dict(m, side)
+            if typed.backend != backends.TENSORRT:
+                notes.append(f"{os.path.basename(plan)} is a {typed.backend or 'unknown'} engine, which Triton's "
+                             "TensorRT backend cannot load; left out")
             elif chosen is None:
-                _check_plan_matches(plan, m, bundle)
-                chosen = (plan, m)
+                _check_plan_matches(plan, typed, bundle)
+                chosen = (plan, m, typed)
         if chosen is None:
             notes.append(f"no TensorRT plan in the bundle, so no tensorrt_plan model: build one with the TensorRT of "
                          f"the Triton container that will serve it (deploy-kit build {bundle.path} --backend tensorrt), "
                          "then run this again")
-            return _Source(bundle, None, None, tuple(notes))
-        return _Source(bundle, chosen[0], chosen[1], tuple(notes))
+            return _Source(bundle, None, None, None, tuple(notes))
+        return _Source(bundle, *chosen, tuple(notes))
     if source.endswith(".plan") and os.path.isfile(source):
         side = source + ".json"
         if not os.path.isfile(side):
             raise UsageError(f"{source} has no manifest {side}; serve the bundle it was built in instead")
         m = read_manifest(side)
-        if m["backend"]["name"] != backends.TENSORRT:
-            raise UsageError(f"{source} is a {m['backend']['name']} engine; Triton's tensorrt_plan models need a "
+        typed = Manifest.from_dict(m, side)
+        if typed.backend != backends.TENSORRT:
+            raise UsageError(f"{source} is a {typed.backend or 'unknown'} engine; Triton's tensorrt_plan models need a "
                              "TensorRT plan: deploy-kit build BUNDLE --backend tensorrt (in the Triton container)")
         directory = os.path.dirname(os.path.abspath(source))
         if not is_bundle(directory):
@@ -127,33 +144,41 @@ def _resolve(source: str) -> _Source:
                              "make one with 'deploy-kit bundle ONNX', build in it ('deploy-kit build BUNDLE') "
                              "and pass the bundle or that plan")
         bundle = open_bundle(directory)
-        _check_plan_matches(source, m, bundle)
-        return _Source(bundle, source, m, ())
+        _check_plan_matches(source, typed, bundle)
+        return _Source(bundle, source, m, typed, ())
     raise UsageError(f"{source}: triton takes a bundle folder or a .plan built inside one")
 
 
-def _check_plan_matches(plan: str, plan_manifest: dict, bundle) -> None:
+def _check_plan_matches(plan: str, plan_manifest: Manifest, bundle) -> None:
     """The plan was built from this bundle's graph (its sidecar names the graph and the same I/O)."""
-    b = bundle.manifest
     for key in ("onnx", "input_shape", "input_names", "output_names", "precision"):
-        if plan_manifest.get(key) != b.get(key):
-            raise ManifestError(f"{plan}.json: {key} {str(plan_manifest.get(key))[:60]} differs from the bundle's "
-                                f"{str(b.get(key))[:60]}; the plan was not built from this bundle (rebuild it)")
+        mine, theirs = getattr(plan_manifest, key), getattr(bundle.typed, key)
+        if mine != theirs:
+            raise ManifestError(f"{plan}.json: {key} {str(mine)[:60]} differs from the bundle's {str(theirs)[:60]}; "
+                                "the plan was not built from this bundle (rebuild it)")
 
 
-def _graph(bundle) -> tuple[list[TensorInfo], list[TensorInfo]]:
-    """The bundle graph's I/O, checked against the manifest (names, order, input dims, static shapes)."""
-    m = bundle.manifest
-    inputs, outputs = graph_io(bundle.onnx)
+def _graph(bundle) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
+    """The bundle graph's I/O from its manifest, checked against the rest of it (names, order, input
+    dims, static shapes of numeric types). A bundle from before ``graph_io`` is read with onnx."""
+    m: Manifest = bundle.typed
     where = os.path.join(bundle.path, "manifest.json")
-    if [t.name for t in inputs] != m["input_names"] or [t.name for t in outputs] != m["output_names"]:
-        raise ManifestError(f"{where}: input/output names {m['input_names']}/{m['output_names']} differ from the "
+    if m.graph_inputs is None:
+        if importlib.util.find_spec("onnx") is None:
+            raise UsageError(f"{bundle.path} predates the graph I/O record in its manifest (graph_io); re-bundle it "
+                             "with this deploy-kit (deploy-kit bundle ARTIFACT) or install onnx (pip install onnx)")
+        from ..bundle import graph_io
+
+        m = Manifest.from_dict({**bundle.manifest, "graph_io": graph_io(bundle.onnx)}, where)
+    inputs, outputs = m.graph_inputs, m.graph_outputs
+    if tuple(t.name for t in inputs) != m.input_names or tuple(t.name for t in outputs) != m.output_names:
+        raise ManifestError(f"{where}: input/output names {list(m.input_names)}/{list(m.output_names)} differ from the "
                             f"graph's {[t.name for t in inputs]}/{[t.name for t in outputs]}; copy the bundle again")
-    if list(inputs[0].dims) != list(m["input_shape"]):
-        raise ManifestError(f"{where}: input_shape {m['input_shape']} differs from the graph's {list(inputs[0].dims)}")
+    if inputs[0].dims != m.input_shape:
+        raise ManifestError(f"{where}: input_shape {list(m.input_shape)} differs from the graph's {list(inputs[0].dims)}")
     for t in inputs + outputs:
-        if not all(isinstance(d, int) and d > 0 for d in t.dims) or t.triton_type == "TYPE_INVALID":
-            raise UsageError(f"{bundle.onnx}: tensor '{t.name}' has shape {list(t.dims)} and ONNX type {t.elem_type}; "
+        if not all(isinstance(d, int) and d > 0 for d in t.dims) or t.dtype not in TRITON_TYPES:
+            raise UsageError(f"{bundle.onnx}: tensor '{t.name}' has shape {list(t.dims)} and type {t.dtype}; "
                              "Triton configs are written for static shapes of numeric types only")
     return inputs, outputs
 
@@ -181,13 +206,13 @@ def _config(header: list[str], name: str, engine: str, inputs, outputs, kind: st
     return "\n".join(lines) + "\n"
 
 
-def _fixed(tensors: list[TensorInfo]) -> list[tuple[str, str, list[int]]]:
-    return [(t.name, t.triton_type, list(t.dims)) for t in tensors]
+def _fixed(tensors: tuple[TensorInfo, ...]) -> list[tuple[str, str, list[int]]]:
+    return [(t.name, TRITON_TYPES[t.dtype], list(t.dims)) for t in tensors]
 
 
-def _describe(m: dict) -> str:
-    shape = "x".join(str(d) for d in m["input_shape"])
-    return f"{m['model']} {m['variant']} {m['precision'].upper()} ({shape}{', TLC' if m.get('tlc') else ''})"
+def _describe(m: Manifest) -> str:
+    shape = "x".join(str(d) for d in m.input_shape)
+    return f"{m.model} {m.variant} {m.precision.upper()} ({shape}{', TLC' if m.tlc else ''})"
 
 
 def write_repository(source: str, repo: str, *, name: str | None = None, instances: int = 1, threads: int = 0,
@@ -219,7 +244,7 @@ def write_repository(source: str, repo: str, *, name: str | None = None, instanc
     if not isinstance(threads, int) or isinstance(threads, bool) or not 0 <= threads <= 1024:
         raise UsageError(f"--threads must be between 0 (ONNX Runtime's default) and 1024; got {threads}")
     src = _resolve(source)
-    m = src.bundle.manifest
+    m, raw = src.bundle.typed, src.bundle.manifest
     name = default_name(m) if name is None else name
     if not _NAME.fullmatch(name) or name in (".", ".."):
         raise UsageError(f"--name {name[:60]!r} is not a model name: letters, digits, '_', '-', '.' (at most 100, "
@@ -232,7 +257,7 @@ def write_repository(source: str, repo: str, *, name: str | None = None, instanc
     files: dict[str, dict[str, Any]] = {}  # model -> {"config.pbtxt": text, "1/x": ("copy", path), MARKER: manifest}
 
     if src.plan is not None:
-        trt = src.plan_manifest["backend"].get("version", "?")
+        trt = src.plan_typed.backend_version or "?"
         files[plan_name] = {
             "config.pbtxt": _config(
                 header + [f"TensorRT {trt} plan {os.path.basename(src.plan)}: it loads only under TensorRT {trt} on the",
@@ -247,19 +272,19 @@ def write_repository(source: str, repo: str, *, name: str | None = None, instanc
                                 'platform: "onnxruntime_onnx"', _fixed(inputs), _fixed(outputs), "KIND_CPU", instances,
                                 {"intra_op_thread_count": str(threads)} if threads else None),
         "1/model.onnx": ("copy", src.bundle.onnx),
-        MARKER: _marker(m, "onnxruntime_onnx", src.bundle.onnx),
+        MARKER: _marker(raw, "onnxruntime_onnx", src.bundle.onnx),
     }
     info.models.append(ModelInfo(onnx_name, "onnxruntime_onnx", os.path.join(info.repo, onnx_name), "ONNX Runtime, CPU"))
 
-    if m["output_kind"] != "image" or len(inputs) != 1 or len(outputs) != 1:
-        info.notes.append(f"no {tiled_name}: the graph outputs {m['output_kind']} ({len(outputs)} outputs), "
+    if m.output_kind != "image" or len(inputs) != 1 or len(outputs) != 1:
+        info.notes.append(f"no {tiled_name}: the graph outputs {m.output_kind} ({len(outputs)} outputs), "
                           "so images of other sizes cannot be tiled through it")
     else:
-        ov, multiple = tiling_defaults(m, overlap)
-        _, ch, th, tw = m["input_shape"]
-        dtype = _INPUT_DTYPES.get(m["input"].get("dtype", "float32"))
-        if dtype is None:
-            raise ManifestError(f"{src.bundle.path}: input dtype {str(m['input'].get('dtype'))[:20]!r} is not float32/float16")
+        ov, multiple = tiling_defaults(raw, overlap)
+        _, ch, th, tw = m.input_shape
+        if m.input_dtype not in ("float32", "float16"):
+            raise ManifestError(f"{src.bundle.path}: input dtype {m.input_dtype[:20]!r} is not float32/float16")
+        dtype = TRITON_TYPES[m.input_dtype]
         if tiles_through == "plan" and src.plan is None:
             raise UsageError("--tiles-through plan needs a TensorRT plan in the repository, and there is none "
                              "(see the notes above); use --tiles-through onnx or in-process")
@@ -269,15 +294,15 @@ def write_repository(source: str, repo: str, *, name: str | None = None, instanc
             "tiles_through": "bls" if bls else "in-process",
             **({"tile_model": target} if bls else {"onnx": "model.onnx", "intra_op_threads": str(threads)}),
             "tile_input": inputs[0].name,
-            "tile_input_dtype": inputs[0].numpy_type,
+            "tile_input_dtype": inputs[0].dtype,
             "tile_output": outputs[0].name,
             "channels": str(ch),
             "tile_height": str(th),
             "tile_width": str(tw),
-            "tile_batch": str(int(m["input_shape"][0])),
+            "tile_batch": str(m.batch),
             "overlap": str(ov),
             "multiple": str(multiple),
-            "global_context": "true" if m.get("global_context") else "false",
+            "global_context": "true" if m.global_context else "false",
             "deploy_kit_version": __version__,
         }
         how = (f"Each tile is a request to '{target}' in this server (BLS)." if bls else
@@ -292,14 +317,14 @@ def write_repository(source: str, repo: str, *, name: str | None = None, instanc
                 tiled_name, 'backend: "python"', [(inputs[0].name, dtype, [-1, ch, -1, -1])],
                 [(outputs[0].name, "TYPE_FP32", [-1, outputs[0].dims[1], -1, -1])], "KIND_CPU", instances, params),
             "1/model.py": ("text", _PYTHON_MODEL.format(version=__version__, extra=extra)),
-            MARKER: _marker(m, "python", src.bundle.onnx),
+            MARKER: _marker(raw, "python", src.bundle.onnx),
         }
         if not bls:
             tiled["1/model.onnx"] = ("copy", src.bundle.onnx)
         files[tiled_name] = tiled
         info.models.append(ModelInfo(tiled_name, "python", os.path.join(info.repo, tiled_name),
                                      f"any size, tiles through {target if bls else 'ONNX Runtime in-process'}"))
-        if m.get("global_context"):
+        if m.global_context:
             info.notes.append(GLOBAL_CONTEXT_NOTE)
     _write(repo, files)
     return info

@@ -176,3 +176,51 @@ def test_run_bad_inputs_are_one_line(cli, bundles, tmp_path):
         r = cli("run", bundles["fp16"], *args, "--out", tmp_path / "o")
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and expect in r.stderr, r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_bundle_names_the_checkpoint_and_records_the_graph_io(bundles, tmp_path):
+    """manifest.json names the checkpoint by file name and sha256 (no build-machine path), while the ONNX keeps
+    the path bundle/verify re-load it from; the graph's I/O is recorded for the device."""
+    from deploy_kit.bundle import open_bundle, write_bundle
+    from deploy_kit.export import read_metadata, update_metadata
+    from deploy_kit.manifest import file_sha256
+
+    onnx_path = tmp_path / "nafnet-tiny-64x64-tlc.fp16.onnx"
+    shutil.copyfile(bundles["fp16"].parent / onnx_path.name, onnx_path)
+    weights = tmp_path / "secret-home" / "run7.pth"
+    weights.parent.mkdir()
+    weights.write_bytes(b"stand-in checkpoint")
+    update_metadata(str(onnx_path), {"weights": str(weights), "weights_sha256": file_sha256(str(weights))})
+    inputs, refs = open_bundle(str(bundles["fp16"])).references()
+    write_bundle(str(onnx_path), inputs, refs, str(tmp_path / "b"))
+    text = (tmp_path / "b" / "manifest.json").read_text()
+    m = json.loads(text)
+    assert m["weights"] == "run7.pth" and m["weights_sha256"] == file_sha256(str(weights))
+    assert "secret-home" not in text and str(tmp_path) not in text
+    assert read_metadata(str(onnx_path))["weights"] == str(weights)  # the build machine's record is kept
+    assert m["graph_io"] == {"inputs": [{"name": "input", "dtype": "float32", "dims": [1, 3, 64, 64]}],
+                             "outputs": [{"name": "output", "dtype": "float32", "dims": [1, 3, 64, 64]}]}
+
+
+def test_typed_manifest_view(bundles):
+    """One function reads what consumers use, typed; old manifests (no batch, no graph_io) still read."""
+    from deploy_kit.manifest import Manifest, ManifestError, read_typed
+    from deploy_kit.specs import Tolerance
+
+    raw = json.loads((bundles["int8"] / "manifest.json").read_text())
+    t = read_typed(str(bundles["int8"] / "manifest.json"))
+    assert (t.model, t.variant, t.precision, t.output_kind) == ("nafnet", "tiny", "int8", "image")
+    assert t.input_shape == (1, 3, 64, 64) and t.batch == 1 and (t.channels, t.pad_multiple) == (3, 16)
+    assert t.output_names == ("output",) and t.input_dtype == "float32" and t.global_context is False
+    assert t.tolerance == Tolerance(**raw["tolerance"]) and t.backend is None and t.tlc["train_size"]
+    with pytest.raises(AttributeError):
+        t.batch = 2  # read-only
+    old = {k: v for k, v in raw.items() if k not in ("batch", "graph_io", "tolerance")}
+    o = Manifest.from_dict(old)
+    assert o.batch == 1 and o.graph_inputs is None and o.tolerance == Tolerance()
+    for change, match in (({"input": {**raw["input"], "pad_multiple": "16"}}, "input pad_multiple '16' is invalid"),
+                          ({"tolerance": {"bogus": 1}}, "tolerance 'bogus' is unknown"),
+                          ({"graph_io": {"inputs": [{"name": 1}]}}, "bad graph_io inputs entry"),
+                          ({"batch": 2}, "batch 2 differs from input_shape")):
+        with pytest.raises(ManifestError, match=match):
+            Manifest.from_dict({**raw, **change}, "m.json")

@@ -107,20 +107,27 @@ def _params(text: str) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------
 # configs, without a server
 # ---------------------------------------------------------------------------------------------
-def test_graph_io_reader_matches_onnx(bundle, tmp_path):
-    """The stdlib reader agrees with the onnx package: the bundle's graph, and an FP16-I/O graph with a dynamic dim."""
+def test_bundle_records_the_graph_io(bundle, tmp_path):
+    """The manifest's graph_io is what onnx reads from the graph; an FP16-I/O graph with a dynamic dim too."""
     import onnx
     from onnx import TensorProto, helper
 
-    from deploy_kit.serving.graphio import graph_io
+    from deploy_kit.bundle import graph_io, open_bundle
 
     def expected(path):
         g = onnx.load(str(path), load_external_data=False).graph
         inits = {i.name for i in g.initializer}
-        return [[(v.name, v.type.tensor_type.elem_type, [d.dim_value if d.HasField("dim_value") else d.dim_param
-                                                          for d in v.type.tensor_type.shape.dim])
+        return [[(v.name, helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+                  [d.dim_value if d.HasField("dim_value") else d.dim_param for d in v.type.tensor_type.shape.dim])
                  for v in vs if v.name not in inits] for vs in (g.input, g.output)]
 
+    def got(section):
+        return [[(t["name"], t["dtype"], t["dims"]) for t in section[k]] for k in ("inputs", "outputs")]
+
+    b = open_bundle(str(bundle))
+    assert got(b.manifest["graph_io"]) == expected(b.onnx) == [[("input", "float32", [1, 3, 64, 64])],
+                                                              [("output", "float32", [1, 3, 64, 64])]]
+    assert b.typed.graph_inputs[0].dims == (1, 3, 64, 64) and b.typed.graph_outputs[0].dtype == "float32"
     half = helper.make_model(helper.make_graph(
         [helper.make_node("Add", ["x", "w"], ["y"])], "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["n", 3, 8, 8]),
@@ -128,31 +135,44 @@ def test_graph_io_reader_matches_onnx(bundle, tmp_path):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["n", 3, 8, 8])],
         [helper.make_tensor("w", TensorProto.FLOAT16, [1], [1.0])]))
     onnx.save(half, str(tmp_path / "half.onnx"))
-    for path in (next(bundle.glob("*.onnx")), tmp_path / "half.onnx"):
-        ins, outs = graph_io(str(path))
-        got = [[(t.name, t.elem_type, list(t.dims)) for t in ts] for ts in (ins, outs)]
-        assert got == expected(path), path
-    ins, outs = graph_io(str(tmp_path / "half.onnx"))
-    assert [t.name for t in ins] == ["x"] and ins[0].triton_type == "TYPE_FP16" and outs[0].dims == ("n", 3, 8, 8)
+    assert got(graph_io(str(tmp_path / "half.onnx"))) == expected(tmp_path / "half.onnx") == [
+        [("x", "float16", ["n", 3, 8, 8])], [("y", "float16", ["n", 3, 8, 8])]]
+
+
+def test_bundle_from_before_graph_io(bundle, tmp_path, monkeypatch):
+    """A manifest without graph_io: read with onnx where installed (the same configs), else one line that says what to do."""
+    from deploy_kit.errors import UsageError
+    from deploy_kit.serving.triton import write_repository
+
+    old = shutil.copytree(bundle, tmp_path / "old" / bundle.name)
+    m = read_manifest(str(old / "manifest.json"))
+    del m["graph_io"]  # manifest.json is not among its own files: the bundle stays valid
+    write_manifest(str(old / "manifest.json"), m)
+    write_repository(str(bundle), str(tmp_path / "new-repo"), name="n")
+    write_repository(str(old), str(tmp_path / "old-repo"), name="n")
+    for model in ("n_onnx", "n_tiled"):
+        assert _config(tmp_path / "old-repo" / model) == _config(tmp_path / "new-repo" / model)
+    monkeypatch.setitem(sys.modules, "onnx", None)  # no onnx here, as on a device
+    with pytest.raises(UsageError, match=r"predates the graph I/O record .* re-bundle it .* or install onnx"):
+        write_repository(str(old), str(tmp_path / "repo"))
+    assert not (tmp_path / "repo").exists()
 
 
 def test_configs_come_from_the_manifest_and_the_graph(cli, bundle, tmp_path):
-    from deploy_kit.serving.graphio import graph_io
-
     b, plan = _with_trt_plan(bundle, tmp_path / "b")
     repo = tmp_path / "repo"
     r = cli("triton", plan, "--repo", repo, "--name", "naf", "--instances", 3, "--threads", 2)  # a PLAN finds its bundle
     assert r.returncode == 0, r.stdout + r.stderr
     assert {p.name for p in repo.iterdir()} == {"naf", "naf_onnx", "naf_tiled"}
     m = read_manifest(str(b / "manifest.json"))
-    ins, outs = graph_io(str(b / m["onnx"]))
-    fixed_in = [(t.name, "TYPE_FP32", list(m["input_shape"])) for t in ins]
-    assert [t.name for t in ins] == m["input_names"] and [t.name for t in outs] == m["output_names"]
+    ins, outs = m["graph_io"]["inputs"], m["graph_io"]["outputs"]
+    fixed_in = [(t["name"], "TYPE_FP32", list(m["input_shape"])) for t in ins]
+    assert [t["name"] for t in ins] == m["input_names"] and [t["name"] for t in outs] == m["output_names"]
     for model, platform, kind in (("naf", "tensorrt_plan", "KIND_GPU"), ("naf_onnx", "onnxruntime_onnx", "KIND_CPU")):
         text = _config(repo / model)
         assert f'name: "{model}"' in text and f'platform: "{platform}"' in text and "max_batch_size: 0" in text
         assert _io(text, "input") == fixed_in  # FP16 graph, FP32 I/O: the graph's types, not the precision's
-        assert _io(text, "output") == [(t.name, t.triton_type, list(t.dims)) for t in outs]
+        assert _io(text, "output") == [(t["name"], "TYPE_FP32", t["dims"]) for t in outs]
         assert f"kind: {kind}\n    count: 3" in text
     assert (repo / "naf" / "1" / "model.plan").read_bytes() == plan.read_bytes()
     assert (repo / "naf_onnx" / "1" / "model.onnx").read_bytes() == (b / m["onnx"]).read_bytes()
@@ -244,7 +264,7 @@ def test_bad_inputs_are_one_line_and_write_nothing(cli, bundle, tmp_path):
 
 
 def test_serving_modules_import_nothing_heavy():
-    code = ("import sys, deploy_kit.serving.triton, deploy_kit.serving.triton_model, deploy_kit.serving.graphio\n"
+    code = ("import sys, deploy_kit.serving.triton, deploy_kit.serving.triton_model\n"
             "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'tensorrt', 'click') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
