@@ -19,7 +19,6 @@ a bundle needs only numpy (and TensorRT or ONNX Runtime to run it).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import shlex
@@ -388,19 +387,10 @@ Graph: `{m.onnx}`.
 
 
 def _replace_dir(tmp: str, out: str) -> None:
-    """Move the finished ``tmp`` onto ``out``; an old ``out`` is removed only after the move."""
-    old = None
-    if os.path.lexists(out):
-        if not os.path.isdir(out) or not is_bundle(out):
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise UsageError(f"{out} exists and is not a deploy-kit bundle; remove it or choose another --out")
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", suffix=".old", dir=os.path.dirname(os.path.abspath(out)))
-        os.rmdir(old)
-        os.rename(out, old)
-    os.rename(tmp, out)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(out, 0o777 & ~umask)
-    if old:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(old)
+    """Move the finished ``tmp`` onto ``out`` (:func:`deploy_kit.fsutil.replace_dir`); only a bundle is replaced."""
+    from .fsutil import replace_dir
+
+    if os.path.lexists(out) and (not os.path.isdir(out) or not is_bundle(out)):
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UsageError(f"{out} exists and is not a deploy-kit bundle; remove it or choose another --out")
+    replace_dir(tmp, out)

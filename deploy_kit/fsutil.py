@@ -32,6 +32,32 @@ def atomic_target(path: str) -> Iterator[str]:
         raise
 
 
+def replace_dir(src: str, dst: str, *, aside: str | None = None) -> None:
+    """Move the finished folder ``src`` onto ``dst`` (same file system): an existing ``dst`` is renamed
+    aside first and removed only after the new one is in place, so ``dst`` is never half-written and
+    a failure before the last rename leaves the old one. ``dst`` gets the usual umask-based mode
+    (``mkdtemp`` makes folders 0700).
+
+    Args:
+        aside: where the old ``dst`` waits to be removed (default: beside ``dst``; a Triton repository
+            parks it outside the repository, where a polling server does not look).
+    """
+    old = None
+    if os.path.lexists(dst):
+        where = aside or os.path.dirname(os.path.abspath(dst)) or "."
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.", suffix=".old", dir=where)
+        os.rmdir(old)
+        os.rename(dst, old)
+    os.rename(src, dst)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(dst, 0o777 & ~umask)
+    if old:
+        import shutil
+
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def write_text(path: str, text: str) -> None:
     with atomic_target(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:

@@ -35,6 +35,7 @@ from typing import Any
 
 from .. import __version__, backends
 from ..errors import UsageError
+from ..fsutil import replace_dir
 from ..manifest import Manifest, ManifestError, TensorInfo, read_manifest, validate
 from ..runtime.tiling import GLOBAL_CONTEXT_NOTE, tiling_defaults
 
@@ -377,13 +378,9 @@ def _write(repo: str, files: dict[str, dict[str, Any]]) -> None:
             for d in dirs:
                 os.chmod(os.path.join(root, d), 0o777 & ~umask)
         if not os.path.lexists(repo):
-            os.chmod(tmp, 0o777 & ~umask)
-            os.rename(tmp, repo)  # a new repository appears complete
+            replace_dir(tmp, repo)  # a new repository appears complete
             return
         for model in files:
-            target, old = os.path.join(repo, model), os.path.join(tmp, f".old-{model}")
-            if os.path.lexists(target):
-                os.rename(target, old)
-            os.rename(os.path.join(tmp, model), target)
+            replace_dir(os.path.join(tmp, model), os.path.join(repo, model), aside=tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
