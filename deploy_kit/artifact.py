@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from .errors import UsageError
+from .manifest import plan_sidecar, read_manifest, target_kind
 from .specs import ExportRequest, TLCConfig, _freeze
 
 
@@ -43,13 +44,8 @@ def artifact_metadata(path: str) -> dict:
     Raises:
         UsageError / ManifestError: unreadable file, or a plan without its manifest.
     """
-    if path.endswith(".plan"):
-        from .manifest import read_manifest
-
-        side = path + ".json"
-        if not os.path.isfile(side):
-            raise UsageError(f"{path} has no manifest {side}; verify needs the sidecar deploy-kit wrote")
-        return read_manifest(side)
+    if target_kind(path) == "plan":
+        return read_manifest(plan_sidecar(path, "verify"))
     from .export import read_metadata
 
     return read_metadata(path)  # UsageError for a missing or damaged file (one line)

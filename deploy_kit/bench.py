@@ -168,12 +168,13 @@ def artifact_target(path: str) -> BenchTarget:
     Raises:
         UsageError / ManifestError: not found, or not one of those (one line).
     """
-    from .bundle import is_bundle
+    from .manifest import plan_sidecar, target_kind
 
     if not os.path.exists(path):
         raise UsageError(f"not found: {path}")
     name = os.path.basename(os.path.normpath(path))
-    if is_bundle(path):
+    kind = target_kind(path)
+    if kind == "bundle":
         from .bundle import open_bundle
 
         b = open_bundle(path)
@@ -186,12 +187,10 @@ def artifact_target(path: str) -> BenchTarget:
                            input_shape=b.typed.input_shape)
     if os.path.isdir(path):
         raise UsageError(f"{path} is a folder but not a deploy-kit bundle (no manifest.json)")
-    if path.endswith(".plan"):
+    if kind == "plan":
         from .manifest import read_typed
 
-        side = path + ".json"
-        if not os.path.isfile(side):
-            raise UsageError(f"{path} has no manifest {side}; bench needs the sidecar deploy-kit wrote")
+        side = plan_sidecar(path, "bench")
         m = read_typed(side)
         if m.backend is None:
             raise UsageError(f"{side} names no engine backend; it is not the manifest of a plan deploy-kit built")
@@ -200,7 +199,7 @@ def artifact_target(path: str) -> BenchTarget:
         return BenchTarget("plan", path, name[: -len(".plan")], m.precision,
                            onnx=onnx if not missing else None, onnx_missing=missing,
                            plans={m.backend: path}, input_shape=m.input_shape)
-    if path.endswith(".onnx"):
+    if kind == "onnx":
         shape, precision = _onnx_shape(path)
         return BenchTarget("onnx", path, name[: -len(".onnx")], precision, onnx=path, input_shape=shape)
     raise UsageError(f"{path}: bench takes a model name, an .onnx, a .plan with its .json manifest, or a bundle folder")

@@ -33,10 +33,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import UsageError
-from .manifest import (Manifest, ManifestError, check_files, file_sha256, make_manifest, parity_summary, read_manifest,
-                       read_typed, write_manifest)
+from .manifest import (BUNDLE_MANIFEST, Manifest, ManifestError, check_files, file_sha256, is_bundle,  # noqa: F401
+                       make_manifest, parity_summary, read_manifest, read_typed, write_manifest)
 
-MANIFEST = "manifest.json"
+MANIFEST = BUNDLE_MANIFEST
 REFERENCE = "reference.npz"
 _MAX_REFERENCE_BYTES = 2 << 30  # reference.npz, inflated (a 2048x2048 export's is ~200 MB)
 
@@ -126,12 +126,6 @@ class Bundle:
         """(plan path, backend name from its manifest) for each built engine that has one, newest first."""
         found = [(p, read_typed(p + ".json").backend) for p in self.plans() if os.path.isfile(p + ".json")]
         return [(p, name) for p, name in found if name is not None]
-
-
-def is_bundle(path: str) -> bool:
-    """A bundle directory, or its manifest.json."""
-    return (os.path.isdir(path) and os.path.isfile(os.path.join(path, MANIFEST))) or (
-        os.path.basename(path) == MANIFEST and os.path.isfile(path))
 
 
 def open_bundle(path: str, *, check: bool = True) -> Bundle:

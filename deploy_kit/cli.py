@@ -245,11 +245,11 @@ def verify(artifact, backend, samples) -> None:
                          travel in the bundle; runs the built engine (or ONNX Runtime)
       an .onnx / .plan   on the build machine: the reference is rebuilt from the metadata
     """
-    from .bundle import is_bundle
+    from .manifest import target_kind
 
     if not os.path.exists(artifact):
         raise UsageError(f"artifact not found: {artifact}")
-    if is_bundle(artifact):
+    if target_kind(artifact) == "bundle":
         from .verify import verify_bundle
 
         report, note = verify_bundle(artifact, backend)

@@ -412,3 +412,38 @@ def _json_safe(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_json_safe(v) for v in obj]
     return obj
+
+
+# --------------------------------------------------------------------------- what a command was given
+BUNDLE_MANIFEST = "manifest.json"  # a bundle is a folder holding this file
+
+
+def is_bundle(path: str) -> bool:
+    """A bundle directory, or its manifest.json."""
+    return (os.path.isdir(path) and os.path.isfile(os.path.join(path, BUNDLE_MANIFEST))) or (
+        os.path.basename(path) == BUNDLE_MANIFEST and os.path.isfile(path))
+
+
+def target_kind(path: str) -> str | None:
+    """What a command was given: ``"bundle"``, ``"plan"`` or ``"onnx"`` (by name), else None. The one place
+    ``build``, ``verify``, ``run``, ``bench`` and ``triton`` tell them apart."""
+    if is_bundle(path):
+        return "bundle"
+    for kind in ("plan", "onnx"):
+        if path.endswith("." + kind):
+            return kind
+    return None
+
+
+def plan_sidecar(plan: str, command: str) -> str:
+    """The path of a plan's manifest (``PLAN.json``).
+
+    Raises:
+        UsageError: it is missing (one line naming ``command``, which needs it).
+    """
+    from .errors import UsageError
+
+    side = plan + ".json"
+    if not os.path.isfile(side):
+        raise UsageError(f"{plan} has no manifest {side}; {command} needs the sidecar deploy-kit wrote")
+    return side

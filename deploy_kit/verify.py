@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from .artifact import rebuild_reference, request_from_metadata
+from .manifest import target_kind
 from .specs import Tolerance
 
 
@@ -32,7 +33,7 @@ def verify_artifact(path: str, samples: int = 2):
 
     adapter = get_adapter(req.model)
     names, kind = adapter.output_names(req), adapter.output_kind(req)
-    if path.endswith(".plan"):
+    if target_kind(path) == "plan":
         eng = backends.get(meta["backend"]["name"])
         ok, why = eng.can_run()
         if not ok:

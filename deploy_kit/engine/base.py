@@ -27,18 +27,19 @@ def build_engine(target: str, backend: str, *, out_path: str | None = None, prog
     Raises:
         ManifestError: a tampered bundle; UsageError/EngineBuildError as the build raises them.
     """
-    from ..bundle import is_bundle, open_bundle
-    from ..manifest import ManifestError, plan_manifest, write_manifest
+    from ..bundle import open_bundle
+    from ..manifest import ManifestError, plan_manifest, target_kind, write_manifest
 
     from ..backends import get
 
     eng = get(backend)
-    if is_bundle(target):
+    kind = target_kind(target)
+    if kind == "bundle":
         b = open_bundle(target)
         onnx_path, meta = b.onnx, b.manifest
         base = os.path.join(b.path, b.manifest["onnx"][: -len(".onnx")])
     else:
-        if not target.endswith(".onnx") or not os.path.isfile(target):
+        if kind != "onnx" or not os.path.isfile(target):
             raise UsageError(f"{target}: build takes a bundle folder or an .onnx file")
         onnx_path, base = target, target[: -len(".onnx")]
         meta = _onnx_metadata(target)

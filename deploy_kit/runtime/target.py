@@ -81,20 +81,18 @@ def open_target(target: str, backend: str = AUTO, **options: Any) -> Opened:
         UsageError / ManifestError: not found, not a bundle or plan, tampered, or nothing can run it here.
     """
     from .. import backends
-    from ..bundle import is_bundle, open_bundle
-    from ..manifest import read_manifest
+    from ..bundle import open_bundle
+    from ..manifest import plan_sidecar, read_manifest, target_kind
 
     if not os.path.exists(target):
         raise UsageError(f"not found: {target}")
-    if is_bundle(target):
+    kind = target_kind(target)
+    if kind == "bundle":
         b = open_bundle(target)
         runner, note = bundle_runner(b, backend, **options)
         return Opened(runner, b.manifest, note, b)
-    if target.endswith(".plan"):
-        side = target + ".json"
-        if not os.path.isfile(side):
-            raise UsageError(f"{target} has no manifest {side}; run needs the sidecar deploy-kit wrote")
-        manifest = read_manifest(side)
+    if kind == "plan":
+        manifest = read_manifest(plan_sidecar(target, "run"))
         name = manifest["backend"]["name"]
         if backend not in (AUTO, name):
             raise UsageError(f"{target} is a {name} engine; --backend {backend} cannot run it")

@@ -36,7 +36,7 @@ from typing import Any
 from .. import __version__, backends
 from ..errors import UsageError
 from ..fsutil import replace_dir
-from ..manifest import Manifest, ManifestError, TensorInfo, read_manifest, validate
+from ..manifest import Manifest, ManifestError, TensorInfo, is_bundle, read_manifest, target_kind, validate, write_manifest
 from ..runtime.tiling import GLOBAL_CONTEXT_NOTE, tiling_defaults
 
 TILES_THROUGH = ("auto", "plan", "onnx", "in-process")
@@ -104,11 +104,11 @@ def default_name(manifest: Manifest) -> str:
 
 def _resolve(source: str) -> _Source:
     """The bundle and the TensorRT plan to serve, from a bundle folder or a plan inside one."""
-    from ..bundle import is_bundle, open_bundle
+    from ..bundle import open_bundle
 
     if not os.path.exists(source):
         raise UsageError(f"{source} not found; give a bundle folder (deploy-kit bundle ARTIFACT) or a .plan built inside one")
-    if is_bundle(source):
+    if target_kind(source) == "bundle":
         bundle = open_bundle(source)
         notes, chosen = [], None
         for plan in bundle.plans():  # newest first
@@ -130,7 +130,7 @@ def _resolve(source: str) -> _Source:
                          "then run this again")
             return _Source(bundle, None, None, None, tuple(notes))
         return _Source(bundle, *chosen, tuple(notes))
-    if source.endswith(".plan") and os.path.isfile(source):
+    if target_kind(source) == "plan" and os.path.isfile(source):
         side = source + ".json"
         if not os.path.isfile(side):
             raise UsageError(f"{source} has no manifest {side}; serve the bundle it was built in instead")
@@ -364,8 +364,6 @@ def _write(repo: str, files: dict[str, dict[str, Any]]) -> None:
                 path = os.path.join(tmp, model, rel)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 if rel == MARKER:
-                    from ..manifest import write_manifest
-
                     write_manifest(path, value)
                 elif isinstance(value, tuple) and value[0] == "copy":
                     shutil.copyfile(value[1], path)
