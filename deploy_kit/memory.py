@@ -4,7 +4,8 @@ glibc serves an allocation above its mmap threshold with its own mapping, return
 free; below it, from a heap that rarely shrinks. The threshold starts at 128 KiB but *rises* to
 the size of every mapped block freed (up to 32 MiB), so after the first few activations of a
 forward pass most of them live on the heap and freed ones pile up there. Measured on the
-Restormer-Local export (the old benchmarks/bench_restormer.py): at 360x640 peak RSS 3705 MiB
+Restormer-Local export (its peak is printed by ``deploy-kit export``; benchmarks/bench_speed.py
+section 3 measures the 720p one): at 360x640 peak RSS 3705 MiB
 with the default, 2306 MiB with a fixed 1 MiB threshold, same wall time; at 720x1280 9427 MiB
 before, 8003 MiB after (484 s).
 """

@@ -65,7 +65,7 @@ class ExportResult:
     bundle: str | None = None
 
 
-Progress = Callable[[str, str], None]  # (event, text): event "start" | "done" | "note"
+Progress = Callable[[str, str], None]  # (event, text): event "start" | "done"
 
 
 def _quiet(event: str, text: str) -> None:
