@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import os
 
+from . import parity
 from .errors import UsageError
-from .manifest import plan_sidecar, read_manifest, target_kind
+from .export import read_metadata
+from .manifest import file_sha256, plan_sidecar, read_manifest, target_kind
+from .memory import map_large_allocations
+from .models import get_adapter
+from .reference import input_labels, reference_outputs
 from .specs import ExportRequest, TLCConfig, _freeze
 
 
@@ -46,7 +51,6 @@ def artifact_metadata(path: str) -> dict:
     """
     if target_kind(path) == "plan":
         return read_manifest(plan_sidecar(path, "verify"))
-    from .export import read_metadata
 
     return read_metadata(path)  # UsageError for a missing or damaged file (one line)
 
@@ -61,8 +65,6 @@ def artifact_request(path: str, weights: str | None = None) -> tuple[ExportReque
         UsageError: not a deploy-kit artifact, or the weights are gone or changed.
     """
     import dataclasses
-
-    from .manifest import file_sha256
 
     meta = artifact_metadata(path)
     req = request_from_metadata(meta, meta.get("precision", "fp32"))
@@ -89,11 +91,7 @@ def rebuild_reference(path: str, samples: int = 2):
     """
     import torch
 
-    from . import parity
-    from .memory import map_large_allocations
-    from .models import get_adapter
     from .models.checkpoint import load_model
-    from .reference import input_labels, reference_outputs
 
     map_large_allocations()  # the reference is a full-size forward pass; see memory.py
     req, meta = artifact_request(path)

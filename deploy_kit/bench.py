@@ -33,7 +33,15 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import __version__, backends
+from ._deps import require
 from .errors import UsageError
+from .export import read_metadata
+from .fsutil import write_text
+from .manifest import plan_sidecar, target_kind
+from .models import get_adapter
+from .reference import TorchRunner
+from .runtime.runners import OrtRunner, in_child_process
 
 TORCH_CUDA_MODES = (  # (row, dtype, channels_last, compile)
     ("pytorch-cuda", "float32", False, False),
@@ -100,8 +108,6 @@ class BenchResult:
         return int(self.target.input_shape[-2] * self.target.input_shape[-1])
 
     def to_dict(self) -> dict[str, Any]:
-        from . import __version__
-
         t = self.target
         return {
             "deploy_kit_version": __version__,
@@ -168,7 +174,6 @@ def artifact_target(path: str) -> BenchTarget:
     Raises:
         UsageError / ManifestError: not found, or not one of those (one line).
     """
-    from .manifest import plan_sidecar, target_kind
 
     if not os.path.exists(path):
         raise UsageError(f"not found: {path}")
@@ -207,10 +212,8 @@ def artifact_target(path: str) -> BenchTarget:
 
 def _onnx_shape(path: str) -> tuple[tuple[int, ...], str]:
     """(input shape, precision) of an ONNX: deploy-kit metadata, else the graph's first input."""
-    from ._deps import require
 
     require("onnx")
-    from .export import read_metadata
 
     meta = read_metadata(path)  # one line for a missing or damaged file
     if meta.get("input_shape"):
@@ -235,7 +238,6 @@ def run_bench(target: BenchTarget, *, out_dir: str, runs: int = 20, warmup: int 
         runs / warmup: timed and untimed :meth:`Runner.run` calls per backend.
         threads: intra-op threads of every CPU backend (torch and ONNX Runtime); default os.cpu_count().
     """
-    from . import backends
 
     threads = threads or os.cpu_count() or 1
     notes: list[str] = []
@@ -351,8 +353,6 @@ def _engine_row(target: BenchTarget, backend: str, usable: tuple[bool, str], wor
 
 
 def _bench_row(progress, name: str, device: str, precision: str, child, *args) -> Row:
-    from .runtime.runners import in_child_process
-
     progress(f"{name} ({device}, {precision}) ...")
     try:
         got = in_child_process(child, *args, lean=False)  # glibc's allocator as is, as a user's process
@@ -459,9 +459,7 @@ def _child_torch(req, form: str, device: str, dtype: str, channels_last: bool, c
                  warmup: int, threads: int) -> dict[str, Any]:
     import torch
 
-    from .models import get_adapter
     from .models.checkpoint import load_model
-    from .reference import TorchRunner
 
     torch.set_num_threads(threads)
     try:
@@ -515,8 +513,6 @@ class _CudaTorchRunner:
 def _child_ort(path: str, device: str, shape, runs: int, warmup: int, threads: int) -> dict[str, Any]:
     import onnxruntime
 
-    from .runtime.runners import OrtRunner
-
     x = _input(shape)
     base = _reset_peak()
     runner = OrtRunner(path, device=device, threads=threads)
@@ -532,8 +528,6 @@ def _child_ort(path: str, device: str, shape, runs: int, warmup: int, threads: i
 
 
 def _child_engine(plan: str, backend: str, shape, runs: int, warmup: int, threads: int) -> dict[str, Any]:
-    from . import backends
-
     x = _input(shape)
     base = _reset_peak()
     runner = backends.get(backend).open_runner(plan)
@@ -549,8 +543,6 @@ def _child_engine(plan: str, backend: str, shape, runs: int, warmup: int, thread
 # --------------------------------------------------------------------------- outputs
 
 def write_json(result: BenchResult, path: str) -> None:
-    from .fsutil import write_text
-
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_text(path, json.dumps(result.to_dict(), indent=2) + "\n")
 

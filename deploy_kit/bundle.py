@@ -33,8 +33,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import UsageError
-from .manifest import (BUNDLE_MANIFEST, Manifest, ManifestError, check_files, file_sha256, is_bundle,  # noqa: F401
-                       make_manifest, parity_summary, read_manifest, read_typed, write_manifest)
+from .export import read_metadata
+from .fsutil import disk_size, human_size, replace_dir
+from .manifest import (BUNDLE_MANIFEST, Manifest, ManifestError, check_files, file_sha256, input_batch,  # noqa: F401
+                       is_bundle, make_manifest, parity_summary, read_manifest, read_typed, write_manifest)
+from .parity import batch_members, stack_batches, stack_outputs
+from .precision.int8 import legacy_cache_path
+from .reference import batch_labels
 
 MANIFEST = BUNDLE_MANIFEST
 REFERENCE = "reference.npz"
@@ -48,8 +53,6 @@ class BundleInfo:
     files: dict[str, str] = field(default_factory=dict)
 
     def line(self) -> str:
-        from .fsutil import human_size
-
         return f"{self.path} ({len(self.files)} files, {human_size(self.size)})"
 
 
@@ -162,8 +165,6 @@ def write_bundle(onnx_path: str, inputs: Sequence[np.ndarray], refs: Sequence[Se
     Raises:
         UsageError: the ONNX has no deploy-kit metadata, or an input is not of its input shape.
     """
-    from .export import read_metadata
-    from .precision.int8 import legacy_cache_path
 
     meta = read_metadata(onnx_path)
     quant = meta.pop("deploy_kit.int8", None)  # how the Q/DQ graph was calibrated (int8.py)
@@ -223,7 +224,6 @@ def write_bundle(onnx_path: str, inputs: Sequence[np.ndarray], refs: Sequence[Se
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    from .fsutil import disk_size
 
     return BundleInfo(out, disk_size(out), files)
 
@@ -234,9 +234,6 @@ def bundle_artifact(artifact: str, out: str | None = None, samples: int = 2) -> 
     The reference outputs are recomputed with the PyTorch model rebuilt from the artifact's
     metadata (the weights file it was exported from must still be there), as ``verify`` does.
     """
-    from .manifest import input_batch
-    from .parity import batch_members, stack_batches, stack_outputs
-    from .reference import batch_labels
     from .artifact import rebuild_reference
 
     if not artifact.endswith(".onnx"):
@@ -382,7 +379,6 @@ Graph: `{m.onnx}`.
 
 def _replace_dir(tmp: str, out: str) -> None:
     """Move the finished ``tmp`` onto ``out`` (:func:`deploy_kit.fsutil.replace_dir`); only a bundle is replaced."""
-    from .fsutil import replace_dir
 
     if os.path.lexists(out) and (not os.path.isdir(out) or not is_bundle(out)):
         shutil.rmtree(tmp, ignore_errors=True)

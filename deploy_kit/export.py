@@ -13,8 +13,9 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from .errors import ExportError
+from .errors import ExportError, UsageError
 from .fsutil import atomic_target
+from .memory import map_large_allocations
 
 # ops that must never reach TensorRT from our exports (design §2)
 FORBIDDEN_OPS = {
@@ -96,8 +97,6 @@ def export_onnx(
     import onnx
     import torch
 
-    from .memory import map_large_allocations
-
     map_large_allocations()  # the trace is one full-size forward pass; see memory.py
     caught: list[str] = []
     with tempfile.TemporaryDirectory(prefix="dk-export-") as tmp:
@@ -140,8 +139,6 @@ def read_metadata(path: str) -> dict[str, Any]:
 
     import onnx
     from google.protobuf.message import DecodeError
-
-    from .errors import UsageError
 
     try:
         # binary protobuf whatever the extension (onnx picks JSON/text parsers by extension otherwise)

@@ -25,7 +25,8 @@ from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from .errors import DeployKitError
+from .errors import DeployKitError, UsageError
+from .fsutil import write_text
 from .specs import Tolerance
 
 SCHEMA = "deploy-kit/manifest"
@@ -337,7 +338,6 @@ def read_typed(path: str) -> Manifest:
 
 def write_manifest(path: str, manifest: Mapping[str, Any]) -> None:
     """Write ``manifest`` as JSON atomically (inf/nan as strings)."""
-    from .fsutil import write_text
 
     validate(dict(manifest), path)
     write_text(path, json.dumps(_json_safe(manifest), indent=2) + "\n")
@@ -441,7 +441,6 @@ def plan_sidecar(plan: str, command: str) -> str:
     Raises:
         UsageError: it is missing (one line naming ``command``, which needs it).
     """
-    from .errors import UsageError
 
     side = plan + ".json"
     if not os.path.isfile(side):

@@ -14,7 +14,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .fsutil import atomic_target
+from .manifest import _json_safe
 from .metrics import psnr_from_mse
+from .runtime.runners import OrtRunner, run_isolated
 from .specs import Tolerance
 
 
@@ -389,7 +392,6 @@ def run_onnxruntime(path: str, inputs: Sequence[np.ndarray], input_name: str = "
     Returns:
         Per input given, the list of outputs (per sample when single samples were given).
     """
-    from .runtime.runners import OrtRunner, run_isolated
 
     if isolated:
         single = bool(inputs) and int(inputs[0].shape[0]) == 1
@@ -405,8 +407,6 @@ def run_onnxruntime(path: str, inputs: Sequence[np.ndarray], input_name: str = "
 def write_heatmap(path: str, ref: np.ndarray, cand: np.ndarray) -> str:
     """PNG of |candidate - reference| (max over channels) of the first batch item, scaled to its max."""
     from PIL import Image
-
-    from .fsutil import atomic_target
 
     diff = np.abs(np.asarray(cand, np.float64) - np.asarray(ref, np.float64))[0]
     diff = diff.max(axis=0) if diff.ndim == 3 else diff
@@ -434,6 +434,5 @@ def _fmt(v, digits: int = 3) -> str:
 
 def _clean(obj):
     """JSON-safe: inf/nan become strings (the manifest's rule, one implementation)."""
-    from .manifest import _json_safe
 
     return _json_safe(obj)

@@ -19,11 +19,23 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
-from . import __version__, backends
+from . import __version__, backends, parity
 from .errors import UsageError
-from .manifest import file_sha256
-from .reference import batch_labels, input_labels
+from .export import export_onnx, update_metadata
+from .fsutil import human_size, write_text
+from .manifest import file_sha256, input_conventions, plan_manifest, write_manifest
+from .memory import PeakRss, map_large_allocations, release_memory
+from .models import get_adapter, get_spec
+from .parity import _clean, write_heatmap
+from .precision.calibration import batched, eval_pairs, load_calibration_set
+from .precision.fp16 import convert_fp16
+from .precision.int8 import Int8Options, quantize_int8
+from .precision.quality import format_quality_table, quality_table
+from .precision.truefp16 import BACKEND, true_fp16_outputs
+from .reference import batch_labels, input_labels, reference_runner
 from .request import validate_request
+from .runtime.runners import in_child_process
+from .simplify import simplify
 from .specs import ExportRequest, ModelSpec, Variant
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,11 +43,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
     from .backends._trt import BuildResult, EngineBackend
-    from .memory import PeakRss
     from .models.base import ModelAdapter
     from .parity import Check, ParityReport
     from .precision.calibration import CalibrationSet
-    from .precision.int8 import Int8Options
 
 # the --stop-after values, in chain order: after the FP32 graph's parity, after the FP16/INT8
 # graph's checks, after the engine
@@ -133,7 +143,6 @@ class Job:
         Returns:
             The result ``fn`` returned.
         """
-        from .fsutil import human_size
 
         self.progress("start", label)
         self.memory.take()  # the stage's peak starts here
@@ -265,9 +274,6 @@ def run_export(
         DeployKitError subclasses for user errors; a failed parity gate is *not* raised here —
         the caller decides (the CLI exits 1 when ``result.report.passed()`` is False).
     """
-    from .memory import PeakRss, map_large_allocations
-    from .models import get_adapter, get_spec
-    from .precision.int8 import Int8Options
 
     validate_request(req)
     map_large_allocations()  # freed full-resolution activations go back to the OS (memory.py)
@@ -298,7 +304,6 @@ def run_export(
 
 def _chain(job: Job, stop_after: str | None) -> Finished:
     """The stages in order, each fed what the ones before returned, up to ``stop_after``."""
-    from .memory import release_memory
 
     job, reference, raw = _from_pytorch(job)
     release_memory()  # the model and its exportable copy are gone: give their pages back
@@ -371,9 +376,7 @@ def stage_reference(job: Job, loaded: Loaded) -> Reference:
     """
     import torch
 
-    from . import parity
     from .models.rangesafe import record_ranges
-    from .reference import reference_runner
 
     def go() -> tuple[Reference, str]:
         req, adapter = job.req, job.adapter
@@ -416,8 +419,6 @@ def request_metadata(adapter: ModelAdapter, spec: ModelSpec, req: ExportRequest,
     """
     from dataclasses import asdict
 
-    from .manifest import input_conventions
-
     return {
         "deploy_kit_version": __version__,
         "model": req.model,
@@ -453,7 +454,6 @@ def stage_export(job: Job, loaded: Loaded, reference: Reference) -> str:
     """
     import torch
 
-    from .export import export_onnx
     from .models.rangesafe import apply_scales
 
     def go() -> tuple[str, str]:
@@ -479,7 +479,6 @@ def stage_simplify(job: Job, raw: str) -> str:
     Returns:
         The FP32 ONNX, ``<stem>.fp32.onnx``.
     """
-    from .simplify import simplify
 
     def go() -> tuple[str, str]:
         path = f"{job.stem}.fp32.onnx"
@@ -493,7 +492,6 @@ def stage_simplify(job: Job, raw: str) -> str:
 def _parity_onnx(job: Job, reference: Reference, precision: str, path: str,
                  restoration_drop: float | None = None) -> Graph:
     """ONNX Runtime parity of ``path``, its gates decided here (``restoration_drop``: see parity.evaluate)."""
-    from . import parity
 
     def go() -> tuple[Graph, str]:
         outs = parity.run_onnxruntime(path, reference.inputs, job.input_names[0], isolated=True, batch=job.req.batch)
@@ -535,7 +533,6 @@ def stage_precision(job: Job, reference: Reference, fp32: Graph) -> Graph | None
     Returns:
         The FP16/INT8 graph with its parity rows; None for an FP32 export.
     """
-    from .export import update_metadata
 
     precision = job.req.precision
     if precision == "fp32":
@@ -558,7 +555,6 @@ def stage_precision(job: Job, reference: Reference, fp32: Graph) -> Graph | None
 
 def _convert_fp16(job: Job, src: str, dst: str) -> str:
     """The FP16 graph of ``src`` (the model's FP32 islands kept); returns the progress detail."""
-    from .precision.fp16 import convert_fp16
 
     rep = convert_fp16(src, dst, job.adapter.fp32_islands(job.req))
     job.res.notes.append(f"FP16: kept FP32: {len(rep.kept_fp32)} nodes matching {', '.join(rep.patterns) or 'nothing'}")
@@ -567,7 +563,6 @@ def _convert_fp16(job: Job, src: str, dst: str) -> str:
 
 def _quantize(job: Job, src: str, dst: str) -> str:
     """The INT8 Q/DQ graph of ``src`` and the legacy calibration cache; returns the progress detail."""
-    from .precision.int8 import quantize_int8
 
     req, s = job.req, job.int8
     cal = _calibration_set(job)
@@ -583,7 +578,6 @@ def _quantize(job: Job, src: str, dst: str) -> str:
 
 def _calibration_set(job: Job) -> CalibrationSet:
     """The calibration crops of ``job.int8`` at the export size, degraded as the model's inputs are."""
-    from .precision.calibration import batched, load_calibration_set
 
     req, adapter = job.req, job.adapter
     cal = load_calibration_set(
@@ -617,12 +611,6 @@ def stage_quality(job: Job, fp32_path: str, int8_path: str) -> float | None:
 
 
 def _quality(job: Job, fp32_path: str, int8_path: str) -> tuple[float | None, str]:
-    from .fsutil import write_text
-    from .parity import _clean
-    from .precision.calibration import eval_pairs
-    from .precision.fp16 import convert_fp16
-    from .precision.quality import format_quality_table, quality_table
-
     req, adapter, res = job.req, job.adapter, job.res
     degradation = adapter.input_degradation(req)
     pairs = eval_pairs(channels=adapter.in_channels(adapter.resolve_variant(req)), height=req.height,
@@ -661,7 +649,6 @@ def stage_true_fp16(job: Job, reference: Reference, path: str) -> Check:
     Returns:
         The row; skipped, with the reason, above :data:`TRUE_FP16_MAX_PIXELS` per pass.
     """
-    from . import parity
 
     req = job.req
     # a pass holds every batch element's tensors, so the memory bound counts the whole batch
@@ -673,9 +660,6 @@ def stage_true_fp16(job: Job, reference: Reference, path: str) -> Check:
             "apply at every size and batch: export at 512x512, batch 1, to run it")
 
     def go() -> tuple[Check, str]:
-        from .precision.truefp16 import BACKEND
-        from .runtime.runners import in_child_process
-
         outs = in_child_process(_true_fp16_child, path, list(reference.inputs))
         check = parity.evaluate(BACKEND, "fp16", path, job.output_names, reference.refs, outs, job.kind,
                                 job.spec.tolerance, reference.members)
@@ -685,8 +669,6 @@ def stage_true_fp16(job: Job, reference: Reference, path: str) -> Check:
 
 
 def _true_fp16_child(path: str, inputs: list) -> list:
-    from .precision.truefp16 import true_fp16_outputs
-
     return true_fp16_outputs(path, inputs, fp16_path=path)
 
 
@@ -710,8 +692,6 @@ def stage_engine(job: Job, reference: Reference, graph: Graph, checks: tuple[Che
     Returns:
         The plan and its parity row; with ``--backend none`` no plan and a skipped row.
     """
-    from . import parity
-    from .manifest import plan_manifest, write_manifest
 
     eng, precision = job.engine_backend, job.req.precision
     if eng is None:
@@ -735,7 +715,6 @@ def _build(job: Job, eng: EngineBackend, onnx_path: str, plan: str) -> tuple[Bui
 
 def _engine_parity(job: Job, reference: Reference, eng: EngineBackend, plan: str) -> Check:
     """The engine's parity row, or a skipped row saying why the engine cannot run here."""
-    from . import parity
 
     precision = job.req.precision
     ok, why = eng.can_run()
@@ -807,7 +786,6 @@ def _fp32_failure_diagnosis(adapter: ModelAdapter, req: ExportRequest, inputs: S
     if req.height * req.width > CONDITIONING_MAX_PIXELS:
         return (f"fp32 failure not diagnosed: the float64 re-run that tells export errors from ill-conditioned "
                 f"inputs is limited to {CONDITIONING_MAX_PIXELS} pixels; re-export at 512x512 or smaller to run it")
-    from .reference import reference_runner
 
     loaded = load_model(adapter, None if req.variant == "custom" else req.variant, req.weights, req.seed)
     ref64 = reference_runner(adapter, loaded.model, req, dtype="float64").run(inputs[i][b : b + 1])
@@ -824,8 +802,6 @@ def _fp32_failure_diagnosis(adapter: ModelAdapter, req: ExportRequest, inputs: S
 
 def _close(done: Finished) -> ExportResult:
     """Write the parity report (JSON, Markdown, heatmap) and the next steps into the result."""
-    from .fsutil import write_text
-    from .parity import write_heatmap
 
     job, graph = done.job, done.graph
     res, stem = job.res, job.stem

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from .errors import UsageError
+from .models.registry import get_spec
 from .specs import PRECISIONS, ExportRequest, TLCConfig
 
 
@@ -46,7 +47,6 @@ def resolve_request(
     Raises:
         UsageError / CheckpointError: one line saying what is wrong.
     """
-    from .models.registry import get_spec
 
     spec = get_spec(model)
     if precision not in PRECISIONS:

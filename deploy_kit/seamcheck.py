@@ -19,7 +19,12 @@ from typing import Optional
 import numpy as np
 
 from .errors import UsageError
+from .memory import map_large_allocations
 from .metrics import psnr_from_mse
+from .models import get_adapter
+from .reference import reference_runner
+from .runtime.runners import OrtRunner
+from .runtime.tiling import DEFAULT_OVERLAP, make_plan, tile_run
 
 SEAM_BAND = 3  # half-width in pixels of the band measured around each tile boundary
 # default photo: 3.5 x 3.75 engine heights/widths; kept a multiple of the engine size / 8 so the
@@ -141,12 +146,8 @@ class SeamChecker:
 
     def __init__(self, onnx_path: str, weights: Optional[str] = None, height: Optional[int] = None,
                  width: Optional[int] = None, image: Optional[str] = None, threads: int = 0):
-        from .memory import map_large_allocations
-        from .models import get_adapter
-        from .models.checkpoint import load_model
-        from .reference import reference_runner
-        from .runtime.runners import OrtRunner
         from .artifact import artifact_request
+        from .models.checkpoint import load_model
 
         if not os.path.isfile(onnx_path):
             raise UsageError(f"ONNX file not found: {onnx_path}")
@@ -217,7 +218,6 @@ class SeamChecker:
         Raises:
             UsageError: overlap or border out of range for this engine size.
         """
-        from .runtime.tiling import make_plan, tile_run
 
         _, H, W = self.x.shape
         try:
@@ -258,7 +258,6 @@ def seam_check(onnx_path: str, weights: Optional[str] = None, height: Optional[i
     Raises:
         UsageError: see :class:`SeamChecker`; overlap out of range.
     """
-    from .runtime.tiling import DEFAULT_OVERLAP
 
     checker = SeamChecker(onnx_path, weights, height, width, image, threads)
     try:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from .export import check_graph
 from .fsutil import atomic_target
+from .runtime.runners import ort_session
 
 
 @dataclass
@@ -82,6 +83,5 @@ def _loads_in_onnxruntime(model) -> None:
     onnx.checker does not run strict shape inference: onnxsim 0.8.1 once produced a Div with
     incompatible shapes on Restormer that passed the checker and failed at session creation.
     """
-    from .runtime.runners import ort_session
 
     ort_session(model.SerializeToString(), optimize=False)

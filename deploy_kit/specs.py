@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .errors import UsageError
+
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -114,7 +116,6 @@ class ModelSpec:
         for v in self.variants:
             if v.name == name:
                 return v
-        from .errors import UsageError
 
         known = ", ".join(v.name for v in self.variants)
         raise UsageError(f"unknown {self.name} variant '{name}'; choose one of: {known}")

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import os
 
+from . import backends, parity
 from .artifact import rebuild_reference, request_from_metadata
+from .fsutil import write_text
 from .manifest import target_kind
+from .models import get_adapter, get_spec
 from .specs import Tolerance
 
 
@@ -22,14 +25,11 @@ def verify_artifact(path: str, samples: int = 2):
     Returns:
         ParityReport (an engine is reported as skipped, with the reason, without a GPU runtime).
     """
-    from . import backends, parity
-    from .models import get_spec
 
     report, inputs, refs, meta = rebuild_reference(path, samples)
     precision = meta.get("precision", "fp32")
     spec = get_spec(meta["model"])
     req = request_from_metadata(meta, precision)
-    from .models import get_adapter
 
     adapter = get_adapter(req.model)
     names, kind = adapter.output_names(req), adapter.output_kind(req)
@@ -58,9 +58,7 @@ def verify_bundle(path: str, backend: str = "auto"):
     Raises:
         ManifestError: a tampered or incomplete bundle; UsageError: the backend cannot run here.
     """
-    from . import backends, parity
     from .bundle import open_bundle
-    from .fsutil import write_text
     from .runtime.target import bundle_runner
 
     bundle = open_bundle(path)

@@ -16,6 +16,7 @@ asked.
 
 from __future__ import annotations
 
+from ..errors import UsageError
 from .base import Backend
 from .onnxruntime import OnnxRuntime
 from .tensorrt import TensorRT
@@ -48,7 +49,6 @@ def get(name: str) -> Backend:
     Raises:
         UsageError: an unknown name (the message lists the known ones).
     """
-    from ..errors import UsageError
 
     if name not in REGISTRY:
         raise UsageError(f"unknown backend '{name}'; choose one of: {', '.join(REGISTRY)}")

@@ -16,6 +16,8 @@ from typing import Any
 
 from ..errors import EngineBuildError, UsageError
 from ..fsutil import atomic_target
+from ..runtime.cuda import gpu_available
+from ..runtime.session import EngineRunner
 from .base import Backend
 
 
@@ -50,7 +52,6 @@ class EngineBackend(Backend):
 
     def can_run(self) -> tuple[bool, str]:
         """Whether an engine can be executed here, and why not."""
-        from ..runtime.cuda import gpu_available
 
         if not self.installed():
             return False, self.missing()
@@ -68,7 +69,6 @@ class EngineBackend(Backend):
         Raises:
             UsageError: this runtime cannot execute an engine here (the reason is in the message).
         """
-        from ..runtime.session import EngineRunner
 
         ok, why = self.can_run()
         if not ok:

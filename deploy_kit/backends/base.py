@@ -6,6 +6,8 @@ import importlib
 from types import ModuleType
 from typing import Any
 
+from .._deps import require
+
 
 class Backend:
     """One way to run (and for engines, build) a model.
@@ -32,7 +34,6 @@ class Backend:
         Raises:
             MissingDependencyError: not installed (names the extra).
         """
-        from .._deps import require
 
         return require(self.module)
 

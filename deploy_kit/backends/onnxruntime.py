@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..runtime.runners import OrtRunner, ort_providers_available
 from .base import Backend
 
 
@@ -18,7 +19,6 @@ class OnnxRuntime(Backend):
 
     def providers(self) -> list[str]:
         """Execution providers of the installed onnxruntime ([] when it is not installed)."""
-        from ..runtime.runners import ort_providers_available
 
         return ort_providers_available()
 
@@ -33,7 +33,6 @@ class OnnxRuntime(Backend):
 
     def open_runner(self, path: str, **options: Any):
         """An :class:`~deploy_kit.runtime.runners.OrtRunner` (``device`` defaults to ``auto``: its CUDA EP when present)."""
-        from ..runtime.runners import OrtRunner
 
         options.setdefault("device", "auto")
         return OrtRunner(path, name=self.name, **options)

@@ -8,8 +8,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..backends import get
 from ..backends._trt import BuildResult
 from ..errors import UsageError
+from ..export import read_metadata
+from ..manifest import ManifestError, plan_manifest, target_kind, write_manifest
 
 
 def build_engine(target: str, backend: str, *, out_path: str | None = None, progress=None, **options: Any) -> BuildResult:
@@ -28,9 +31,6 @@ def build_engine(target: str, backend: str, *, out_path: str | None = None, prog
         ManifestError: a tampered bundle; UsageError/EngineBuildError as the build raises them.
     """
     from ..bundle import open_bundle
-    from ..manifest import ManifestError, plan_manifest, target_kind, write_manifest
-
-    from ..backends import get
 
     eng = get(backend)
     kind = target_kind(target)
@@ -60,6 +60,5 @@ def _onnx_metadata(path: str) -> dict[str, Any]:
 
     if importlib.util.find_spec("onnx") is None:
         return {}  # the device core install has no onnx package: build without a manifest
-    from ..export import read_metadata
 
     return read_metadata(path)  # a damaged file is its one-line UsageError

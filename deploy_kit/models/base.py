@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.degrade import parse_degradation
+from ..data.samples import sample_images
 from ..specs import ExportRequest, ModelSpec, Variant
 
 
@@ -113,7 +115,6 @@ class ModelAdapter:
     def sample_inputs(self, req: ExportRequest, count: int = 2) -> list[np.ndarray]:
         """Representative inputs as float32 NCHW: real sample photographs with the model's channel
         count, degraded as the model sees them in deployment (:meth:`input_degradation`)."""
-        from ..data.samples import sample_images
 
         ch = self.in_channels(self.resolve_variant(req))
         return sample_images(count, ch, req.height, req.width, self.input_degradation(req), req.seed)
@@ -124,7 +125,6 @@ class ModelAdapter:
         spec = req.degradation
         if spec is None and req.variant != "custom":  # checkpoint-shaped "custom" variants have no task
             spec = self.spec.variant(req.variant).get_extra("degradation")
-        from ..data.degrade import parse_degradation
 
         return spec if parse_degradation(spec) else None  # "none"/"clean"/"" parse to no steps
 

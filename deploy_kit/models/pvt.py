@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.samples import sample_images
 from ..errors import CheckpointError, UsageError
 from ..specs import ExportRequest, Variant
 from .base import ModelAdapter
@@ -604,7 +605,6 @@ class PVTAdapter(ModelAdapter):
         Always 3 channels, without looking the variant up, so a checkpoint whose shapes match no
         registered row (variant ``custom``) works too.
         """
-        from ..data.samples import sample_images
 
         return sample_images(count, 3, req.height, req.width, self.input_degradation(req), req.seed)
 

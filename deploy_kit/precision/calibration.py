@@ -45,6 +45,7 @@ import numpy as np
 from ..data.degrade import degrade, parse_degradation
 from ..data.samples import load_image, sample_dir, to_channels
 from ..errors import CalibrationError
+from ..parity import batch_members, stack_batches
 
 #: Fewest distinct usable images a calibration set may come from. NVIDIA recommends ~500 samples
 #: for classification nets; a restoration net sees many positions per crop, and the package-shipped
@@ -444,7 +445,6 @@ def batched(calib: CalibrationSet, batch: int) -> CalibrationSet:
         return calib
     if any(a.shape[0] != 1 for a in calib.arrays):
         raise CalibrationError("calibration arrays are batched already; batch single crops (1, C, H, W) only")
-    from ..parity import batch_members, stack_batches
 
     arrays = stack_batches(calib.arrays, batch_members(len(calib.arrays), batch))
     return CalibrationSet(arrays=arrays, skipped=list(calib.skipped),

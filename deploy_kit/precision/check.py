@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from ..errors import InvalidGraphError, MissingDependencyError
+from ..runtime.runners import ort_session
 
 
 def check_loads(model, stage: str) -> None:
@@ -17,7 +18,6 @@ def check_loads(model, stage: str) -> None:
     Raises:
         InvalidGraphError: one line naming the stage and the node; ``--debug`` keeps the traceback.
     """
-    from ..runtime.runners import ort_session
 
     try:
         ort_session(model.SerializeToString(), optimize=False)

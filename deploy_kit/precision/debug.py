@@ -27,6 +27,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import UsageError
+from ..export import read_metadata, update_metadata
+from ..fsutil import write_text
+from ..manifest import _json_safe
+from .fp16 import convert_fp16
+from .truefp16 import BACKEND, is_fp16_graph, psnr_of, reference_outputs, true_fp16_check
 
 
 @dataclass
@@ -56,8 +61,6 @@ class DebugResult:
     inputs: str = ""
 
     def to_dict(self) -> dict:
-        from ..manifest import _json_safe
-
         return _json_safe(asdict(self))
 
     def lines(self) -> list[str]:
@@ -223,11 +226,6 @@ def debug_precision(onnx_path: str, *, target_psnr: float = 50.0, samples: int =
     """
     import onnx
 
-    from ..export import read_metadata
-    from ..fsutil import write_text
-    from .fp16 import convert_fp16
-    from .truefp16 import BACKEND, is_fp16_graph, psnr_of, reference_outputs, true_fp16_check
-
     if not os.path.isfile(onnx_path):
         raise UsageError(f"ONNX file not found: {onnx_path}")
     if samples < 1:
@@ -288,7 +286,6 @@ def debug_precision(onnx_path: str, *, target_psnr: float = 50.0, samples: int =
     stem = stem[:-5] if stem.endswith(".fp32") else stem
     out_path = out_path or f"{stem}.fp16-debug.onnx"
     convert_fp16(onnx_path, out_path, exact_pattern(names))  # written atomically (fsutil.atomic_target)
-    from ..export import update_metadata
 
     update_metadata(out_path, {"precision": "fp16", "fp16_debug": {"kept_fp32": names, "target_psnr": target_psnr, "psnr": psnr if math.isfinite(psnr) else str(psnr)}})
     res = DebugResult(

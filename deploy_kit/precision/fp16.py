@@ -14,6 +14,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from ..fsutil import atomic_target
+from .check import check_loads
 
 
 @dataclass
@@ -178,7 +179,6 @@ def convert_fp16(src: str, dst: str, fp32_patterns: list[str], stage: str = "fp1
         RuntimeError: the converter produced duplicate node names (a bug; keeps its traceback).
         InvalidGraphError: the result does not load in ONNX Runtime (nothing is written).
     """
-    from .check import check_loads
 
     import onnx
     from onnxconverter_common import float16

@@ -46,7 +46,10 @@ import numpy as np
 
 from ..errors import CalibrationError, UsageError
 from ..fsutil import atomic_target, write_text
+from ..runtime.runners import ort_session
 from .calibration import CalibrationSet
+from .check import check_loads
+from .fp16 import convert_fp16
 
 METHODS = ("minmax", "entropy", "percentile")
 REMAINDERS = ("fp32", "fp16")
@@ -334,8 +337,6 @@ def calibrate(src: str, calib: CalibrationSet, opts: Int8Options, cache_file: st
     """
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
 
-    from ..runtime.runners import ort_session
-
     name = _input_name_and_check(src, calib)
     method = _method_enum(opts.method)
     extra: dict[str, Any] = {}
@@ -516,8 +517,6 @@ def quantize_int8(src: str, dst: str, calib: CalibrationSet, opts: Int8Options, 
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from .check import check_loads
-
     opts.validate()
     t0 = time.time()
     if not os.path.isfile(src):
@@ -630,7 +629,6 @@ def _fp16_remainder(path: str, int8_layers: Sequence[str], opts: Int8Options) ->
     Q/DQ nodes and the INT8 layers they feed stay FP32 so that TensorRT still fuses
     DequantizeLinear → Conv into an INT8 kernel (a Cast in between would break the fusion).
     """
-    from .fp16 import convert_fp16
 
     keep = list(opts.remainder_fp32_patterns) + [r"_(Quantize|Dequantize)Linear(_\d+)?$"]
     keep += [f"^{re.escape(n)}$" for n in int8_layers]

@@ -41,6 +41,10 @@ from typing import Sequence
 
 import numpy as np
 
+from ..parity import evaluate
+from ..runtime.runners import OrtRunner
+from ..specs import Tolerance
+
 BACKEND = "true-fp16 (onnxruntime, no fusion)"
 REDUCE_OPS = ("ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2", "GlobalAveragePool")
 _FLOAT, _HALF = 1, 10  # onnx.TensorProto.FLOAT / FLOAT16
@@ -287,8 +291,6 @@ def true_fp16_outputs(onnx_path: str, inputs: Sequence[np.ndarray], *, reduction
     """
     import onnx
 
-    from ..runtime.runners import OrtRunner
-
     with tempfile.TemporaryDirectory(prefix="dk-truefp16-") as tmp:
         src = fp16_path or onnx_path
         model = onnx.load(src)
@@ -307,7 +309,6 @@ def true_fp16_outputs(onnx_path: str, inputs: Sequence[np.ndarray], *, reduction
 
 def reference_outputs(onnx_fp32_path: str, inputs: Sequence[np.ndarray], threads: int = 0) -> list[list[np.ndarray]]:
     """The FP32 reference: the FP32 ONNX on ONNX Runtime (CPU, default optimisations)."""
-    from ..runtime.runners import OrtRunner
 
     with OrtRunner(onnx_fp32_path, threads=threads, arena=False) as runner:
         return runner.run_many(inputs)
@@ -335,8 +336,6 @@ def true_fp16_check(onnx_fp32_path: str, inputs: Sequence[np.ndarray], *, fp16_p
         A :class:`deploy_kit.parity.Check` (backend :data:`BACKEND`, precision ``fp16``) with
         PSNR and non-finite counts per output.
     """
-    from ..parity import evaluate
-    from ..specs import Tolerance
 
     if refs is None:
         refs = reference_outputs(onnx_fp32_path, inputs, threads)

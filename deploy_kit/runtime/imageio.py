@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..fsutil import atomic_target
+
 #: Largest pixel count :func:`decode_image` accepts unless told otherwise: the size above which
 #: Pillow itself refuses a file as a decompression bomb (2 * ``PIL.Image.MAX_IMAGE_PIXELS``).
 DEFAULT_MAX_PIXELS = 178_956_970
@@ -287,8 +289,6 @@ def encode_image(path: str | os.PathLike, arr: np.ndarray, info: ImageInfo) -> s
             16 bits in JPEG; 16-bit gray+alpha or RGBA outside PNG; 16-bit RGB outside PNG/TIFF).
     """
     from PIL import Image
-
-    from ..fsutil import atomic_target
 
     path = os.fspath(path)
     arr = np.asarray(arr)

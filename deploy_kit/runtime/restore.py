@@ -14,6 +14,9 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
+from .imageio import decode_image, encode_image
+from .video import is_video_path
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm")
 
 
@@ -23,7 +26,6 @@ def collect_inputs(paths: Iterable[str]) -> list[str]:
     Raises:
         FileNotFoundError: a path that does not exist.
     """
-    from .video import is_video_path
 
     found: list[str] = []
     for p in paths:
@@ -61,7 +63,6 @@ def restore_images(restorer, files: list[str], out_dir: str, *, max_pixels: int 
     Returns:
         a :class:`FilesResult`.
     """
-    from .imageio import decode_image, encode_image
 
     result = FilesResult()
     report = on_error or (lambda line: None)

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from ..errors import UsageError
 from .imageio import LUMA
 from .tiling import TileGrid, tiling_defaults
 
@@ -83,8 +84,6 @@ class Restorer:
 
     def __init__(self, target: str | None = None, backend: str = "auto", *, overlap: int | None = None,
                  depth: int = 2, runner=None, manifest: dict | None = None, **runner_options: Any):
-        from ..errors import UsageError
-
         if runner is None:
             from .target import open_target
 

@@ -19,6 +19,9 @@ from typing import Sequence
 
 import numpy as np
 
+from .._deps import require
+from ..memory import map_large_allocations, release_memory
+
 ORT_MODULE = "onnxruntime"  # the Python package (the backend's name is the registry's: deploy_kit.backends)
 ORT_PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
@@ -95,7 +98,6 @@ def ort_session(model, *, threads: int = 0, optimize: bool = True, arena: bool =
     Raises:
         MissingDependencyError: onnxruntime is not installed (names the extra).
     """
-    from .._deps import require
 
     ort = require(ORT_MODULE)
     opts = ort.SessionOptions()
@@ -174,8 +176,6 @@ def in_child_process(fn, *args, lean: bool = True):
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
-
-    from ..memory import map_large_allocations, release_memory
 
     release_memory()
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),

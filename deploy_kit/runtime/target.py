@@ -10,8 +10,11 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from .. import backends
 from ..backends import AUTO
 from ..errors import UsageError
+from ..manifest import plan_sidecar, read_manifest, target_kind
+
 
 @dataclass
 class Opened:
@@ -43,7 +46,6 @@ def bundle_runner(bundle, backend: str = AUTO, **options: Any) -> tuple[Any, str
     Raises:
         UsageError: the asked backend cannot run here (the reason is in the message).
     """
-    from .. import backends
 
     if backend not in backends.choices():
         raise UsageError(f"unknown backend '{backend}'; choose one of: {', '.join(backends.choices())}")
@@ -80,9 +82,7 @@ def open_target(target: str, backend: str = AUTO, **options: Any) -> Opened:
     Raises:
         UsageError / ManifestError: not found, not a bundle or plan, tampered, or nothing can run it here.
     """
-    from .. import backends
     from ..bundle import open_bundle
-    from ..manifest import plan_sidecar, read_manifest, target_kind
 
     if not os.path.exists(target):
         raise UsageError(f"not found: {target}")

@@ -21,6 +21,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..errors import UsageError
 from .imageio import LUMA
 
 # Chosen by measurement: benchmarks/bench_tiling.py, tiled ONNX Runtime (FP32, 128x128 engine,
@@ -410,7 +411,6 @@ def tiling_defaults(manifest: dict, overlap: int | None) -> tuple[int, int]:
     Raises:
         UsageError: an overlap the engine size cannot take.
     """
-    from ..errors import UsageError
 
     _, _, th, tw = manifest["input_shape"]
     if overlap is None:  # the measured default, capped at a quarter tile for small engines

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from ..errors import MissingDependencyError
+from ..fsutil import atomic_target
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".ts", ".mts")
 
@@ -206,7 +207,6 @@ def transcode(src, dst, restore: Callable[[Iterator[np.ndarray]], Iterable[np.nd
         MissingDependencyError: PyAV is not installed.
     """
     av = _import_av()
-    from ..fsutil import atomic_target
 
     src, dst = os.fspath(src), os.fspath(dst)
     muxer = _MUXERS.get(os.path.splitext(dst)[1].lower())

@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from .. import __version__
 from ..runtime.runners import Runner
 from ..runtime.tiling import tile_run
 
@@ -58,8 +59,6 @@ class TritonPythonModel:
 
     def initialize(self, args: dict) -> None:
         import triton_python_backend_utils as pb_utils
-
-        from .. import __version__
 
         self.pb = pb_utils
         config = json.loads(args["model_config"])
