@@ -35,7 +35,6 @@ _GRIDS = 32  # tilings of distinct frame sizes kept
 class _Frame:
     """One frame on its way through the stages."""
 
-    index: int
     image: np.ndarray  # the caller's frame, HWC
     grid: TileGrid
     padded: np.ndarray | None = None
@@ -53,12 +52,7 @@ class _Pool:
             self._free.put(make())
 
     def take(self, stop: threading.Event) -> np.ndarray:
-        while True:
-            try:
-                return self._free.get(timeout=0.1)
-            except queue.Empty:
-                if stop.is_set():
-                    raise _Stopped from None
+        return _get(self._free, stop)
 
     def give(self, arr: np.ndarray) -> None:
         self._free.put(arr)
@@ -66,6 +60,27 @@ class _Pool:
 
 class _Stopped(Exception):
     pass
+
+
+def _get(q: queue.Queue, stop: threading.Event):
+    """``q.get()`` that gives up (raises _Stopped) once ``stop`` is set: a stage never blocks a shutdown."""
+    while True:
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            if stop.is_set():
+                raise _Stopped from None
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> None:
+    """``q.put()`` that gives up (raises _Stopped) once ``stop`` is set."""
+    while True:
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            if stop.is_set():
+                raise _Stopped from None
 
 
 class Restorer:
@@ -129,10 +144,10 @@ class Restorer:
             raise ValueError(f"the model takes {self.channels} channels; got {arr.shape[2]}")
         return arr
 
-    def _start(self, index: int, frame: np.ndarray, extra: Any = None) -> _Frame:
+    def _start(self, frame: np.ndarray, extra: Any = None) -> _Frame:
         arr = self._check(frame)
         grid = self.grid(arr.shape[0], arr.shape[1])
-        return _Frame(index, arr, grid, grid.prepare(arr), extra=extra)
+        return _Frame(arr, grid, grid.prepare(arr), extra=extra)
 
     def _acc(self, grid: TileGrid, channels: int) -> np.ndarray:
         """A zeroed accumulator for one frame: a recycled one of that size, else a new one."""
@@ -190,7 +205,7 @@ class Restorer:
         Returns:
             the restored frame, same size and dtype (float32 clipped to [0, 1]).
         """
-        job = self._start(0, frame)
+        job = self._start(frame)
         buf = self._inputs.take(threading.Event())
         try:
             for call in range(job.grid.calls):
@@ -221,21 +236,10 @@ class Restorer:
         errors: list[BaseException] = []
 
         def put(q: queue.Queue, item) -> None:
-            while True:
-                try:
-                    q.put(item, timeout=0.1)
-                    return
-                except queue.Full:
-                    if stop.is_set():
-                        raise _Stopped from None
+            _put(q, item, stop)
 
         def get(q: queue.Queue):
-            while True:
-                try:
-                    return q.get(timeout=0.1)
-                except queue.Empty:
-                    if stop.is_set():
-                        raise _Stopped from None
+            return _get(q, stop)
 
         def stage(fn):
             def body():
@@ -251,9 +255,9 @@ class Restorer:
             return t
 
         def source():
-            for i, item in enumerate(frames):
+            for item in frames:
                 frame, tag = item if tagged else (item, None)
-                put(q_in, self._start(i, frame, tag))
+                put(q_in, self._start(frame, tag))
             put(q_in, _DONE)
 
         def tiler():
