@@ -174,7 +174,6 @@ def artifact_target(path: str) -> BenchTarget:
     Raises:
         UsageError / ManifestError: not found, or not one of those (one line).
     """
-
     if not os.path.exists(path):
         raise UsageError(f"not found: {path}")
     name = os.path.basename(os.path.normpath(path))
@@ -212,7 +211,6 @@ def artifact_target(path: str) -> BenchTarget:
 
 def _onnx_shape(path: str) -> tuple[tuple[int, ...], str]:
     """(input shape, precision) of an ONNX: deploy-kit metadata, else the graph's first input."""
-
     require("onnx")
 
     meta = read_metadata(path)  # one line for a missing or damaged file
@@ -238,7 +236,6 @@ def run_bench(target: BenchTarget, *, out_dir: str, runs: int = 20, warmup: int 
         runs / warmup: timed and untimed :meth:`Runner.run` calls per backend.
         threads: intra-op threads of every CPU backend (torch and ONNX Runtime); default os.cpu_count().
     """
-
     threads = threads or os.cpu_count() or 1
     notes: list[str] = []
     load = _load()

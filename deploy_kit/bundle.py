@@ -165,7 +165,6 @@ def write_bundle(onnx_path: str, inputs: Sequence[np.ndarray], refs: Sequence[Se
     Raises:
         UsageError: the ONNX has no deploy-kit metadata, or an input is not of its input shape.
     """
-
     meta = read_metadata(onnx_path)
     quant = meta.pop("deploy_kit.int8", None)  # how the Q/DQ graph was calibrated (int8.py)
     meta = _graph_manifest(meta, onnx_path)
@@ -379,7 +378,6 @@ Graph: `{m.onnx}`.
 
 def _replace_dir(tmp: str, out: str) -> None:
     """Move the finished ``tmp`` onto ``out`` (:func:`deploy_kit.fsutil.replace_dir`); only a bundle is replaced."""
-
     if os.path.lexists(out) and (not os.path.isdir(out) or not is_bundle(out)):
         shutil.rmtree(tmp, ignore_errors=True)
         raise UsageError(f"{out} exists and is not a deploy-kit bundle; remove it or choose another --out")

@@ -338,7 +338,6 @@ def read_typed(path: str) -> Manifest:
 
 def write_manifest(path: str, manifest: Mapping[str, Any]) -> None:
     """Write ``manifest`` as JSON atomically (inf/nan as strings)."""
-
     validate(dict(manifest), path)
     write_text(path, json.dumps(_json_safe(manifest), indent=2) + "\n")
 
@@ -441,7 +440,6 @@ def plan_sidecar(plan: str, command: str) -> str:
     Raises:
         UsageError: it is missing (one line naming ``command``, which needs it).
     """
-
     side = plan + ".json"
     if not os.path.isfile(side):
         raise UsageError(f"{plan} has no manifest {side}; {command} needs the sidecar deploy-kit wrote")

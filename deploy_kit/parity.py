@@ -392,7 +392,6 @@ def run_onnxruntime(path: str, inputs: Sequence[np.ndarray], input_name: str = "
     Returns:
         Per input given, the list of outputs (per sample when single samples were given).
     """
-
     if isolated:
         single = bool(inputs) and int(inputs[0].shape[0]) == 1
         n = (batch if batch is not None else graph_batch(path)) if single else 1
@@ -434,5 +433,4 @@ def _fmt(v, digits: int = 3) -> str:
 
 def _clean(obj):
     """JSON-safe: inf/nan become strings (the manifest's rule, one implementation)."""
-
     return _json_safe(obj)

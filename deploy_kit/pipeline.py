@@ -143,7 +143,6 @@ class Job:
         Returns:
             The result ``fn`` returned.
         """
-
         self.progress("start", label)
         self.memory.take()  # the stage's peak starts here
         t0 = time.perf_counter()
@@ -274,7 +273,6 @@ def run_export(
         DeployKitError subclasses for user errors; a failed parity gate is *not* raised here —
         the caller decides (the CLI exits 1 when ``result.report.passed()`` is False).
     """
-
     validate_request(req)
     map_large_allocations()  # freed full-resolution activations go back to the OS (memory.py)
     if stop_after is not None and stop_after not in STOP_POINTS:
@@ -304,7 +302,6 @@ def run_export(
 
 def _chain(job: Job, stop_after: str | None) -> Finished:
     """The stages in order, each fed what the ones before returned, up to ``stop_after``."""
-
     job, reference, raw = _from_pytorch(job)
     release_memory()  # the model and its exportable copy are gone: give their pages back
     fp32 = stage_parity_fp32(job, reference, stage_simplify(job, raw))
@@ -479,7 +476,6 @@ def stage_simplify(job: Job, raw: str) -> str:
     Returns:
         The FP32 ONNX, ``<stem>.fp32.onnx``.
     """
-
     def go() -> tuple[str, str]:
         path = f"{job.stem}.fp32.onnx"
         srep = simplify(raw, path)
@@ -492,7 +488,6 @@ def stage_simplify(job: Job, raw: str) -> str:
 def _parity_onnx(job: Job, reference: Reference, precision: str, path: str,
                  restoration_drop: float | None = None) -> Graph:
     """ONNX Runtime parity of ``path``, its gates decided here (``restoration_drop``: see parity.evaluate)."""
-
     def go() -> tuple[Graph, str]:
         outs = parity.run_onnxruntime(path, reference.inputs, job.input_names[0], isolated=True, batch=job.req.batch)
         check = parity.evaluate(backends.ONNXRUNTIME, precision, path, job.output_names, reference.refs, outs,
@@ -533,7 +528,6 @@ def stage_precision(job: Job, reference: Reference, fp32: Graph) -> Graph | None
     Returns:
         The FP16/INT8 graph with its parity rows; None for an FP32 export.
     """
-
     precision = job.req.precision
     if precision == "fp32":
         return None
@@ -555,7 +549,6 @@ def stage_precision(job: Job, reference: Reference, fp32: Graph) -> Graph | None
 
 def _convert_fp16(job: Job, src: str, dst: str) -> str:
     """The FP16 graph of ``src`` (the model's FP32 islands kept); returns the progress detail."""
-
     rep = convert_fp16(src, dst, job.adapter.fp32_islands(job.req))
     job.res.notes.append(f"FP16: kept FP32: {len(rep.kept_fp32)} nodes matching {', '.join(rep.patterns) or 'nothing'}")
     return rep.line()
@@ -563,7 +556,6 @@ def _convert_fp16(job: Job, src: str, dst: str) -> str:
 
 def _quantize(job: Job, src: str, dst: str) -> str:
     """The INT8 Q/DQ graph of ``src`` and the legacy calibration cache; returns the progress detail."""
-
     req, s = job.req, job.int8
     cal = _calibration_set(job)
     opts = replace(s, fp32_patterns=s.fp32_patterns + tuple(job.adapter.int8_excluded(req)),
@@ -578,7 +570,6 @@ def _quantize(job: Job, src: str, dst: str) -> str:
 
 def _calibration_set(job: Job) -> CalibrationSet:
     """The calibration crops of ``job.int8`` at the export size, degraded as the model's inputs are."""
-
     req, adapter = job.req, job.adapter
     cal = load_calibration_set(
         job.int8.calib,
@@ -649,7 +640,6 @@ def stage_true_fp16(job: Job, reference: Reference, path: str) -> Check:
     Returns:
         The row; skipped, with the reason, above :data:`TRUE_FP16_MAX_PIXELS` per pass.
     """
-
     req = job.req
     # a pass holds every batch element's tensors, so the memory bound counts the whole batch
     if req.batch * req.height * req.width > TRUE_FP16_MAX_PIXELS:
@@ -692,7 +682,6 @@ def stage_engine(job: Job, reference: Reference, graph: Graph, checks: tuple[Che
     Returns:
         The plan and its parity row; with ``--backend none`` no plan and a skipped row.
     """
-
     eng, precision = job.engine_backend, job.req.precision
     if eng is None:
         return Engine(None, parity.skipped("engine", precision, "-", "--backend none: no engine was built"))
@@ -715,7 +704,6 @@ def _build(job: Job, eng: EngineBackend, onnx_path: str, plan: str) -> tuple[Bui
 
 def _engine_parity(job: Job, reference: Reference, eng: EngineBackend, plan: str) -> Check:
     """The engine's parity row, or a skipped row saying why the engine cannot run here."""
-
     precision = job.req.precision
     ok, why = eng.can_run()
     if not ok:
@@ -802,7 +790,6 @@ def _fp32_failure_diagnosis(adapter: ModelAdapter, req: ExportRequest, inputs: S
 
 def _close(done: Finished) -> ExportResult:
     """Write the parity report (JSON, Markdown, heatmap) and the next steps into the result."""
-
     job, graph = done.job, done.graph
     res, stem = job.res, job.stem
     checks = list(done.checks)

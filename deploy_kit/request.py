@@ -47,7 +47,6 @@ def resolve_request(
     Raises:
         UsageError / CheckpointError: one line saying what is wrong.
     """
-
     spec = get_spec(model)
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")

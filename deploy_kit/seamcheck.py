@@ -218,7 +218,6 @@ class SeamChecker:
         Raises:
             UsageError: overlap or border out of range for this engine size.
         """
-
         _, H, W = self.x.shape
         try:
             plan = make_plan(H, W, self.tile, overlap, border, self.multiple)
@@ -258,7 +257,6 @@ def seam_check(onnx_path: str, weights: Optional[str] = None, height: Optional[i
     Raises:
         UsageError: see :class:`SeamChecker`; overlap out of range.
     """
-
     checker = SeamChecker(onnx_path, weights, height, width, image, threads)
     try:
         if overlap is None:  # the default, shrunk for engines too small for it (never an asked-for value)

@@ -83,5 +83,4 @@ def _loads_in_onnxruntime(model) -> None:
     onnx.checker does not run strict shape inference: onnxsim 0.8.1 once produced a Div with
     incompatible shapes on Restormer that passed the checker and failed at session creation.
     """
-
     ort_session(model.SerializeToString(), optimize=False)

@@ -25,7 +25,6 @@ def verify_artifact(path: str, samples: int = 2):
     Returns:
         ParityReport (an engine is reported as skipped, with the reason, without a GPU runtime).
     """
-
     report, inputs, refs, meta = rebuild_reference(path, samples)
     precision = meta.get("precision", "fp32")
     spec = get_spec(meta["model"])

@@ -49,7 +49,6 @@ def get(name: str) -> Backend:
     Raises:
         UsageError: an unknown name (the message lists the known ones).
     """
-
     if name not in REGISTRY:
         raise UsageError(f"unknown backend '{name}'; choose one of: {', '.join(REGISTRY)}")
     return REGISTRY[name]

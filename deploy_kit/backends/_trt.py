@@ -52,7 +52,6 @@ class EngineBackend(Backend):
 
     def can_run(self) -> tuple[bool, str]:
         """Whether an engine can be executed here, and why not."""
-
         if not self.installed():
             return False, self.missing()
         ok, why = gpu_available()
@@ -69,7 +68,6 @@ class EngineBackend(Backend):
         Raises:
             UsageError: this runtime cannot execute an engine here (the reason is in the message).
         """
-
         ok, why = self.can_run()
         if not ok:
             raise UsageError(f"cannot run a {self.name} engine here: {why}")

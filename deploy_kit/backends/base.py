@@ -34,7 +34,6 @@ class Backend:
         Raises:
             MissingDependencyError: not installed (names the extra).
         """
-
         return require(self.module)
 
     def installed(self) -> bool:

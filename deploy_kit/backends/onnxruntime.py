@@ -19,7 +19,6 @@ class OnnxRuntime(Backend):
 
     def providers(self) -> list[str]:
         """Execution providers of the installed onnxruntime ([] when it is not installed)."""
-
         return ort_providers_available()
 
     def has_cuda(self) -> bool:
@@ -33,6 +32,5 @@ class OnnxRuntime(Backend):
 
     def open_runner(self, path: str, **options: Any):
         """An :class:`~deploy_kit.runtime.runners.OrtRunner` (``device`` defaults to ``auto``: its CUDA EP when present)."""
-
         options.setdefault("device", "auto")
         return OrtRunner(path, name=self.name, **options)

@@ -115,7 +115,6 @@ class ModelAdapter:
     def sample_inputs(self, req: ExportRequest, count: int = 2) -> list[np.ndarray]:
         """Representative inputs as float32 NCHW: real sample photographs with the model's channel
         count, degraded as the model sees them in deployment (:meth:`input_degradation`)."""
-
         ch = self.in_channels(self.resolve_variant(req))
         return sample_images(count, ch, req.height, req.width, self.input_degradation(req), req.seed)
 

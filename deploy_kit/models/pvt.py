@@ -605,7 +605,6 @@ class PVTAdapter(ModelAdapter):
         Always 3 channels, without looking the variant up, so a checkpoint whose shapes match no
         registered row (variant ``custom``) works too.
         """
-
         return sample_images(count, 3, req.height, req.width, self.input_degradation(req), req.seed)
 
     def reference_label(self, req: ExportRequest) -> str:

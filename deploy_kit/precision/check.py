@@ -18,7 +18,6 @@ def check_loads(model, stage: str) -> None:
     Raises:
         InvalidGraphError: one line naming the stage and the node; ``--debug`` keeps the traceback.
     """
-
     try:
         ort_session(model.SerializeToString(), optimize=False)
     except MissingDependencyError:

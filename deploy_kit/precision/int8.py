@@ -629,7 +629,6 @@ def _fp16_remainder(path: str, int8_layers: Sequence[str], opts: Int8Options) ->
     Q/DQ nodes and the INT8 layers they feed stay FP32 so that TensorRT still fuses
     DequantizeLinear → Conv into an INT8 kernel (a Cast in between would break the fusion).
     """
-
     keep = list(opts.remainder_fp32_patterns) + [r"_(Quantize|Dequantize)Linear(_\d+)?$"]
     keep += [f"^{re.escape(n)}$" for n in int8_layers]
     convert_fp16(path, path, keep, stage="int8 (fp16 remainder)")  # it reads the whole graph first, then writes atomically

@@ -28,7 +28,6 @@ from ..runtime.runners import OrtRunner
 def _outputs(path: str, pairs, input_name: str, threads: int) -> list[np.ndarray]:
     """First output of ``path`` for each pair's degraded input (ONNX Runtime CPU); a graph of
     batch N > 1 gets the inputs N at a time (:func:`deploy_kit.parity.run_samples`)."""
-
     with OrtRunner(path, threads=threads, input_name=input_name) as runner:
         return [outs[0] for outs in run_samples(runner, [x for x, _ in pairs])]
 

@@ -309,7 +309,6 @@ def true_fp16_outputs(onnx_path: str, inputs: Sequence[np.ndarray], *, reduction
 
 def reference_outputs(onnx_fp32_path: str, inputs: Sequence[np.ndarray], threads: int = 0) -> list[list[np.ndarray]]:
     """The FP32 reference: the FP32 ONNX on ONNX Runtime (CPU, default optimisations)."""
-
     with OrtRunner(onnx_fp32_path, threads=threads, arena=False) as runner:
         return runner.run_many(inputs)
 
@@ -336,7 +335,6 @@ def true_fp16_check(onnx_fp32_path: str, inputs: Sequence[np.ndarray], *, fp16_p
         A :class:`deploy_kit.parity.Check` (backend :data:`BACKEND`, precision ``fp16``) with
         PSNR and non-finite counts per output.
     """
-
     if refs is None:
         refs = reference_outputs(onnx_fp32_path, inputs, threads)
     cands = true_fp16_outputs(onnx_fp32_path, inputs, reductions=reductions, threads=threads, fp16_path=fp16_path)

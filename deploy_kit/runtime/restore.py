@@ -26,7 +26,6 @@ def collect_inputs(paths: Iterable[str]) -> list[str]:
     Raises:
         FileNotFoundError: a path that does not exist.
     """
-
     found: list[str] = []
     for p in paths:
         if os.path.isdir(p):
@@ -63,7 +62,6 @@ def restore_images(restorer, files: list[str], out_dir: str, *, max_pixels: int 
     Returns:
         a :class:`FilesResult`.
     """
-
     result = FilesResult()
     report = on_error or (lambda line: None)
 

@@ -98,7 +98,6 @@ def ort_session(model, *, threads: int = 0, optimize: bool = True, arena: bool =
     Raises:
         MissingDependencyError: onnxruntime is not installed (names the extra).
     """
-
     ort = require(ORT_MODULE)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3

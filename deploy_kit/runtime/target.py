@@ -46,7 +46,6 @@ def bundle_runner(bundle, backend: str = AUTO, **options: Any) -> tuple[Any, str
     Raises:
         UsageError: the asked backend cannot run here (the reason is in the message).
     """
-
     if backend not in backends.choices():
         raise UsageError(f"unknown backend '{backend}'; choose one of: {', '.join(backends.choices())}")
     plans = bundle.engines()

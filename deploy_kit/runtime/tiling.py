@@ -411,7 +411,6 @@ def tiling_defaults(manifest: dict, overlap: int | None) -> tuple[int, int]:
     Raises:
         UsageError: an overlap the engine size cannot take.
     """
-
     _, _, th, tw = manifest["input_shape"]
     if overlap is None:  # the measured default, capped at a quarter tile for small engines
         overlap = min(DEFAULT_OVERLAP, min(th, tw) // 4)
