@@ -40,6 +40,7 @@ TILE = 256
 H12, W12 = 3000, 4000
 
 sys.path.insert(0, REPO)
+from deploy_kit.manifest import Manifest  # noqa: E402
 from deploy_kit.runtime.runners import Pending, Runner  # noqa: E402
 
 
@@ -90,8 +91,8 @@ class SimulatedEngine(Runner):
         return self.submit(x).wait()
 
 
-def manifest(batch: int) -> dict:
-    return {"input_shape": [batch, 3, TILE, TILE], "input": {"pad_multiple": 16}, "output_kind": "image"}
+def manifest(batch: int) -> Manifest:
+    return Manifest.for_runner((batch, 3, TILE, TILE), pad_multiple=16)
 
 
 def photo(h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -91,7 +91,7 @@ def rebuild_reference(path: str, samples: int = 2):
     """
     import torch
 
-    from .models.checkpoint import load_model
+    from .models.checkpoint import load_model  # torch
 
     map_large_allocations()  # the reference is a full-size forward pass; see memory.py
     req, meta = artifact_request(path)

@@ -35,11 +35,14 @@ import numpy as np
 
 from . import __version__, backends
 from ._deps import require
+from .bundle import open_bundle
+from .engine import build_engine
 from .errors import UsageError
 from .export import read_metadata
 from .fsutil import write_text
-from .manifest import plan_sidecar, target_kind
+from .manifest import plan_sidecar, read_typed, target_kind
 from .models import get_adapter
+from .pipeline import run_export
 from .reference import TorchRunner
 from .runtime.runners import OrtRunner, in_child_process
 
@@ -179,8 +182,6 @@ def artifact_target(path: str) -> BenchTarget:
     name = os.path.basename(os.path.normpath(path))
     kind = target_kind(path)
     if kind == "bundle":
-        from .bundle import open_bundle
-
         b = open_bundle(path)
         plans = {}
         for plan, backend in b.engines():  # newest first: the first plan per backend wins
@@ -192,8 +193,6 @@ def artifact_target(path: str) -> BenchTarget:
     if os.path.isdir(path):
         raise UsageError(f"{path} is a folder but not a deploy-kit bundle (no manifest.json)")
     if kind == "plan":
-        from .manifest import read_typed
-
         side = plan_sidecar(path, "bench")
         m = read_typed(side)
         if m.backend is None:
@@ -289,8 +288,6 @@ def run_bench(target: BenchTarget, *, out_dir: str, runs: int = 20, warmup: int 
 
 def _export_for_bench(target: BenchTarget, work: str, notes: list[str], progress) -> None:
     """Export the model request (no engine) so ONNX Runtime benches the real graph."""
-    from .pipeline import run_export
-
     req = target.req
     progress(f"exporting {req.model} {req.variant} {req.height}x{req.width} {req.precision} ONNX (no engine) ...")
     t0 = time.perf_counter()
@@ -334,7 +331,6 @@ def _engine_row(target: BenchTarget, backend: str, usable: tuple[bool, str], wor
     if plan is None:
         if target.kind == "plan":
             return Row(backend, "cuda", target.precision, reason=f"the target is a {next(iter(target.plans))} plan")
-        from .engine import build_engine
 
         source = target.label if target.kind == "bundle" else target.onnx
         progress(f"building a {backend} engine for the run ...")
@@ -456,7 +452,7 @@ def _child_torch(req, form: str, device: str, dtype: str, channels_last: bool, c
                  warmup: int, threads: int) -> dict[str, Any]:
     import torch
 
-    from .models.checkpoint import load_model
+    from .models.checkpoint import load_model  # torch
 
     torch.set_num_threads(threads)
     try:

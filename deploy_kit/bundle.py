@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .artifact import rebuild_reference
 from .errors import UsageError
 from .export import read_metadata
 from .fsutil import disk_size, human_size, replace_dir
@@ -233,8 +234,6 @@ def bundle_artifact(artifact: str, out: str | None = None, samples: int = 2) -> 
     The reference outputs are recomputed with the PyTorch model rebuilt from the artifact's
     metadata (the weights file it was exported from must still be there), as ``verify`` does.
     """
-    from .artifact import rebuild_reference
-
     if not artifact.endswith(".onnx"):
         raise UsageError(f"{artifact}: bundle takes the .onnx deploy-kit wrote (FP16/INT8/FP32), not a plan")
     report, inputs, refs, meta = rebuild_reference(artifact, samples)

@@ -353,7 +353,7 @@ def run(target, inputs, out_dir, backend, overlap, max_pixels, codec, crf) -> No
         th, tw = restorer.tile
         click.echo(f"run: {restorer.note}; {len(images)} images, {len(videos)} videos; tiles of {th}x{tw}, "
                    f"{restorer.batch} per call, overlap {restorer.overlap}", err=True)
-        if restorer.manifest.get("global_context"):
+        if restorer.manifest.global_context:
             click.echo(f"note: {GLOBAL_CONTEXT_NOTE}", err=True)
         os.makedirs(out_dir, exist_ok=True)
         failed: list[str] = []

@@ -136,6 +136,22 @@ class Manifest:
     graph_outputs: tuple[TensorInfo, ...] | None = None
 
     @classmethod
+    def for_runner(cls, input_shape: tuple[int, int, int, int], pad_multiple: int = 1, **fields_: Any) -> "Manifest":
+        """The manifest of an image model opened outside a bundle (a runner built in code: tests, simulations).
+
+        Args:
+            input_shape: (N, C, H, W) of the runner's input.
+            pad_multiple: the model's size multiple.
+            fields_: any other field (e.g. ``global_context=True``).
+        """
+        n, c = int(input_shape[0]), int(input_shape[1])
+        base = dict(model="runner", variant="-", input_shape=tuple(int(v) for v in input_shape), batch=n,
+                    precision="fp32", input_names=("input",), output_names=("output",), output_kind="image",
+                    channels=c, pad_multiple=pad_multiple, input_dtype="float32", global_context=False,
+                    tolerance=Tolerance())
+        return cls(**{**base, **fields_})
+
+    @classmethod
     def from_dict(cls, data: Any, where: str = "<manifest>") -> "Manifest":
         """Validate a decoded manifest (:func:`validate`) and read its consumed fields, typed.
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from . import __version__, backends, parity
+from .bundle import write_bundle
 from .errors import UsageError
 from .export import export_onnx, update_metadata
 from .fsutil import human_size, write_text
@@ -346,7 +347,7 @@ def stage_load(job: Job) -> Loaded:
     Returns:
         The model and the request as the checkpoint resolved it (``res.request`` follows it).
     """
-    from .models.checkpoint import load_model
+    from .models.checkpoint import load_model  # torch
 
     def go() -> tuple[Loaded, str]:
         req = job.req
@@ -373,7 +374,7 @@ def stage_reference(job: Job, loaded: Loaded) -> Reference:
     """
     import torch
 
-    from .models.rangesafe import record_ranges
+    from .models.rangesafe import record_ranges  # torch
 
     def go() -> tuple[Reference, str]:
         req, adapter = job.req, job.adapter
@@ -451,7 +452,7 @@ def stage_export(job: Job, loaded: Loaded, reference: Reference) -> str:
     """
     import torch
 
-    from .models.rangesafe import apply_scales
+    from .models.rangesafe import apply_scales  # torch
 
     def go() -> tuple[str, str]:
         raw = os.path.join(job.work, "raw.onnx")
@@ -725,8 +726,6 @@ def stage_bundle(done: Finished) -> None:
     Args:
         done: where the chain ended (the graph, the reference, every parity row).
     """
-    from .bundle import write_bundle
-
     job = done.job
 
     def go() -> tuple[None, str]:
@@ -761,7 +760,7 @@ def _fp32_failure_diagnosis(adapter: ModelAdapter, req: ExportRequest, inputs: S
     """
     import numpy as np
 
-    from .models.checkpoint import load_model
+    from .models.checkpoint import load_model  # torch
 
     def error(i: int, b: int) -> float:
         return max(float(np.max(np.abs(np.asarray(o[b : b + 1], np.float64) - r[b : b + 1]))) for o, r in zip(outs[i], refs[i]))

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 
+from .data.degrade import parse_degradation
 from .errors import UsageError
+from .models import get_adapter
 from .models.registry import get_spec
 from .specs import PRECISIONS, ExportRequest, TLCConfig
 
@@ -51,8 +53,6 @@ def resolve_request(
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
     if degradation is not None:
-        from .data.degrade import parse_degradation
-
         parse_degradation(degradation)  # a bad spec stops here, with one line
     if variant is not None:
         spec.variant(variant)  # unknown variant: one line listing the known ones
@@ -79,8 +79,7 @@ def resolve_request(
 
     if variant is None and weights is not None:
         # the checkpoint decides the variant (and with it the TLC default)
-        from .models import get_adapter
-        from .models.checkpoint import match_variant, read_state_dict
+        from .models.checkpoint import match_variant, read_state_dict  # torch
 
         variant = match_variant(spec, get_adapter(model).detect_hparams(read_state_dict(weights))).name
     vname = variant or spec.default_variant

@@ -18,11 +18,14 @@ from typing import Optional
 
 import numpy as np
 
+from .artifact import artifact_request
+from .data.samples import available_samples, fit, sample_images
 from .errors import UsageError
 from .memory import map_large_allocations
 from .metrics import psnr_from_mse
 from .models import get_adapter
 from .reference import reference_runner
+from .runtime.imageio import read_image, to_model_channels
 from .runtime.runners import OrtRunner
 from .runtime.tiling import DEFAULT_OVERLAP, make_plan, tile_run
 
@@ -146,8 +149,7 @@ class SeamChecker:
 
     def __init__(self, onnx_path: str, weights: Optional[str] = None, height: Optional[int] = None,
                  width: Optional[int] = None, image: Optional[str] = None, threads: int = 0):
-        from .artifact import artifact_request
-        from .models.checkpoint import load_model
+        from .models.checkpoint import load_model  # torch
 
         if not os.path.isfile(onnx_path):
             raise UsageError(f"ONNX file not found: {onnx_path}")
@@ -167,14 +169,9 @@ class SeamChecker:
         full_req = dataclasses.replace(req, height=H, width=W)
         degradation = adapter.input_degradation(req)
         if image is None:
-            from .data.samples import available_samples, sample_images
-
             self.x = sample_images(1, ch, H, W, degradation, req.seed)[0][0]
             self.photo = f"{os.path.basename(available_samples()[0])} fitted to {H}x{W}" + (f" + {degradation} (seed {req.seed})" if degradation else "")
         else:
-            from .data.samples import fit
-            from .runtime.imageio import read_image, to_model_channels
-
             if not os.path.isfile(image):
                 raise UsageError(f"image not found: {image}")
             arr, _ = read_image(image)

@@ -13,10 +13,11 @@ import os
 
 from . import backends, parity
 from .artifact import rebuild_reference, request_from_metadata
+from .bundle import open_bundle
 from .fsutil import write_text
 from .manifest import target_kind
 from .models import get_adapter, get_spec
-from .specs import Tolerance
+from .runtime.target import bundle_runner
 
 
 def verify_artifact(path: str, samples: int = 2):
@@ -57,22 +58,18 @@ def verify_bundle(path: str, backend: str = "auto"):
     Raises:
         ManifestError: a tampered or incomplete bundle; UsageError: the backend cannot run here.
     """
-    from .bundle import open_bundle
-    from .runtime.target import bundle_runner
-
     bundle = open_bundle(path)
-    m = bundle.manifest
+    m = bundle.typed
     inputs, refs = bundle.references()
     runner, note = bundle_runner(bundle, backend)
     try:
         outs = runner.run_many(inputs)
-        refs_meta = m.get("references") or {}
-        report = parity.ParityReport(m["model"], m["variant"], list(m["input_shape"]), m.get("tlc"),
+        refs_meta = bundle.manifest.get("references") or {}  # free text for the report, not a contract
+        report = parity.ParityReport(m.model, m.variant, list(m.input_shape), dict(m.tlc) if m.tlc else None,
                                      refs_meta.get("reference") or "PyTorch FP32 (outputs stored in the bundle)",
                                      refs_meta.get("inputs") or [f"reference input {i}" for i in range(len(inputs))])
-        tol = Tolerance(**(m.get("tolerance") or {}))
-        report.checks.append(parity.evaluate(runner.name, m["precision"], getattr(runner, "path", None) or note,
-                                             m["output_names"], refs, outs, m["output_kind"], tol))
+        report.checks.append(parity.evaluate(runner.name, m.precision, getattr(runner, "path", None) or note,
+                                             list(m.output_names), refs, outs, m.output_kind, m.tolerance))
     finally:
         runner.close()
     tag = runner.name if runner.name != backends.ONNXRUNTIME else f"{runner.name}-{getattr(runner, 'device', 'cpu')}"

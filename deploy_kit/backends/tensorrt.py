@@ -5,7 +5,8 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import EngineBuildError, UsageError
+from ..fsutil import write_bytes
 from ._trt import EngineBackend
 
 
@@ -49,8 +50,6 @@ class TensorRT(EngineBackend):
     def build(self, onnx_path: str, plan_path: str, **options: Any):
         ok, why = self.can_run()
         if not ok:
-            from ..errors import EngineBuildError
-
             raise EngineBuildError(
                 f"the tensorrt backend builds on the target GPU and none is usable here ({why}); "
                 "use --backend tensorrt-rtx for an ahead-of-time build, or build on the device"
@@ -60,8 +59,6 @@ class TensorRT(EngineBackend):
             result.details["dla_layers"] = dla_report(self.trt(), plan_path)
         cache = options.get("_timing_cache_obj")
         if cache is not None:
-            from ..fsutil import write_bytes
-
             write_bytes(options["timing_cache"], bytes(memoryview(cache.serialize())))
         return result
 

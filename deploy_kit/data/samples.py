@@ -12,6 +12,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..runtime.imageio import convert_channels
+from .degrade import degrade
 
 # Colour photographs bundled inside the scikit-image wheel (no download needed).
 SAMPLE_FILES = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg", "hubble_deep_field.jpg", "ihc.png")
@@ -82,8 +83,6 @@ def sample_images(count: int, channels: int, height: int, width: int, degradatio
     paths = available_samples()
     if not paths:
         raise RuntimeError("scikit-image sample images not found; reinstall scikit-image")
-    if degradation is not None:
-        from .degrade import degrade
     out = []
     for i in range(count):
         img = fit(load_image(paths[i % len(paths)], channels), height, width)

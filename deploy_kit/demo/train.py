@@ -27,7 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from deploy_kit.data.degrade import degrade
 from deploy_kit.metrics import psnr
+from deploy_kit.models import get_adapter
+from deploy_kit.precision.calibration import eval_pairs, manifest_path, read_input, read_manifest
+from deploy_kit.specs import Variant
 
 # Architecture of each demo, as constructor kwargs of the official class (read back from the
 # checkpoint keys by the adapter, so it needs no registry entry).
@@ -45,9 +49,6 @@ DEMO_HPARAMS: dict[str, dict[str, Any]] = {
 
 def build(model_name: str, hparams: dict[str, Any] | None = None):
     """The demo architecture with PyTorch's default initialisation (beta/gamma zero, as upstream)."""
-    from deploy_kit.models import get_adapter
-    from deploy_kit.specs import Variant
-
     adapter = get_adapter(model_name)
     variant = Variant.make("demo", hparams or DEMO_HPARAMS[model_name])
     return adapter.build(variant).train()
@@ -55,8 +56,6 @@ def build(model_name: str, hparams: dict[str, Any] | None = None):
 
 def load_training_images(channels: int, min_side: int) -> list[np.ndarray]:
     """HWC float images of calibration/train.json (the same loader calibration uses)."""
-    from deploy_kit.precision.calibration import manifest_path, read_input, read_manifest
-
     files = read_manifest(manifest_path("train"))["files"]
     imgs = [read_input(p, channels) for p in files]
     return [im for im in imgs if min(im.shape[:2]) >= min_side]
@@ -64,8 +63,6 @@ def load_training_images(channels: int, min_side: int) -> list[np.ndarray]:
 
 def batches(images: list[np.ndarray], batch: int, patch: int, degradation: str, seed: int):
     """Endless (degraded, clean) NCHW float32 batches: random crops, flips and 90° rotations."""
-    from deploy_kit.data.degrade import degrade
-
     rng = np.random.default_rng(seed)
     while True:
         clean, noisy = [], []
@@ -86,8 +83,6 @@ def batches(images: list[np.ndarray], batch: int, patch: int, degradation: str, 
 def evaluate(model, degradation: str, size: int, count: int, channels: int) -> tuple[float, float]:
     """Mean (input PSNR, output PSNR) over held-out eval pairs (output clipped to [0, 1])."""
     import torch
-
-    from deploy_kit.precision.calibration import eval_pairs
 
     pairs = eval_pairs(channels=channels, height=size, width=size, count=count, degradation=degradation)
     model.eval()
@@ -185,8 +180,6 @@ def train(
 
 
 def _train_files() -> list[str]:
-    from deploy_kit.precision.calibration import manifest_path, read_manifest
-
     return read_manifest(manifest_path("train"))["files"]
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..backends import get
 from ..backends._trt import BuildResult
+from ..bundle import open_bundle
 from ..errors import UsageError
 from ..export import read_metadata
 from ..manifest import ManifestError, plan_manifest, target_kind, write_manifest
@@ -30,14 +31,12 @@ def build_engine(target: str, backend: str, *, out_path: str | None = None, prog
     Raises:
         ManifestError: a tampered bundle; UsageError/EngineBuildError as the build raises them.
     """
-    from ..bundle import open_bundle
-
     eng = get(backend)
     kind = target_kind(target)
     if kind == "bundle":
         b = open_bundle(target)
         onnx_path, meta = b.onnx, b.manifest
-        base = os.path.join(b.path, b.manifest["onnx"][: -len(".onnx")])
+        base = b.onnx[: -len(".onnx")]
     else:
         if kind != "onnx" or not os.path.isfile(target):
             raise UsageError(f"{target}: build takes a bundle folder or an .onnx file")

@@ -26,10 +26,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..data.samples import sample_images
 from ..errors import UsageError
 from ..export import read_metadata, update_metadata
 from ..fsutil import write_text
 from ..manifest import _json_safe
+from ..parity import batch_members, stack_batches
 from .fp16 import convert_fp16
 from .truefp16 import BACKEND, is_fp16_graph, psnr_of, reference_outputs, true_fp16_check
 
@@ -138,8 +140,6 @@ def load_inputs(path: str, shape: Sequence[int]) -> list[np.ndarray]:
     if not out:
         raise UsageError(f"{path} holds no arrays")
     if int(shape[0]) > 1:
-        from ..parity import batch_members, stack_batches
-
         return stack_batches(out, batch_members(len(out), int(shape[0])))
     return out
 
@@ -252,7 +252,6 @@ def debug_precision(onnx_path: str, *, target_psnr: float = 50.0, samples: int =
     else:
         if dims[1] not in (1, 3, 6):
             raise UsageError(f"the graph takes {dims[1]} channels; give --inputs file.npz")
-        from ..data.samples import sample_images
 
         degradation = meta.get("degradation")
         degradation = None if degradation in (None, "none") else degradation

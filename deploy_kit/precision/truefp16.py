@@ -41,9 +41,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..parity import evaluate
+from ..parity import Gate, evaluate
 from ..runtime.runners import OrtRunner
 from ..specs import Tolerance
+from .fp16 import convert_fp16
 
 BACKEND = "true-fp16 (onnxruntime, no fusion)"
 REDUCE_OPS = ("ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2", "GlobalAveragePool")
@@ -295,8 +296,6 @@ def true_fp16_outputs(onnx_path: str, inputs: Sequence[np.ndarray], *, reduction
         src = fp16_path or onnx_path
         model = onnx.load(src)
         if not is_fp16_graph(model):
-            from .fp16 import convert_fp16
-
             conv = os.path.join(tmp, "all-fp16.onnx")
             convert_fp16(src, conv, [])
             model = onnx.load(conv)
@@ -341,8 +340,6 @@ def true_fp16_check(onnx_fp32_path: str, inputs: Sequence[np.ndarray], *, fp16_p
     names = output_names(onnx_fp32_path)
     check = evaluate(BACKEND, "fp16", fp16_path or f"{onnx_fp32_path} (all FP16)", names, refs, cands, kind, tol or Tolerance())
     if min_psnr is not None and kind != "image":
-        from ..parity import Gate
-
         check.gates.extend(Gate.at_least(f"{m.name} PSNR dB (reference range)", m.psnr_norm, min_psnr) for m in check.outputs)
         check.status = "pass" if all(g.ok for g in check.gates) else "fail"
     return check

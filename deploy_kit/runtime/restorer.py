@@ -24,6 +24,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from ..errors import UsageError
+from ..manifest import Manifest
 from .imageio import LUMA
 from .tiling import TileGrid, tiling_defaults
 
@@ -98,19 +99,19 @@ class Restorer:
     """
 
     def __init__(self, target: str | None = None, backend: str = "auto", *, overlap: int | None = None,
-                 depth: int = 2, runner=None, manifest: dict | None = None, **runner_options: Any):
+                 depth: int = 2, runner=None, manifest: Manifest | None = None, **runner_options: Any):
         if runner is None:
-            from .target import open_target
+            from .target import open_target  # the backend registry imports this package: opened on use
 
             opened = open_target(target, backend, **runner_options)
             runner, manifest, self.note = opened.runner, opened.manifest, opened.note
         else:
             self.note = getattr(runner, "name", "runner")
         self.runner, self.manifest = runner, manifest
-        if manifest.get("output_kind", "image") != "image":
+        if manifest.output_kind != "image":
             runner.close()
-            raise UsageError(f"{target} outputs {manifest['output_kind']}, not images; it cannot restore frames")
-        n, self.channels, th, tw = (int(v) for v in manifest["input_shape"])
+            raise UsageError(f"{target} outputs {manifest.output_kind}, not images; it cannot restore frames")
+        n, self.channels, th, tw = manifest.input_shape
         self.batch, self.tile = n, (th, tw)
         self.overlap, self.multiple = tiling_defaults(manifest, overlap)
         self.depth = max(1, int(depth))

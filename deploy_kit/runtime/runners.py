@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from .._deps import require
+from ..errors import UsageError
 from ..memory import map_large_allocations, release_memory
 
 ORT_MODULE = "onnxruntime"  # the Python package (the backend's name is the registry's: deploy_kit.backends)
@@ -141,8 +142,6 @@ class OrtRunner(Runner):
         ins = self.session.get_inputs()
         chosen = next((i for i in ins if i.name == input_name), None) if input_name else ins[0]
         if chosen is None:
-            from ..errors import UsageError
-
             raise UsageError(f"{path} has no input named '{input_name}' (inputs: {', '.join(i.name for i in ins)})")
         self.input_name = chosen.name
         self._half = chosen.type == "tensor(float16)"

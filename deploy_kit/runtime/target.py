@@ -12,8 +12,9 @@ from typing import Any
 
 from .. import backends
 from ..backends import AUTO
+from ..bundle import open_bundle
 from ..errors import UsageError
-from ..manifest import plan_sidecar, read_manifest, target_kind
+from ..manifest import Manifest, plan_sidecar, read_typed, target_kind
 
 
 @dataclass
@@ -22,13 +23,13 @@ class Opened:
 
     Attributes:
         runner: a :class:`~deploy_kit.runtime.runners.Runner`.
-        manifest: the bundle's or the plan's manifest (one schema).
+        manifest: the bundle's or the plan's manifest, typed (one schema).
         note: what was chosen and why, for the user.
         bundle: the opened bundle, when the target was one.
     """
 
     runner: Any
-    manifest: dict
+    manifest: Manifest
     note: str
     bundle: Any = None
 
@@ -69,7 +70,7 @@ def bundle_runner(bundle, backend: str = AUTO, **options: Any) -> tuple[Any, str
         engines = "; ".join(f"{k}: {v[1]}" for k, v in backends.status().items() if k != ort.name)
         raise UsageError(f"nothing can run this bundle here: {why}; {engines}")
     runner = ort.open_runner(bundle.onnx, **options)
-    note = f"{ort.name} ({runner.device.upper()}) on {bundle.manifest['onnx']}"
+    note = f"{ort.name} ({runner.device.upper()}) on {bundle.typed.onnx}"
     if backend == AUTO:
         note += " - no engine runtime usable here" if not plans else " - no built engine can run here"
     return runner, note
@@ -81,18 +82,16 @@ def open_target(target: str, backend: str = AUTO, **options: Any) -> Opened:
     Raises:
         UsageError / ManifestError: not found, not a bundle or plan, tampered, or nothing can run it here.
     """
-    from ..bundle import open_bundle
-
     if not os.path.exists(target):
         raise UsageError(f"not found: {target}")
     kind = target_kind(target)
     if kind == "bundle":
         b = open_bundle(target)
         runner, note = bundle_runner(b, backend, **options)
-        return Opened(runner, b.manifest, note, b)
+        return Opened(runner, b.typed, note, b)
     if kind == "plan":
-        manifest = read_manifest(plan_sidecar(target, "run"))
-        name = manifest["backend"]["name"]
+        manifest = read_typed(plan_sidecar(target, "run"))
+        name = manifest.backend
         if backend not in (AUTO, name):
             raise UsageError(f"{target} is a {name} engine; --backend {backend} cannot run it")
         eng = backends.REGISTRY.get(name)

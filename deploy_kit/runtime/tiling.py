@@ -22,6 +22,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import UsageError
+from ..manifest import Manifest
 from .imageio import LUMA
 
 # Chosen by measurement: benchmarks/bench_tiling.py, tiled ONNX Runtime (FP32, 128x128 engine,
@@ -402,7 +403,7 @@ GLOBAL_CONTEXT_NOTE = ("this graph pools over its whole input, so tiles cannot m
                        "(measured ~43 dB seams on NAFNet without TLC); export it with --tlc for tiled use")
 
 
-def tiling_defaults(manifest: dict, overlap: int | None) -> tuple[int, int]:
+def tiling_defaults(manifest: Manifest, overlap: int | None) -> tuple[int, int]:
     """(overlap, multiple) for tiling images through a fixed-size model (``deploy-kit run``, Triton).
 
     The overlap defaults to :data:`DEFAULT_OVERLAP`, capped at a quarter tile for small engines; tiles
@@ -411,10 +412,10 @@ def tiling_defaults(manifest: dict, overlap: int | None) -> tuple[int, int]:
     Raises:
         UsageError: an overlap the engine size cannot take.
     """
-    _, _, th, tw = manifest["input_shape"]
+    _, _, th, tw = manifest.input_shape
     if overlap is None:  # the measured default, capped at a quarter tile for small engines
         overlap = min(DEFAULT_OVERLAP, min(th, tw) // 4)
     if overlap < 0 or 2 * overlap >= min(th, tw):
         raise UsageError(f"--overlap must be between 0 and {min(th, tw) // 2 - 1} for a {th}x{tw} engine; got {overlap}")
-    multiple = int(manifest["input"].get("pad_multiple", 1))
+    multiple = manifest.pad_multiple
     return overlap, multiple if th % multiple == 0 and tw % multiple == 0 else 1

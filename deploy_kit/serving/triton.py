@@ -34,9 +34,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import __version__, backends
+from ..bundle import graph_io, open_bundle
 from ..errors import UsageError
 from ..fsutil import replace_dir
-from ..manifest import Manifest, ManifestError, TensorInfo, is_bundle, read_manifest, target_kind, validate, write_manifest
+from ..manifest import (Manifest, ManifestError, TensorInfo, is_bundle, read_manifest, target_kind, validate,
+                        write_manifest)
 from ..runtime.tiling import GLOBAL_CONTEXT_NOTE, tiling_defaults
 
 TILES_THROUGH = ("auto", "plan", "onnx", "in-process")
@@ -104,8 +106,6 @@ def default_name(manifest: Manifest) -> str:
 
 def _resolve(source: str) -> _Source:
     """The bundle and the TensorRT plan to serve, from a bundle folder or a plan inside one."""
-    from ..bundle import open_bundle
-
     if not os.path.exists(source):
         raise UsageError(f"{source} not found; give a bundle folder (deploy-kit bundle ARTIFACT) or a .plan built inside one")
     if target_kind(source) == "bundle":
@@ -168,7 +168,6 @@ def _graph(bundle) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
         if importlib.util.find_spec("onnx") is None:
             raise UsageError(f"{bundle.path} predates the graph I/O record in its manifest (graph_io); re-bundle it "
                              "with this deploy-kit (deploy-kit bundle ARTIFACT) or install onnx (pip install onnx)")
-        from ..bundle import graph_io
 
         m = Manifest.from_dict({**bundle.manifest, "graph_io": graph_io(bundle.onnx)}, where)
     inputs, outputs = m.graph_inputs, m.graph_outputs
@@ -281,7 +280,7 @@ def write_repository(source: str, repo: str, *, name: str | None = None, instanc
         info.notes.append(f"no {tiled_name}: the graph outputs {m.output_kind} ({len(outputs)} outputs), "
                           "so images of other sizes cannot be tiled through it")
     else:
-        ov, multiple = tiling_defaults(raw, overlap)
+        ov, multiple = tiling_defaults(m, overlap)
         _, ch, th, tw = m.input_shape
         if m.input_dtype not in ("float32", "float16"):
             raise ManifestError(f"{src.bundle.path}: input dtype {m.input_dtype[:20]!r} is not float32/float16")

@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from .. import __version__
-from ..runtime.runners import Runner
+from ..runtime.runners import OrtRunner, Runner
 from ..runtime.tiling import tile_run
 
 
@@ -78,8 +78,6 @@ class TritonPythonModel:
             log.log_warn(f"{args['model_name']}: the graph pools over its whole input, so tiles cannot match a "
                          "full-image output exactly; export it with --tlc for tiled use")
         if p["tiles_through"] == "in-process":
-            from ..runtime.runners import OrtRunner
-
             path = os.path.join(args["model_repository"], args["model_version"], p["onnx"])
             self.runner = OrtRunner(path, device="auto", threads=int(p.get("intra_op_threads") or 0),
                                     input_name=p["tile_input"])

@@ -490,10 +490,10 @@ def _runtime_tiled(bundle: Path, image: np.ndarray) -> np.ndarray:
     from deploy_kit.runtime.tiling import tile_run
     from deploy_kit.runtime.tiling import tiling_defaults
 
-    m = open_bundle(str(bundle)).manifest
+    m = open_bundle(str(bundle)).typed
     overlap, multiple = tiling_defaults(m, None)
     with OrtRunner(str(next(bundle.glob("*.onnx")))) as runner:
-        return tile_run(image, lambda t: runner.run(t)[0], tuple(m["input_shape"][2:]), overlap, multiple)
+        return tile_run(image, lambda t: runner.run(t)[0], m.input_shape[2:], overlap, multiple)
 
 
 def test_server_parses_the_tensorrt_and_onnxruntime_configs(served):

@@ -13,6 +13,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+from deploy_kit.manifest import Manifest  # noqa: E402
 from deploy_kit.runtime.restorer import Restorer  # noqa: E402
 from deploy_kit.runtime.runners import OrtRunner, Runner  # noqa: E402
 
@@ -31,7 +32,7 @@ def _conv_onnx(path, batch, channels=3, seed=0):
 
 
 def _manifest(batch, channels=3):
-    return {"input_shape": [batch, channels, TILE, TILE], "input": {"pad_multiple": 1}, "output_kind": "image"}
+    return Manifest.for_runner((batch, channels, TILE, TILE))
 
 
 @pytest.fixture(scope="module")
