@@ -16,7 +16,7 @@ from .manifest import file_sha256, plan_sidecar, read_manifest, target_kind
 from .memory import map_large_allocations
 from .models import get_adapter
 from .reference import input_labels, reference_outputs
-from .specs import ExportRequest, TLCConfig, _freeze
+from .specs import ExportRequest, TLCConfig, UserSource, _freeze
 
 
 def request_from_metadata(meta: dict, precision: str) -> ExportRequest:
@@ -38,6 +38,7 @@ def request_from_metadata(meta: dict, precision: str) -> ExportRequest:
             # artifacts from before inputs were degraded were checked on clean photos
             degradation=meta.get("degradation", "none"),
             batch=int(meta.get("batch") or 1),
+            source=UserSource.from_dict(meta["source"]) if meta.get("source") else None,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UsageError(f"the artifact has no deploy-kit metadata ({type(exc).__name__}: {exc}); verify only reads deploy-kit exports") from exc
@@ -91,15 +92,44 @@ def rebuild_reference(path: str, samples: int = 2):
     """
     import torch
 
-    from .models.checkpoint import load_model  # torch
+    from .models.checkpoint import load_request  # torch
 
     map_large_allocations()  # the reference is a full-size forward pass; see memory.py
     req, meta = artifact_request(path)
     adapter = get_adapter(req.model)
-    loaded = load_model(adapter, None if req.variant == "custom" else req.variant, req.weights, req.seed)
     inputs = adapter.sample_inputs(req, count=samples)
-    refs = reference_outputs(adapter, loaded.model, req, inputs)
-    report = parity.ParityReport(req.model, req.variant, list(inputs[0].shape), meta.get("tlc"),
-                                 f"PyTorch {torch.__version__} FP32 eager{adapter.reference_label(req)}",
+    if req.source is not None and req.source.kind == "onnx":
+        refs, label = source_onnx_outputs(req, inputs)
+    else:
+        loaded = load_request(adapter, req)
+        refs = reference_outputs(adapter, loaded.model, req, inputs)
+        label = f"PyTorch {torch.__version__} FP32 eager{adapter.reference_label(req)}"
+    report = parity.ParityReport(req.model, req.variant, list(inputs[0].shape), meta.get("tlc"), label,
                                  input_labels(len(inputs), adapter.input_degradation(req), req.seed))
     return report, inputs, refs, meta
+
+
+def source_onnx_outputs(req: ExportRequest, inputs) -> tuple[list, str]:
+    """The reference of a user's ONNX file: that graph, its dims fixed to ``req``, in ONNX Runtime FP32.
+
+    Raises:
+        UsageError: the file is gone or changed since the export.
+    """
+    import tempfile
+
+    import onnxruntime
+
+    from .onnxsource import fix_dims
+    from .runtime.runners import OrtRunner
+
+    src = req.source.ref
+    if not os.path.isfile(src):
+        raise UsageError(f"the ONNX file this artifact was exported from is gone: {src}")
+    if req.source.sha256 and file_sha256(src) != req.source.sha256:
+        raise UsageError(f"{src} changed since the export (sha256 differs); re-export")
+    with tempfile.TemporaryDirectory(prefix="dk-source-") as tmp:
+        fixed = os.path.join(tmp, "source.onnx")
+        fix_dims(src, fixed, 1, req.height, req.width)
+        with OrtRunner(fixed) as runner:
+            refs = runner.run_many(inputs)
+    return refs, f"ONNX Runtime {onnxruntime.__version__} FP32 on your graph {os.path.basename(src)}"

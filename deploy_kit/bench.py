@@ -452,7 +452,7 @@ def _child_torch(req, form: str, device: str, dtype: str, channels_last: bool, c
                  warmup: int, threads: int) -> dict[str, Any]:
     import torch
 
-    from .models.checkpoint import load_model  # torch
+    from .models.checkpoint import load_request  # torch
 
     torch.set_num_threads(threads)
     try:
@@ -462,7 +462,7 @@ def _child_torch(req, form: str, device: str, dtype: str, channels_last: bool, c
     x = _input(shape)
     base = _reset_peak()
     adapter = get_adapter(req.model)
-    loaded = load_model(adapter, None if req.variant == "custom" else req.variant, req.weights, req.seed)
+    loaded = load_request(adapter, req)
     module = adapter.wrap(loaded.model, req, static=form == "static").eval()
     detail = ("upstream module" if form == "eager" else
               f"export form{' (TLC unrolled)' if req.tlc else ''}, range-safe, affines folded") + ", eager mode"

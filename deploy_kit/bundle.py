@@ -174,6 +174,10 @@ def write_bundle(onnx_path: str, inputs: Sequence[np.ndarray], refs: Sequence[Se
         # the ONNX keeps the build machine's path (bundle/verify re-load the weights from it there);
         # what travels names the checkpoint only, with its sha256
         meta["weights"] = os.path.basename(meta["weights"])
+    ref = meta["source"].get("ref") if isinstance(meta.get("source"), dict) else None
+    if isinstance(ref, str) and (ref.endswith(".onnx") or ".py:" in ref):  # likewise a user's ONNX or Python file
+        where, sep, attr = ref.rpartition(".py:")
+        meta["source"] = {**meta["source"], "ref": os.path.basename(where) + sep + attr if sep else os.path.basename(ref)}
     onnx_name = os.path.basename(onnx_path)
     typed = Manifest.from_dict(make_manifest(meta, onnx=onnx_name), onnx_path)
     for x in inputs:

@@ -85,8 +85,14 @@ def list_models(show_all: bool) -> None:
 
 
 @cli.command()
-@click.argument("model")
+@click.argument("model", required=False)
 @_model_options("")
+@click.option("--module", "module_ref", metavar="FILE.py:NAME", help="Your own nn.Module instead of MODEL: a class or factory function in a Python file (or package.module:NAME). Importing the file RUNS it, as 'python FILE.py' would: only export code you trust.")
+@click.option("--init-args", metavar="JSON", help="--module: keyword arguments for NAME, as a JSON object, e.g. '{\"scale\": 4}'.")
+@click.option("--channels", type=int, help="Your model: input channels (default: inferred from the first convolution or the ONNX input).")
+@click.option("--scale", type=int, help="Your model: output size / input size, e.g. 4 for x4 super-resolution (default: inferred by a probe run; it must agree).")
+@click.option("--pad-multiple", type=int, help="Your model: height and width must be multiples of this (default: inferred by probe runs for --module, 1 for ONNX).")
+@click.option("--value-range", type=click.Choice(["1", "255"]), default="1", show_default=True, help="--module: the value range the model expects ([0, 1] or [0, 255]); the graph's own input and output stay [0, 1].")
 @click.option("--train-size", type=int, help="TLC training patch size (default 256; TLC kernel = 1.5 x train feature size).")
 @click.option("--fp16", "fp16", is_flag=True, help="FP16 graph, end to end (range-safe rewrites at overflow sites; parity adds a true-FP16 row).")
 @click.option("--int8", "int8", is_flag=True, help="INT8 explicit Q/DQ from a calibration set (see --calib).")
@@ -105,13 +111,16 @@ def list_models(show_all: bool) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random weights, input degradation noise and calibration crops.")
 @click.option("--bundle", "bundle", is_flag=True, help="Also write <stem>.bundle/ for the device: the precision ONNX, manifest, reference inputs/outputs, build.sh (see 'deploy-kit bundle --help').")
 @click.option("--out", "out_dir", default=DEFAULT_OUT, show_default=True, type=click.Path(file_okay=False), help="Output directory.")
-def export(model, variant, weights, height, width, tlc, train_size, fp16, int8, calib, calib_count, calib_method,
+def export(model, variant, weights, height, width, tlc, module_ref, init_args, channels, scale, pad_multiple,
+           value_range, train_size, fp16, int8, calib, calib_count, calib_method,
            int8_remainder, degradation, head, backend, compute_capabilities, timing_cache, stop_after, samples, batch, seed, bundle,
            out_dir) -> None:
-    """Export MODEL (nafnet | restormer | pvt) through the whole chain.
+    """Export MODEL (nafnet | restormer | pvt), your own module (--module FILE.py:NAME) or
+    your own ONNX file (MODEL = model.onnx) through the whole chain.
 
     ONNX at a fixed size (TLC unrolled to static ops) -> simplified -> FP16/INT8 -> engine ->
-    parity against the PyTorch FP32 reference. Writes {model}-{variant}-{H}x{W}[...].{precision}.onnx,
+    parity against the PyTorch FP32 reference (for an ONNX file: that graph in ONNX Runtime FP32).
+    Writes {model}-{variant}-{H}x{W}[...].{precision}.onnx ({name}-{H}x{W}... for your own model),
     the .plan with its .json manifest, and a parity report (JSON, Markdown, heatmap PNG).
     Exit code 0 when every parity gate passes, 1 when one fails, 2 for bad input.
     """
@@ -132,9 +141,33 @@ def export(model, variant, weights, height, width, tlc, train_size, fp16, int8, 
             raise UsageError(f"--calib-count must be at least {MIN_IMAGES}; got {calib_count}")
     if samples < 1:
         raise UsageError(f"--samples must be at least 1; got {samples}")
-    req = resolve_request(model, variant=variant, weights=weights, height=height, width=width, tlc=tlc,
-                          train_size=train_size, precision="fp16" if fp16 else "int8" if int8 else "fp32",
-                          degradation=degradation, options={"head": head}, seed=seed, batch=batch)
+    precision = "fp16" if fp16 else "int8" if int8 else "fp32"
+    user = module_ref is not None or (model is not None and model.lower().endswith(".onnx"))
+    if module_ref is not None and model is not None:
+        raise UsageError(f"give MODEL ({model}) or --module, not both")
+    if model is None and module_ref is None:
+        raise UsageError("give MODEL (nafnet | restormer | pvt | FILE.onnx) or --module FILE.py:NAME")
+    if user:
+        for flag, value in (("--variant", variant), ("--head", head)):
+            if value is not None:
+                raise UsageError(f"{flag} applies to the built-in models, not to your own")
+        from .request import resolve_user_request
+
+        req = resolve_user_request(module_ref or model, module=module_ref is not None, init_args=init_args,
+                                   weights=weights, height=height, width=width, channels=channels, scale=scale,
+                                   pad_multiple=pad_multiple, value_range=float(value_range), tlc=tlc,
+                                   train_size=train_size, precision=precision, degradation=degradation, seed=seed,
+                                   batch=batch)
+        click.echo(f"your model: {req.source.describe()} (flags, or inferred by probe runs; pass the flag to override)",
+                   err=True)
+    else:
+        for flag, value in (("--init-args", init_args), ("--channels", channels), ("--scale", scale),
+                            ("--pad-multiple", pad_multiple), ("--value-range", None if value_range == "1" else value_range)):
+            if value is not None:
+                raise UsageError(f"{flag} applies to your own model (--module or an .onnx file), not to {model}")
+        req = resolve_request(model, variant=variant, weights=weights, height=height, width=width, tlc=tlc,
+                              train_size=train_size, precision=precision,
+                              degradation=degradation, options={"head": head}, seed=seed, batch=batch)
     chosen_backend = _resolve_backend(backend)
     build_options = {"compute_capabilities": compute_capabilities, "timing_cache": timing_cache}
     _run_and_summarise(req, out_dir, chosen_backend, stop_after, samples,
@@ -181,7 +214,7 @@ def _run_and_summarise(req, out_dir, backend, stop_after, samples, int8, build_o
     for label, path in res.artifacts:
         size = human_size(disk_size(path)) if os.path.exists(path) else "?"
         click.echo(f"  {label:<28} {path}  ({size})")
-    click.echo("\nParity against the PyTorch FP32 reference:")
+    click.echo(f"\nParity against the reference ({res.report.reference}):")
     click.echo("  " + res.report.table().replace("\n", "\n  "))
     click.echo("\nNext:")
     for s in res.next_steps:

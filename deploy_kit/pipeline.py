@@ -26,7 +26,7 @@ from .export import export_onnx, update_metadata
 from .fsutil import human_size, write_text
 from .manifest import file_sha256, input_conventions, plan_manifest, write_manifest
 from .memory import PeakRss, map_large_allocations, release_memory
-from .models import get_adapter, get_spec
+from .models import get_adapter, spec_for
 from .parity import _clean, write_heatmap
 from .precision.calibration import batched, eval_pairs, load_calibration_set
 from .precision.fp16 import convert_fp16
@@ -289,7 +289,7 @@ def run_export(
     try:
         with PeakRss() as memory:
             job = Job(req, out_dir, work, samples, int8 or Int8Options(), engine_backend, dict(build_options or {}),
-                      adapter, get_spec(req.model), progress, memory, ExportResult(req))
+                      adapter, spec_for(req), progress, memory, ExportResult(req))
             done = _chain(job, stop_after)
             if bundle:
                 stage_bundle(done)
@@ -327,15 +327,60 @@ def _stops(job: Job, stop_after: str | None, point: str) -> bool:
 
 def _from_pytorch(job: Job) -> tuple[Job, Reference, str]:
     """Load, reference and export: the PyTorch model lives in this frame only, so it is freed
-    (with the exportable copy) before ONNX Runtime runs.
+    (with the exportable copy) before ONNX Runtime runs. A user's ONNX file is its own reference
+    (:func:`stage_onnx_source`).
 
     Returns:
         The job with the resolved request, the reference, and the raw ONNX path.
     """
+    if job.req.source is not None and job.req.source.kind == "onnx":
+        return stage_onnx_source(job)
     loaded = stage_load(job)
     job = replace(job, req=loaded.req)
     reference = stage_reference(job, loaded)
     return job, reference, stage_export(job, loaded, reference)
+
+
+def stage_onnx_source(job: Job) -> tuple[Job, Reference, str]:
+    """A user's ONNX file: its dims fixed to the request, and its ONNX Runtime FP32 outputs as the reference.
+
+    Returns:
+        The job, the reference (labelled as ONNX Runtime on the user's graph in every report), and
+        the fixed graph as the raw ONNX.
+    """
+    from .onnxsource import fix_dims
+
+    req, adapter = job.req, job.adapter
+    raw = os.path.join(job.work, "raw.onnx")
+
+    def load() -> tuple[None, str]:
+        variant = Variant(req.source.name, ())
+        meta = request_metadata(adapter, job.spec, req, variant, [req.batch, req.source.channels, req.height, req.width],
+                                adapter.input_degradation(req))
+        fix_dims(req.source.ref, raw, req.batch, req.height, req.width, {**meta, "precision": "fp32"})
+        job.res.notes.append(f"reference: your graph {os.path.basename(req.source.ref)} in ONNX Runtime FP32 "
+                             "(no PyTorch model to compare with)")
+        return None, f"{os.path.basename(req.source.ref)} fixed at {req.batch}x{req.source.channels}x{req.height}x{req.width}"
+
+    job.timed("load ONNX", load)
+
+    def go() -> tuple[Reference, str]:
+        import onnxruntime
+
+        samples = adapter.sample_inputs(req, count=job.samples)
+        members = parity.batch_members(len(samples), req.batch)
+        inputs = parity.stack_batches(samples, members)
+        outs = parity.run_onnxruntime(raw, inputs, job.input_names[0], isolated=True, batch=req.batch)
+        refs = outs
+        degradation = adapter.input_degradation(req)
+        ref_desc = f"ONNX Runtime {onnxruntime.__version__} FP32 on your graph {os.path.basename(req.source.ref)}"
+        labels = input_labels(len(samples), degradation, req.seed)
+        metadata = request_metadata(adapter, job.spec, req, Variant(req.source.name, ()), list(inputs[0].shape), degradation)
+        header = parity.ParityReport(req.model, req.variant, list(inputs[0].shape), None, ref_desc,
+                                     batch_labels(members, labels), samples=labels)
+        return Reference(inputs, refs, members, {}, metadata, header), f"{len(samples)} sample images, {ref_desc}"
+
+    return job, job.timed("reference", go), raw
 
 
 def stage_load(job: Job) -> Loaded:
@@ -347,11 +392,11 @@ def stage_load(job: Job) -> Loaded:
     Returns:
         The model and the request as the checkpoint resolved it (``res.request`` follows it).
     """
-    from .models.checkpoint import load_model  # torch
+    from .models.checkpoint import load_request  # torch
 
     def go() -> tuple[Loaded, str]:
         req = job.req
-        loaded = load_model(job.adapter, None if req.variant == "custom" else req.variant, req.weights, req.seed)
+        loaded = load_request(job.adapter, req)
         v = loaded.variant
         if req.variant != v.name or v.name == "custom":
             req = replace(req, variant=v.name, hparams=v.hparams if v.name == "custom" else ())
@@ -436,6 +481,8 @@ def request_metadata(adapter: ModelAdapter, spec: ModelSpec, req: ExportRequest,
         "degradation": degradation or "none",
         "tolerance": asdict(spec.tolerance),
         "global_context": adapter.global_context(req),
+        # a user's model: what its family spec would say, and its output scale (1 when absent)
+        **({"scale": req.source.scale, "source": req.source.as_dict()} if req.source is not None else {}),
     }
 
 
@@ -574,7 +621,7 @@ def _calibration_set(job: Job) -> CalibrationSet:
     req, adapter = job.req, job.adapter
     cal = load_calibration_set(
         job.int8.calib,
-        channels=adapter.in_channels(adapter.resolve_variant(req)),
+        channels=adapter.input_channels(req),
         height=req.height,
         width=req.width,
         count=job.int8.calib_count,
@@ -605,7 +652,7 @@ def stage_quality(job: Job, fp32_path: str, int8_path: str) -> float | None:
 def _quality(job: Job, fp32_path: str, int8_path: str) -> tuple[float | None, str]:
     req, adapter, res = job.req, job.adapter, job.res
     degradation = adapter.input_degradation(req)
-    pairs = eval_pairs(channels=adapter.in_channels(adapter.resolve_variant(req)), height=req.height,
+    pairs = eval_pairs(channels=adapter.input_channels(req), height=req.height,
                        width=req.width, count=job.int8.eval_pairs, degradation=degradation)
     with tempfile.TemporaryDirectory(prefix=".dk-quality-", dir=os.path.dirname(int8_path) or ".") as tmp:
         # an FP16 row too, so the user sees what each precision costs (not kept as an artifact)
@@ -760,7 +807,7 @@ def _fp32_failure_diagnosis(adapter: ModelAdapter, req: ExportRequest, inputs: S
     """
     import numpy as np
 
-    from .models.checkpoint import load_model  # torch
+    from .models.checkpoint import load_request  # torch
 
     def error(i: int, b: int) -> float:
         return max(float(np.max(np.abs(np.asarray(o[b : b + 1], np.float64) - r[b : b + 1]))) for o, r in zip(outs[i], refs[i]))
@@ -774,7 +821,7 @@ def _fp32_failure_diagnosis(adapter: ModelAdapter, req: ExportRequest, inputs: S
         return (f"fp32 failure not diagnosed: the float64 re-run that tells export errors from ill-conditioned "
                 f"inputs is limited to {CONDITIONING_MAX_PIXELS} pixels; re-export at 512x512 or smaller to run it")
 
-    loaded = load_model(adapter, None if req.variant == "custom" else req.variant, req.weights, req.seed)
+    loaded = load_request(adapter, req)
     ref64 = reference_runner(adapter, loaded.model, req, dtype="float64").run(inputs[i][b : b + 1])
     del loaded
     ref_err = max(float(np.max(np.abs(r[b : b + 1] - t))) for r, t in zip(refs[i], ref64))

@@ -8,9 +8,11 @@ with one line before any work starts. Torch is imported only to read a checkpoin
 from __future__ import annotations
 
 import os
+import re
 
 from .data.degrade import parse_degradation
 from .errors import UsageError
+from .manifest import file_sha256
 from .models import get_adapter
 from .models.registry import get_spec
 from .specs import PRECISIONS, ExportRequest, TLCConfig
@@ -111,3 +113,131 @@ def validate_request(req: ExportRequest) -> None:
                          "pixels per pass, more than deploy-kit supports (8192x8192); use a smaller batch")
     if req.precision not in PRECISIONS:
         raise UsageError(f"unknown precision '{req.precision}'; choose one of {', '.join(PRECISIONS)}")
+
+
+def resolve_user_request(
+    source: str,
+    *,
+    module: bool,
+    init_args: str | None = None,
+    weights: str | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    channels: int | None = None,
+    scale: int | None = None,
+    pad_multiple: int | None = None,
+    value_range: float = 1.0,
+    tlc: bool | None = None,
+    train_size: int | None = None,
+    precision: str = "fp32",
+    degradation: str | None = None,
+    seed: int = 0,
+    batch: int = 1,
+) -> ExportRequest:
+    """The request for a user's own model: ``FILE.py:NAME`` / ``package.module:NAME`` or an ONNX file.
+
+    What the flags leave open is inferred by a probe run (the module's first convolution and
+    forward passes, deploy_kit/models/user.py; the ONNX graph's dims and one ONNX Runtime run,
+    deploy_kit/onnxsource.py).
+
+    Args:
+        source: the module reference, or the ONNX file's path.
+        module: True for a module reference, False for an ONNX file.
+        init_args: the module's constructor keyword arguments as a JSON object.
+        channels, scale, pad_multiple: as the flags say, or None to infer them.
+        value_range: 1 (the model takes [0, 1]) or 255.
+        The rest: as :func:`resolve_request`.
+
+    Raises:
+        UsageError / CheckpointError: one line saying what is wrong or which flag to pass.
+    """
+    import json
+
+    from .specs import UserSource
+
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
+    if degradation is not None:
+        parse_degradation(degradation)
+    if value_range not in (1, 255):
+        raise UsageError(f"--value-range must be 1 (inputs in [0, 1]) or 255 (inputs in [0, 255]); got {value_range:g}")
+    for flag, value in (("--channels", channels), ("--scale", scale), ("--pad-multiple", pad_multiple)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1; got {value}")
+    if weights is not None and not os.path.isfile(weights):
+        raise UsageError(f"weights file not found: {weights}")
+    if train_size is not None and train_size < 16:
+        raise UsageError(f"--train-size must be at least 16; got {train_size}")
+    if not module:
+        return _onnx_request(source, weights=weights, height=height, width=width, channels=channels, scale=scale,
+                             pad_multiple=pad_multiple, value_range=value_range, tlc=tlc, train_size=train_size,
+                             precision=precision, degradation=degradation, seed=seed, batch=batch)
+    if train_size is not None and not tlc:
+        raise UsageError("--train-size only applies with --tlc")
+    from .models.user import build_module, load_weights, parse_init_args, probe_module  # torch
+
+    args = parse_init_args(init_args)
+    h, w = height or 256, width or 256
+    if h <= 0 or w <= 0:
+        raise UsageError(f"height and width must be positive integers; got {h}x{w}")
+    model = build_module(source, args, seed)
+    if weights:
+        load_weights(model, weights)  # a wrong checkpoint stops here, before the probe
+    ch, out_ch, s, multiple, pools, flat = probe_module(model, channels=channels, scale=scale, pad_multiple=pad_multiple,
+                                                        height=h, width=w)
+    if tlc and not pools:
+        flat_note = f" ({flat} global means without keepdim, which TLC cannot replace)" if flat else ""
+        raise UsageError(f"--tlc: no global average pooling found in {source} (nn.AdaptiveAvgPool2d(1), "
+                         f"x.mean((-2, -1), keepdim=True)){flat_note}; drop --tlc")
+    where, _, attr = source.rpartition(":")
+    ref = f"{os.path.abspath(where)}:{attr}" if where.endswith(".py") else source  # verify re-imports it from anywhere
+    src = UserSource("module", ref, attr.lower(), json.dumps(args, sort_keys=True), ch, out_ch, s, multiple, float(value_range),
+                     file_sha256(where) if where.endswith(".py") else None, pools)
+    tlc_cfg = TLCConfig.from_train_size(train_size or 256) if tlc else None
+    req = ExportRequest("module", attr.lower(), h, w, precision, tlc_cfg, weights, (), seed, degradation=degradation,
+                        batch=batch, source=src)
+    validate_request(req)
+    return req
+
+
+def _onnx_request(path: str, *, weights, height, width, channels, scale, pad_multiple, value_range, tlc, train_size,
+                  precision, degradation, seed, batch) -> ExportRequest:
+    import tempfile
+
+    from . import onnxsource
+    from .specs import UserSource
+
+    if weights:
+        raise UsageError("--weights does not apply to an ONNX file (its weights are inside it)")
+    if value_range != 1:
+        raise UsageError("--value-range applies to --module; an ONNX file is run as is, so its input must be [0, 1]")
+    if tlc or train_size:
+        raise UsageError("--tlc rewrites a PyTorch module's pooling; export the module with --module FILE.py:NAME instead")
+    dims, _, _ = onnxsource.inspect(path)
+    n, c, gh, gw = dims
+    h, w = height or gh, width or gw
+    if h is None or w is None:
+        raise UsageError(f"{path} has a dynamic height or width; pass --height and --width")
+    ch = c or channels
+    if ch is None:
+        raise UsageError(f"{path} has a dynamic channel dimension; pass --channels")
+    if channels is not None and c is not None and channels != c:
+        raise UsageError(f"--channels {channels} but {path} takes {c} channels")
+    if n is not None and n != batch:
+        raise UsageError(f"{path} is fixed at batch {n}; pass --batch {n} or export it with a dynamic batch")
+    multiple = pad_multiple or 1
+    if h % multiple or w % multiple:
+        raise UsageError(f"--height/--width {h}x{w} must be multiples of --pad-multiple {multiple}")
+    with tempfile.TemporaryDirectory(prefix="dk-onnx-probe-") as tmp:
+        fixed = os.path.join(tmp, "probe.onnx")
+        onnxsource.fix_dims(path, fixed, 1, h, w)
+        out_ch, s = onnxsource.probe(fixed, ch, h, w)
+    if scale is not None and scale != s:
+        raise UsageError(f"--scale {scale} but {path} outputs {s}x its input")
+    name = re.sub(r"[^a-z0-9_.-]+", "-", os.path.splitext(os.path.basename(path))[0].lower()).strip("-.") or "model"
+    src = UserSource("onnx", os.path.abspath(path), name, "{}", ch, out_ch, s, multiple, float(value_range),
+                     file_sha256(path), 0)
+    req = ExportRequest("onnx", name, h, w, precision, None, None, (), seed, degradation=degradation, batch=batch,
+                        source=src)
+    validate_request(req)
+    return req

@@ -150,6 +150,63 @@ class TLCConfig:
         return {"train_size": list(self.train_size), "base_size": list(self.base_size)}
 
 
+USER_KINDS = ("module", "onnx")  # the two ways a user's own model comes in (``ModelSpec`` names too)
+
+
+@dataclass(frozen=True)
+class UserSource:
+    """A model deploy-kit has no family for: the user's ``nn.Module`` or ONNX file.
+
+    Everything the pipeline needs that a family's spec would say, read from flags or inferred
+    by a probe run (deploy_kit/models/user.py, deploy_kit/onnxsource.py).
+
+    Attributes:
+        kind: ``module`` (``FILE.py:NAME`` or ``package.module:NAME``) or ``onnx``.
+        ref: the module reference as given, or the ONNX file's path.
+        name: the artifact name (the class/function name or the ONNX file's stem, lower case).
+        init_args: the constructor's keyword arguments as canonical JSON text (``module``).
+        channels: input channels; out_channels: output channels.
+        scale: output size / input size (1 for restoration, 2-4 for super-resolution).
+        pad_multiple: height and width must be multiples of this (the model's size rule).
+        value_range: 1 when the model takes [0, 1] images, 255 for [0, 255]; the graph's own I/O
+            stays [0, 1] (the graph scales in and out).
+        sha256: of the module's file or of the ONNX file, when it is a file.
+        global_pools: global average pooling sites found in the module (its context is global;
+            ``--tlc`` replaces them).
+    """
+
+    kind: str
+    ref: str
+    name: str
+    init_args: str = "{}"
+    channels: int = 3
+    out_channels: int = 3
+    scale: int = 1
+    pad_multiple: int = 1
+    value_range: float = 1.0
+    sha256: str | None = None
+    global_pools: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "ref": self.ref, "name": self.name, "init_args": self.init_args,
+                "channels": self.channels, "out_channels": self.out_channels, "scale": self.scale,
+                "pad_multiple": self.pad_multiple, "value_range": self.value_range, "sha256": self.sha256,
+                "global_pools": self.global_pools}
+
+    def describe(self) -> str:
+        """One line for the user: what was read from flags or inferred."""
+        rng = "[0, 255] (scaled in the graph)" if self.value_range == 255 else "[0, 1]"
+        pools = (f"; {self.global_pools} global average pools (global context; --tlc makes them local)"
+                 if self.global_pools else "")
+        return (f"{self.kind} {self.ref}: {self.channels} -> {self.out_channels} channels, scale x{self.scale}, "
+                f"size multiple {self.pad_multiple}, values {rng}{pools}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "UserSource":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+
 @dataclass(frozen=True)
 class ExportRequest:
     """What one ``deploy-kit export`` run was asked to produce (after validation)."""
@@ -166,12 +223,14 @@ class ExportRequest:
     hparams: tuple[tuple[str, Any], ...] = ()  # only for variant "custom" (read from a checkpoint)
     degradation: str | None = None  # model inputs (parity, calibration): None = the variant's, "none" = clean
     batch: int = 1  # the graph's static batch dimension N: input (N, C, H, W)
+    source: UserSource | None = None  # the user's own module or ONNX (model "module" / "onnx")
 
     def option(self, key: str, default: str | None = None) -> str | None:
         return dict(self.options).get(key, default)
 
     def stem(self) -> str:
-        """Artifact file stem: ``{model}-{variant}-{H}x{W}`` (+ ``-tlc`` / option tags, + ``-b{N}``).
+        """Artifact file stem: ``{model}-{variant}-{H}x{W}`` (+ ``-tlc`` / option tags, + ``-b{N}``);
+        a user's model is named by its own name instead of ``{model}-{variant}``.
 
         The one place artifact names are decided. A batch of 1 adds nothing (the names of
         batch-1 exports predate the batch dimension); a larger batch adds ``-b{N}`` last, so
@@ -180,7 +239,8 @@ class ExportRequest:
         tags = "".join(f"-{v}" for _, v in self.options)
         tlc = "-tlc" if self.tlc is not None else ""
         batch = f"-b{self.batch}" if self.batch != 1 else ""
-        return f"{self.model}-{self.variant}-{self.height}x{self.width}{tlc}{tags}{batch}"
+        name = self.source.name if self.source is not None else f"{self.model}-{self.variant}"
+        return f"{name}-{self.height}x{self.width}{tlc}{tags}{batch}"
 
 
 def _freeze(v: Any) -> Any:

@@ -337,3 +337,84 @@ def merge_windows_eager(y: torch.Tensor, size: tuple[int, int], k: tuple[int, in
             count[..., i : i + kh, j : j + kw] += 1
             n += 1
     return canvas / count
+
+
+# ---------------------------------------------------------------------------------------
+# any module: global average pooling sites found while it runs
+# ---------------------------------------------------------------------------------------
+def _global_pool_call(func, args, kwargs) -> str | None:
+    """``"pool"`` for a keepdim global average over H and W of an NCHW tensor, ``"flat"`` for one
+    without keepdim (TLC cannot stand in for it), None for anything else."""
+    x = args[0] if args else kwargs.get("input")
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        return None
+    if func is F.adaptive_avg_pool2d:
+        size = args[1] if len(args) > 1 else kwargs.get("output_size")
+        return "pool" if size in (1, (1, 1), [1, 1]) else None
+    if func in (torch.mean, torch.Tensor.mean):
+        dims = args[1] if len(args) > 1 else kwargs.get("dim")
+        keep = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+        if dims is None or isinstance(dims, int):
+            return None
+        if {int(d) % 4 for d in dims} != {2, 3} or len(dims) != 2:
+            return None
+        return "pool" if keep else "flat"
+    return None
+
+
+class GlobalPoolSites(torch.overrides.TorchFunctionMode):
+    """While active, finds (and optionally replaces) every global average pooling of a module.
+
+    A site is an ``nn.AdaptiveAvgPool2d(1)`` / ``F.adaptive_avg_pool2d(x, 1)`` call or an
+    ``x.mean((-2, -1), keepdim=True)`` (any spelling of the H and W axes), counted in call order,
+    which is fixed for a given module and input size. Modes:
+
+    * ``record``: the sites run unchanged; ``sizes`` gets each site's (h, w), ``flat`` counts the
+      global means without keepdim (their result has no H, W for a local pool to fill).
+    * ``eager``: site i runs :class:`LocalAvgPoolEager` with ``kernels[i]`` (TLC as upstream).
+    * ``static``: site i runs ``pools[i]`` (a :class:`LocalAvgPoolStatic` built for its size), then
+      its replicate padding.
+
+    The kernels come from a ``record`` run at the training size (:func:`tlc_kernels`), as upstream's
+    converter freezes them with one forward pass at the training size.
+    """
+
+    def __init__(self, mode: str = "record", kernels=None, pools=None):
+        super().__init__()
+        self.mode, self.kernels, self.pools = mode, kernels or [], pools
+        self.sizes: list[tuple[int, int]] = []
+        self.flat = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        kind = _global_pool_call(func, args, kwargs)
+        if kind == "flat":
+            self.flat += 1
+        if kind != "pool":
+            return func(*args, **kwargs)
+        x = args[0] if args else kwargs["input"]
+        i = len(self.sizes)
+        self.sizes.append((int(x.shape[-2]), int(x.shape[-1])))
+        if self.mode == "record":
+            return func(*args, **kwargs)
+        if i >= len(self.kernels):
+            raise RuntimeError(f"global pooling site {i} was not seen at the training size")
+        if self.mode == "eager":
+            return LocalAvgPoolEager(self.kernels[i])(x)
+        pool = self.pools[i]
+        return pool.finish(pool(x))
+
+
+def record_global_pools(module: nn.Module, x: torch.Tensor) -> GlobalPoolSites:
+    """Run ``module`` on ``x`` once (no grad) and return the sites found (``sizes``, ``flat``)."""
+    sites = GlobalPoolSites("record")
+    with torch.no_grad(), sites:
+        module(x)
+    return sites
+
+
+def tlc_kernels(module: nn.Module, channels: int, train_size: tuple[int, int], base_size: tuple[int, int]) -> list[tuple[int, int]]:
+    """Each site's frozen TLC kernel: its feature size at the training size x base / train."""
+    th, tw = train_size
+    sites = record_global_pools(module, torch.zeros(1, channels, th, tw))
+    return [(h * base_size[0] // th, w * base_size[1] // tw) for h, w in sites.sizes]

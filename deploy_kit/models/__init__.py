@@ -1,5 +1,5 @@
 """Model zoo: registry (torch-free) + checkpoint loading (imports torch lazily)."""
 
-from .registry import get_adapter, get_spec, model_names
+from .registry import get_adapter, get_spec, model_names, spec_for
 
-__all__ = ["get_adapter", "get_spec", "model_names"]
+__all__ = ["get_adapter", "get_spec", "model_names", "spec_for"]

@@ -66,6 +66,10 @@ class ModelAdapter:
     def in_channels(self, variant: Variant) -> int:
         return int(variant.kwargs().get("img_channel", variant.kwargs().get("inp_channels", 3)))
 
+    def input_channels(self, req: ExportRequest) -> int:
+        """The request's input channels (its variant's)."""
+        return self.in_channels(self.resolve_variant(req))
+
     def input_names(self, req: ExportRequest) -> list[str]:
         return ["input"]
 
@@ -115,8 +119,7 @@ class ModelAdapter:
     def sample_inputs(self, req: ExportRequest, count: int = 2) -> list[np.ndarray]:
         """Representative inputs as float32 NCHW: real sample photographs with the model's channel
         count, degraded as the model sees them in deployment (:meth:`input_degradation`)."""
-        ch = self.in_channels(self.resolve_variant(req))
-        return sample_images(count, ch, req.height, req.width, self.input_degradation(req), req.seed)
+        return sample_images(count, self.input_channels(req), req.height, req.width, self.input_degradation(req), req.seed)
 
     def input_degradation(self, req: ExportRequest) -> str | None:
         """What parity and calibration images are degraded with: ``req.degradation`` if given,

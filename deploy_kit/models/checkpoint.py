@@ -163,3 +163,15 @@ def load_model(adapter: ModelAdapter, variant_name: str | None, weights: str | N
         note += " (variant inferred from the checkpoint"
         note += f"; same architecture as {', '.join(twins)}: pass --variant to name it)" if twins else ")"
     return LoadedModel(model.eval(), variant, weights, note)
+
+
+def load_request(adapter: ModelAdapter, req) -> LoadedModel:
+    """The model a request names: its family's variant and ``--weights``, or a user's own module.
+
+    Raises:
+        CheckpointError / UsageError: as :func:`load_model` (or the user adapter's ``load``) raises them.
+    """
+    own = getattr(adapter, "load", None)  # a user's module builds from the request itself (models/user.py)
+    if own is not None:
+        return own(req)
+    return load_model(adapter, None if req.variant == "custom" else req.variant, req.weights, req.seed)

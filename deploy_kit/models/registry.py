@@ -8,10 +8,11 @@ Tiny variants (``tiny=True``) exist so tests and CI stay in minutes on 2 CPU cor
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
-from ..specs import ModelSpec, Tolerance, Variant
+from ..specs import USER_KINDS, ExportRequest, ModelSpec, Tolerance, Variant
 
 if TYPE_CHECKING:  # pragma: no cover
     from .base import ModelAdapter
@@ -54,6 +55,13 @@ NAFNET = ModelSpec(
 
 _MODELS: dict[str, ModelSpec] = {"nafnet": NAFNET}
 
+# A user's own nn.Module (``export --module``) or ONNX file (``export model.onnx``): no variants,
+# default parity gates; what a family's spec would say travels in the request (specs.UserSource).
+_USER = {kind: ModelSpec(name=kind, module="deploy_kit.models.user", variants=(), default_variant="",
+                         summary="your own model: --module FILE.py:NAME" if kind == "module" else "your own ONNX file",
+                         supports_tlc=kind == "module", licence="yours")
+         for kind in USER_KINDS}
+
 
 def register(spec: ModelSpec) -> None:
     """Add a model spec (used by the model families defined in sibling modules)."""
@@ -83,6 +91,8 @@ def get_spec(name: str) -> ModelSpec:
         UsageError: unknown model (lists the known ones).
     """
     _load_all()
+    if name in _USER:
+        return _USER[name]
     try:
         return _MODELS[name]
     except KeyError:
@@ -94,4 +104,13 @@ def get_spec(name: str) -> ModelSpec:
 def get_adapter(name: str) -> "ModelAdapter":
     """The model's PyTorch adapter (imports torch)."""
     spec = get_spec(name)
-    return importlib.import_module(spec.module).ADAPTER
+    module = importlib.import_module(spec.module)
+    return module.ADAPTERS[name] if name in _USER else module.ADAPTER
+
+
+def spec_for(req: ExportRequest) -> ModelSpec:
+    """The spec a request is served by: its family's, or for a user's model one carrying its size rule."""
+    spec = get_spec(req.model)
+    if req.source is not None:
+        spec = replace(spec, pad_multiple=req.source.pad_multiple)
+    return spec

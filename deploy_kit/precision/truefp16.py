@@ -109,9 +109,9 @@ class _Rewriter:
 
     def round(self, src: str, dst: str, name: str) -> None:
         """dst = src rounded to FP16 (overflow -> inf), kept as an FP32 tensor."""
-        mid = self.fresh(f"{src}_h")
-        self.node("Cast", [src], [mid], f"{name}__tf16_to16", to=_HALF)
-        self.node("Cast", [mid], [dst], f"{name}__tf16_to32", to=_FLOAT)
+        mid = self.fresh(f"{src}_h")  # unique per tensor: a node with several outputs rounds each
+        self.node("Cast", [src], [mid], f"{mid}_to16", to=_HALF)
+        self.node("Cast", [mid], [dst], f"{mid}_to32", to=_FLOAT)
 
     def is_half(self, tensor: str) -> bool:
         return self.types.get(tensor) == _HALF
