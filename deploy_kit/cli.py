@@ -100,7 +100,7 @@ def list_models(show_all: bool) -> None:
 @click.option("--calib-count", type=int, default=32, show_default=True, help="Number of calibration crops.")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True)
 @click.option("--int8-remainder", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True, help="Precision of the non-quantized remainder of an INT8 graph.")
-@click.option("--degradation", help="How parity, calibration and quality images are degraded before they enter the model, as in deployment: 'noise:25', 'blur:9', 'blur:9+noise:5', or 'none' for clean photos (default: the variant's task, see list-models).")
+@click.option("--degradation", help="How parity, calibration and quality images are degraded before they enter the model, as in deployment: 'noise:25', 'blur:9', 'blur:9+noise:5', 'downscale:4' (bicubic, for a x4 super-resolution model), or 'none' for clean photos (default: the variant's task, see list-models; downscale:S for your own xS model).")
 @click.option("--head", type=click.Choice(["cls", "features"]), help="PVT output: class logits or the four stage feature maps (default cls).")
 @click.option("--backend", type=click.Choice([backends.AUTO, *backends.names(engines=True), "none"]), default="auto", show_default=True, help="Engine backend; auto = tensorrt-rtx if installed (it builds without a GPU), else tensorrt, else none.")
 @click.option("--compute-capability", "compute_capabilities", multiple=True, help="TensorRT-RTX target (sm75, sm80, sm86, sm89, sm120); repeatable.")
@@ -427,7 +427,7 @@ def _run_video(restorer, src: str, out_dir: str, codec: str, crf: int) -> None:
         label = f"{os.path.basename(src)} ({info.width}x{info.height}, {float(info.fps):.2f} fps)"
         with click.progressbar(length=info.frames or 0, label=label, file=sys.stderr, show_pos=True) as bar:
             stats = transcode(src, dst, restorer.restore_stream, codec=codec, crf=crf,
-                              progress=lambda done, total: bar.update(1))
+                              progress=lambda done, total: bar.update(1), scale=restorer.scale)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     click.echo(f"restored {stats.frames} frames of {src} into {dst} in {stats.seconds:.1f} s: {stats.fps:.2f} frames/s "
@@ -504,7 +504,7 @@ def seam_check_cmd(onnx_path, overlap, weights, height, width, image, border, mi
         for o in overlaps:
             if o < 0 or o >= min(checker.tile):
                 raise UsageError(f"--overlap must be in [0, {min(checker.tile) - 1}] for a {checker.tile[0]}x{checker.tile[1]} engine; got {o}")
-        click.echo(f"photo: {checker.photo}; reference: PyTorch FP32 full image ({checker.reference_s:.2f} s)")
+        click.echo(f"photo: {checker.photo}; reference: {checker.reference} full image ({checker.reference_s:.2f} s)")
         results = [checker.measure(o, border) for o in overlaps]
     finally:
         checker.close()

@@ -68,6 +68,9 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     # {"inputs": [{"name", "dtype", "dims"}], "outputs": [...]}: the graph's I/O, written by bundle
     # (numpy dtype names; a dim is an int, or a str naming a dynamic one); absent before it existed
     "graph_io": ((dict,), False),
+    # output size / input size of an image model (super-resolution: 2, 3, 4, ...); optional, so
+    # manifests written before it existed read as 1 (output_scale)
+    "scale": ((int,), False),
 }
 PRECISIONS = ("fp32", "fp16", "int8")
 OUTPUT_KINDS = ("image", "logits", "features")
@@ -107,6 +110,8 @@ class Manifest:
         channels, pad_multiple, input_dtype: the input conventions (``input`` section; a missing
             ``pad_multiple`` reads as 1, a missing dtype as float32).
         global_context: the graph pools over its whole input (tiles cannot match it exactly).
+        scale: the output is ``scale`` times the input in height and width (super-resolution);
+            1 for restoration, and in manifests written before ``scale`` existed.
         tolerance: the parity gates ``verify`` applies (defaults where none are recorded).
         tlc: TLC parameters, or None for a global-context export.
         onnx: the graph's file name, where recorded (bundles and plan sidecars).
@@ -134,6 +139,7 @@ class Manifest:
     backend_version: str | None = None
     graph_inputs: tuple[TensorInfo, ...] | None = None
     graph_outputs: tuple[TensorInfo, ...] | None = None
+    scale: int = 1
 
     @classmethod
     def for_runner(cls, input_shape: tuple[int, int, int, int], pad_multiple: int = 1, **fields_: Any) -> "Manifest":
@@ -142,13 +148,18 @@ class Manifest:
         Args:
             input_shape: (N, C, H, W) of the runner's input.
             pad_multiple: the model's size multiple.
-            fields_: any other field (e.g. ``global_context=True``).
+            fields_: any other field (e.g. ``global_context=True``, ``scale=2``).
+
+        Raises:
+            ManifestError: a ``scale`` that is not a positive integer.
         """
         n, c = int(input_shape[0]), int(input_shape[1])
         base = dict(model="runner", variant="-", input_shape=tuple(int(v) for v in input_shape), batch=n,
                     precision="fp32", input_names=("input",), output_names=("output",), output_kind="image",
                     channels=c, pad_multiple=pad_multiple, input_dtype="float32", global_context=False,
                     tolerance=Tolerance())
+        if "scale" in fields_:
+            output_scale(fields_, "<runner manifest>")
         return cls(**{**base, **fields_})
 
     @classmethod
@@ -190,7 +201,7 @@ class Manifest:
             global_context=bool(m.get("global_context", False)), tolerance=Tolerance(**tol),
             tlc=MappingProxyType(dict(m["tlc"])) if m.get("tlc") else None,
             onnx=m.get("onnx"), backend=backend.get("name"), backend_version=None if version is None else str(version),
-            graph_inputs=io[0], graph_outputs=io[1],
+            graph_inputs=io[0], graph_outputs=io[1], scale=output_scale(m, where),
         )
 
 
@@ -283,6 +294,7 @@ def validate(data: Any, where: str) -> dict[str, Any]:
         raise ManifestError(f"{where}: backend has no name")
     if "graph_io" in data:
         _graph_io(data["graph_io"], where)
+    output_scale(data, where)
     return data
 
 
@@ -319,6 +331,26 @@ def input_batch(manifest: Mapping[str, Any]) -> int:
         return int(manifest["batch"])
     shape = manifest.get("input_shape")
     return int(shape[0]) if isinstance(shape, list) and shape else 1
+
+
+def output_scale(manifest: Mapping[str, Any], where: str = "<manifest>") -> int:
+    """The output scale of a manifest's graph: output height/width over input height/width.
+
+    Args:
+        manifest: a manifest or ONNX metadata dict (``scale`` may be absent).
+        where: the file it came from, for the message.
+
+    Returns:
+        ``scale`` where recorded, else 1 (restoration: output size = input size).
+
+    Raises:
+        ManifestError: a recorded ``scale`` that is not a positive integer (one line).
+    """
+    value = manifest.get("scale", 1)
+    if not _positive_int(value):
+        raise ManifestError(f"{where}: scale {str(value)[:30]!r} is not a positive integer (output size / input size); "
+                            "re-export it")
+    return value
 
 
 def read_manifest(path: str) -> dict[str, Any]:

@@ -653,7 +653,8 @@ def _quality(job: Job, fp32_path: str, int8_path: str) -> tuple[float | None, st
     req, adapter, res = job.req, job.adapter, job.res
     degradation = adapter.input_degradation(req)
     pairs = eval_pairs(channels=adapter.input_channels(req), height=req.height,
-                       width=req.width, count=job.int8.eval_pairs, degradation=degradation)
+                       width=req.width, count=job.int8.eval_pairs, degradation=degradation,
+                       scale=req.source.scale if req.source else 1)
     with tempfile.TemporaryDirectory(prefix=".dk-quality-", dir=os.path.dirname(int8_path) or ".") as tmp:
         # an FP16 row too, so the user sees what each precision costs (not kept as an artifact)
         fp16_path = os.path.join(tmp, "fp16.onnx")

@@ -55,7 +55,7 @@ def resolve_request(
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
     if degradation is not None:
-        parse_degradation(degradation)  # a bad spec stops here, with one line
+        _check_superres_degradation(degradation, 1)  # a bad spec stops here, with one line
     if variant is not None:
         spec.variant(variant)  # unknown variant: one line listing the known ones
     if weights is not None and not os.path.isfile(weights):
@@ -185,6 +185,7 @@ def resolve_user_request(
         load_weights(model, weights)  # a wrong checkpoint stops here, before the probe
     ch, out_ch, s, multiple, pools, flat = probe_module(model, channels=channels, scale=scale, pad_multiple=pad_multiple,
                                                         height=h, width=w)
+    _check_superres_degradation(degradation, s)
     if tlc and not pools:
         flat_note = f" ({flat} global means without keepdim, which TLC cannot replace)" if flat else ""
         raise UsageError(f"--tlc: no global average pooling found in {source} (nn.AdaptiveAvgPool2d(1), "
@@ -234,6 +235,7 @@ def _onnx_request(path: str, *, weights, height, width, channels, scale, pad_mul
         out_ch, s = onnxsource.probe(fixed, ch, h, w)
     if scale is not None and scale != s:
         raise UsageError(f"--scale {scale} but {path} outputs {s}x its input")
+    _check_superres_degradation(degradation, s)
     name = re.sub(r"[^a-z0-9_.-]+", "-", os.path.splitext(os.path.basename(path))[0].lower()).strip("-.") or "model"
     src = UserSource("onnx", os.path.abspath(path), name, "{}", ch, out_ch, s, multiple, float(value_range),
                      file_sha256(path), 0)
@@ -241,3 +243,18 @@ def _onnx_request(path: str, *, weights, height, width, channels, scale, pad_mul
                         source=src)
     validate_request(req)
     return req
+
+
+def _check_superres_degradation(degradation: str | None, scale: int) -> None:
+    """A x``scale`` model's inputs are photos shrunk ``scale`` times: a given --degradation must say so."""
+    from .data.degrade import degradation_scale
+
+    if degradation is None:
+        return
+    got = degradation_scale(degradation)
+    if got != scale and scale == 1:
+        raise UsageError(f"--degradation '{degradation}' shrinks the input {got}x, but the model's output is its "
+                         "input's size; downscale:S is for super-resolution models")
+    if got != scale:
+        raise UsageError(f"the model upscales x{scale}, so --degradation must shrink its inputs as much: "
+                         f"e.g. 'downscale:{scale}' or 'downscale:{scale}+noise:5'; got '{degradation}'")

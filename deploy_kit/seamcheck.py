@@ -3,7 +3,8 @@
 A fixed-size ONNX runs over a photo several times its size through :mod:`deploy_kit.runtime.tiling`;
 the PyTorch FP32 reference, rebuilt from the ONNX's metadata exactly as ``verify`` does, runs on the
 whole photo at once. Reported: overall PSNR (data range 1), PSNR in a band around every tile
-boundary ("seam PSNR") and elsewhere, the worst boundary (where), and the times.
+boundary ("seam PSNR") and elsewhere, the worst boundary (where), and the times. A super-resolution
+graph (metadata ``scale`` S) is compared in output space: S times the photo, tile boundaries and band.
 
 Build-machine side: torch is imported inside functions only.
 """
@@ -18,16 +19,17 @@ from typing import Optional
 
 import numpy as np
 
-from .artifact import artifact_request
+from .artifact import artifact_request, source_onnx_outputs
 from .data.samples import available_samples, fit, sample_images
 from .errors import UsageError
+from .manifest import output_scale
 from .memory import map_large_allocations
 from .metrics import psnr_from_mse
 from .models import get_adapter
 from .reference import reference_runner
 from .runtime.imageio import read_image, to_model_channels
 from .runtime.runners import OrtRunner
-from .runtime.tiling import DEFAULT_OVERLAP, make_plan, tile_run
+from .runtime.tiling import DEFAULT_OVERLAP, TilingPlan, make_plan, tile_run
 
 SEAM_BAND = 3  # half-width in pixels of the band measured around each tile boundary
 # default photo: 3.5 x 3.75 engine heights/widths; kept a multiple of the engine size / 8 so the
@@ -49,6 +51,8 @@ class SeamResult:
         tiled_s: tiled ONNX Runtime time; tile_s: one model call of `batch` tiles (median); reference_s: full-image PyTorch.
         time_factor: tiled time / (tiles x single-tile time), i.e. measured time per output pixel
             over (single-tile time per pixel x pixel_factor); 1.0 = no tiling overhead.
+        scale: the graph's output scale S; ``image_size``, ``overlap``, ``border`` and ``band`` are in
+            input pixels, ``worst_seam`` in output pixels (S times them).
     """
 
     onnx: str
@@ -72,13 +76,15 @@ class SeamResult:
     reference_s: float = 0.0
     time_factor: float = 0.0
     photo: str = ""
+    scale: int = 1
 
     def line(self) -> str:
         w = self.worst_seam
         where = (f"worst seam {w['axis']}={w['at']} ({'x' if w['axis'] == 'y' else 'y'} {w['span'][0]}-{w['span'][1]}) "
                  f"{w['psnr']:.1f} dB, peak at y={w['peak'][0]} x={w['peak'][1]}") if w else "no interior seam (one tile)"
+        sr = f" (x{self.scale} out)" if self.scale > 1 else ""
         return (f"{self.model} {self.variant}{' TLC' if self.tlc else ''} {self.engine_size[0]}x{self.engine_size[1]} "
-                f"on {self.image_size[0]}x{self.image_size[1]}, overlap {self.overlap}: {self.tiles} tiles "
+                f"on {self.image_size[0]}x{self.image_size[1]}{sr}, overlap {self.overlap}: {self.tiles} tiles "
                 f"(x{self.pixel_factor:.2f} pixels), PSNR {self.psnr:.2f} dB, seam {self.seam_psnr:.2f} dB, "
                 f"elsewhere {self.other_psnr:.2f} dB, max abs {self.max_abs:.2e}; {where}; "
                 f"tiled {self.tiled_s:.2f} s (x{self.time_factor:.2f} of tile cost), reference {self.reference_s:.2f} s")
@@ -92,7 +98,8 @@ def seam_metrics(ref: np.ndarray, out: np.ndarray, boxes, band: int = SEAM_BAND)
 
     Args:
         ref, out: (C, H, W) full-image and tiled outputs.
-        boxes: tiles as (y0, y1, x0, x1) in image coordinates (``TilingPlan.boxes()``).
+        boxes: tiles as (y0, y1, x0, x1) in the outputs' coordinates (``TilingPlan.boxes()``, times the
+            model's scale).
         band: half-width of the band around each interior tile edge.
     """
     _, h, w = ref.shape
@@ -133,6 +140,39 @@ def seam_metrics(ref: np.ndarray, out: np.ndarray, boxes, band: int = SEAM_BAND)
             "max_abs": float(np.abs(np.asarray(out, np.float64) - ref).max()), "worst_seam": worst}
 
 
+def tiled_vs_full(x: np.ndarray, ref: np.ndarray, fn, tile: tuple[int, int], overlap: int, multiple: int = 1, *,
+                  border: int = 0, batch: int = 1, scale: int = 1,
+                  band: int = SEAM_BAND) -> tuple[TilingPlan, np.ndarray, dict]:
+    """Tile ``x`` through ``fn`` and measure the result against the full-image output ``ref`` (:func:`seam_metrics`).
+
+    Args:
+        x: the photo, float32 (C, H, W).
+        ref: the model's full-image output, (C2, S*H, S*W) for output scale S.
+        fn: one model call, (N, C, th, tw) -> (N, C2, S*th, S*tw).
+        tile, overlap, multiple, border, batch: as :func:`deploy_kit.runtime.tiling.tile_run` (input pixels).
+        scale: S; tile boundaries and the seam band (``band`` input pixels: S*band output pixels) are
+            measured in output space.
+
+    Returns:
+        (the tiling plan, the tiled output, the metrics).
+
+    Raises:
+        UsageError: overlap or border out of range for this engine size; a reference of another size
+            than S times the photo.
+    """
+    _, H, W = x.shape
+    try:
+        plan = make_plan(H, W, tile, overlap, border, multiple)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if ref.shape[1:] != (scale * H, scale * W):
+        raise UsageError(f"the full-image output is {ref.shape[1]}x{ref.shape[2]} for a {H}x{W} photo; a model of scale "
+                         f"{scale} gives {scale * H}x{scale * W} (is the artifact's scale right?)")
+    out = tile_run(x, fn, tile, overlap, multiple, border=border, batch=batch, scale=scale)
+    boxes = [tuple(scale * v for v in box) for box in plan.boxes()]
+    return plan, out, seam_metrics(ref, out, boxes, scale * band)
+
+
 class SeamChecker:
     """Prepared once (reference output, ONNX runner), measured for any number of overlaps.
 
@@ -149,11 +189,12 @@ class SeamChecker:
 
     def __init__(self, onnx_path: str, weights: Optional[str] = None, height: Optional[int] = None,
                  width: Optional[int] = None, image: Optional[str] = None, threads: int = 0):
-        from .models.checkpoint import load_model  # torch
+        from .models.checkpoint import load_request  # torch
 
         if not os.path.isfile(onnx_path):
             raise UsageError(f"ONNX file not found: {onnx_path}")
-        req, _ = artifact_request(onnx_path, weights)
+        req, meta = artifact_request(onnx_path, weights)
+        self.scale = output_scale(meta, onnx_path)
         adapter = get_adapter(req.model)
         if adapter.output_kind(req) != "image" or len(adapter.output_names(req)) != 1:
             raise UsageError(f"seam-check needs an image-to-image model; {req.model} with these options outputs {adapter.output_kind(req)}")
@@ -182,16 +223,22 @@ class SeamChecker:
             full_req = dataclasses.replace(req, height=H, width=W)
             self.x = np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)
             self.photo = f"{os.path.basename(image)} ({H}x{W}, as is)"
-        loaded = load_model(adapter, None if req.variant == "custom" else req.variant, req.weights, req.seed)
-        ref_runner = reference_runner(adapter, loaded.model, full_req)
         t0 = time.perf_counter()
-        self.ref = ref_runner.run(self.x[None])[0][0].astype(np.float32)
+        if req.source is not None and req.source.kind == "onnx":  # your graph at the full size is the reference
+            loaded_model = None
+            refs, self.reference = source_onnx_outputs(full_req, [self.x[None]])
+            self.ref = refs[0][0][0].astype(np.float32)
+        else:
+            loaded = load_request(adapter, req)
+            ref_runner = reference_runner(adapter, loaded.model, full_req)
+            self.ref = ref_runner.run(self.x[None])[0][0].astype(np.float32)
+            loaded_model = loaded.model
+            self.reference = "PyTorch FP32"
+            del ref_runner, loaded
         self.reference_s = time.perf_counter() - t0
-        loaded_model = loaded.model
-        del ref_runner, loaded
         self.onnx_path, self.req, self.tile = onnx_path, req, (th, tw)
         # tile origins on the model's stride (NAFNet: 2**levels, Restormer: 8), when the engine size allows
-        stride = int(getattr(loaded_model, "padder_size", 0) or adapter.spec.pad_multiple or 1)
+        stride = int(getattr(loaded_model, "padder_size", 0) or (req.source.pad_multiple if req.source else adapter.spec.pad_multiple) or 1)
         self.multiple = stride if th % stride == 0 and tw % stride == 0 else 1
         self.tile_s = self._time_one_tile()
 
@@ -216,19 +263,15 @@ class SeamChecker:
             UsageError: overlap or border out of range for this engine size.
         """
         _, H, W = self.x.shape
-        try:
-            plan = make_plan(H, W, self.tile, overlap, border, self.multiple)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
         t0 = time.perf_counter()
-        out = tile_run(self.x, lambda t: self.runner.run(t)[0], self.tile, overlap, self.multiple, border=border,
-                       batch=self.batch)
+        plan, out, m = tiled_vs_full(self.x, self.ref, lambda t: self.runner.run(t)[0], self.tile, overlap,
+                                     self.multiple, border=border, batch=self.batch, scale=self.scale, band=band)
         tiled_s = time.perf_counter() - t0
-        m = seam_metrics(self.ref, out, plan.boxes(), band)
         return SeamResult(self.onnx_path, self.req.model, self.req.variant, self.req.tlc is not None, self.tile, (H, W),
                           overlap, border, plan.tiles, plan.pixel_factor, m["psnr"], m["seam_psnr"], m["other_psnr"],
                           m["max_abs"], band, m["worst_seam"], tiled_s, self.tile_s, self.reference_s,
-                          tiled_s / (-(-plan.tiles // self.batch) * self.tile_s) if self.tile_s else float("nan"), self.photo)
+                          tiled_s / (-(-plan.tiles // self.batch) * self.tile_s) if self.tile_s else float("nan"),
+                          self.photo, self.scale)
 
     def close(self) -> None:
         self.runner.close()

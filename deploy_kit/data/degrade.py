@@ -1,7 +1,10 @@
-"""Degradations: what turns a clean photo into a model's input (noise, motion blur), as in deployment.
+"""Degradations: what turns a clean photo into a model's input (noise, motion blur, bicubic
+downscaling), as in deployment.
 
 Calibration crops, parity samples, quality pairs and the demo training all degrade through here
 (``deploy_kit.precision.calibration``, ``deploy_kit.data.samples``, ``deploy_kit.demo.train``).
+A ``downscale:S`` step makes a super-resolution model's input: the image shrinks S times
+(:func:`degradation_scale`), so callers cut the clean image S times the model's input size.
 """
 
 from __future__ import annotations
@@ -11,11 +14,15 @@ import numpy as np
 from ..errors import CalibrationError
 
 
+#: Factors a ``downscale:S`` step takes.
+DOWNSCALE_FACTORS = range(2, 9)
+
+
 def parse_degradation(spec: str | None) -> tuple[tuple[str, float], ...]:
     """``"blur:9+noise:5"`` → (("blur", 9.0), ("noise", 5.0)); None/"none"/"" → ().
 
     Raises:
-        CalibrationError: unknown kind or a bad parameter.
+        CalibrationError: unknown kind, a bad parameter, or more than one ``downscale`` step.
     """
     if spec is None or spec.strip().lower() in ("", "none", "clean"):
         return ()
@@ -31,12 +38,40 @@ def parse_degradation(spec: str | None) -> tuple[tuple[str, float], ...]:
             steps.append(("noise", value))
         elif kind == "blur" and value == int(value) and 1 <= value <= 101:
             steps.append(("blur", value))
+        elif kind == "downscale" and value in DOWNSCALE_FACTORS and not any(k == "downscale" for k, _ in steps):
+            steps.append(("downscale", value))
         else:
             raise CalibrationError(
                 f"bad degradation '{spec}' (part '{part.strip()}'); use none, noise:SIGMA (0-255), "
-                "blur:K (kernel length 1-101), or a combination such as blur:9+noise:5"
+                "blur:K (kernel length 1-101), downscale:S (bicubic, S = 2-8, once), or a combination "
+                "such as blur:9+noise:5 or downscale:4+noise:5"
             )
     return tuple(steps)
+
+
+def degradation_scale(spec: str | None) -> int:
+    """How many times smaller a degradation makes the image: S of its ``downscale:S`` step, else 1.
+
+    A super-resolution model of scale S restores the degraded (H, W) image to the clean (S*H, S*W) one.
+
+    Raises:
+        CalibrationError: a bad spec (:func:`parse_degradation`).
+    """
+    return next((int(v) for k, v in parse_degradation(spec) if k == "downscale"), 1)
+
+
+def resize_bicubic(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bicubic resize of an HWC float image to ``height`` x ``width`` (Pillow, per channel in float32).
+
+    Pillow widens the bicubic kernel by the factor when shrinking (antialiased, like MATLAB's
+    ``imresize``, the usual super-resolution benchmark degradation); values are not clipped.
+    """
+    from PIL import Image
+
+    arr = np.asarray(img, dtype=np.float32)
+    chans = [np.asarray(Image.fromarray(np.ascontiguousarray(arr[..., c])).resize((width, height), Image.BICUBIC),
+                        dtype=np.float32) for c in range(arr.shape[-1])]
+    return np.stack(chans, axis=-1)
 
 
 def motion_kernel(length: int, angle: float) -> np.ndarray:
@@ -60,11 +95,23 @@ def degrade(img: np.ndarray, spec: str | None, rng: np.random.Generator) -> np.n
 
     Steps run in the order written (``blur:9+noise:5`` blurs, then adds noise, as a camera does).
     ``noise:S`` adds Gaussian noise of std S/255; ``blur:K`` convolves every channel with a
-    K-pixel line kernel at an angle drawn from ``rng`` (reflect borders).
+    K-pixel line kernel at an angle drawn from ``rng`` (reflect borders); ``downscale:S`` shrinks the
+    image S times (bicubic, :func:`resize_bicubic`): an H x W image becomes H//S x W//S, its bottom
+    rows and right columns beyond a multiple of S dropped first, so output pixel (y, x) is centred on
+    the clean S x S block at (S*y, S*x).
+
+    Raises:
+        CalibrationError: a bad spec, or an image smaller than S x S for ``downscale:S``.
     """
     out = np.asarray(img, dtype=np.float32)
     for kind, value in parse_degradation(spec):
-        if kind == "blur":
+        if kind == "downscale":
+            k = int(value)
+            h, w = out.shape[0] // k, out.shape[1] // k
+            if h < 1 or w < 1:
+                raise CalibrationError(f"a {out.shape[0]}x{out.shape[1]} image cannot be downscaled {k} times")
+            out = resize_bicubic(out[:h * k, :w * k], h, w)
+        elif kind == "blur":
             if int(value) > 1:
                 from scipy.ndimage import convolve
 

@@ -1,7 +1,9 @@
 """Real sample images from scikit-image's bundled data (available offline, BSD licensed).
 
 Every image used for parity is a real photograph resized (aspect-preserving cover + centre crop)
-to the export size, so parity measures the model on image statistics, not only noise.
+to the export size, so parity measures the model on image statistics, not only noise. With a
+``downscale:S`` degradation (super-resolution inputs) the photo is fitted at S times the export size
+and the degradation brings it down to it (:func:`sample_pairs` also returns that clean photo).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..runtime.imageio import convert_channels
-from .degrade import degrade
+from .degrade import degradation_scale, degrade
 
 # Colour photographs bundled inside the scikit-image wheel (no download needed).
 SAMPLE_FILES = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg", "hubble_deep_field.jpg", "ihc.png")
@@ -77,16 +79,40 @@ def sample_images(count: int, channels: int, height: int, width: int, degradatio
 
     Args:
         degradation: applied to each image as the model sees it in deployment (``noise:25``,
-            ``blur:9``; see :func:`deploy_kit.data.degrade.degrade`); None = clean photos.
+            ``blur:9``, ``downscale:4``; see :func:`deploy_kit.data.degrade.degrade`); None = clean
+            photos. With ``downscale:S`` the photo is fitted at (S*height, S*width) first, so the
+            result is still height x width.
         seed: the degradation's random stream (image ``i`` uses ``(seed, i)``), so runs repeat exactly.
     """
+    return [x for x, _ in _samples(count, channels, height, width, degradation, seed, clean=False)]
+
+
+def sample_pairs(count: int, channels: int, height: int, width: int, degradation: str | None = None,
+                 seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``count`` (model input, clean photo) pairs of real sample images, float32 NCHW.
+
+    The inputs are :func:`sample_images`' (1, channels, height, width); each clean photo is the image
+    before the degradation: (1, channels, S*height, S*width) for a ``downscale:S`` degradation (the
+    target of a super-resolution model of scale S), else the input's size.
+
+    Raises:
+        RuntimeError: scikit-image's sample photos are missing.
+        CalibrationError: a bad degradation spec.
+    """
+    return list(_samples(count, channels, height, width, degradation, seed, clean=True))
+
+
+def _samples(count: int, channels: int, height: int, width: int, degradation: str | None, seed: int, *, clean: bool):
+    """(input, clean photo or None) per sample image (see :func:`sample_pairs`)."""
     paths = available_samples()
     if not paths:
         raise RuntimeError("scikit-image sample images not found; reinstall scikit-image")
-    out = []
+    k = degradation_scale(degradation)
     for i in range(count):
-        img = fit(load_image(paths[i % len(paths)], channels), height, width)
-        if degradation is not None:
-            img = degrade(img, degradation, np.random.default_rng((seed, i)))
-        out.append(np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32))
-    return out
+        photo = fit(load_image(paths[i % len(paths)], channels), k * height, k * width)
+        img = photo if degradation is None else degrade(photo, degradation, np.random.default_rng((seed, i)))
+        yield _nchw(img), (_nchw(photo) if clean else None)
+
+
+def _nchw(img: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32)

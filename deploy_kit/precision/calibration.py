@@ -4,7 +4,9 @@ A restoration network sees *degraded* images (noisy, blurred), so its activation
 measured on degraded images too: a denoiser calibrated on clean photos under-estimates the range
 of its first layers. A calibration set is therefore ``count`` seeded crops of real images at exactly
 the export size (never resized, so noise and texture keep their real statistics), each passed
-through the model's degradation (``noise:25``, ``blur:9``, ``blur:9+noise:5``).
+through the model's degradation (``noise:25``, ``blur:9``, ``blur:9+noise:5``). A super-resolution
+model's degradation shrinks the image (``downscale:4``, ``downscale:4+noise:5``): its crops are cut at
+S times the export size and come out of the degradation at the export size, the graph's input.
 
 Sources (``load_calibration_set(source, ...)``):
 
@@ -42,7 +44,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..data.degrade import degrade, parse_degradation
+from ..data.degrade import degradation_scale, degrade, parse_degradation
 from ..data.samples import load_image, sample_dir, to_channels
 from ..errors import CalibrationError
 from ..parity import batch_members, stack_batches
@@ -381,10 +383,11 @@ def load_calibration_set(
     Args:
         source: None/"default" (shipped set), a manifest name or .json path, a directory, or a glob.
         channels: the model's input channel count (1, 3, or 6).
-        height, width: the export size; every crop has exactly this size.
+        height, width: the export size (the graph's input); every array has exactly this size (crops
+            are cut at S times it for a ``downscale:S`` degradation, which brings them down to it).
         count: number of crops (model inputs); images are used round-robin when fewer.
         seed: crop positions and degradation noise derive from it (same seed → same arrays).
-        degradation: None/"none", "noise:SIGMA", "blur:K", or combinations ("blur:9+noise:5").
+        degradation: None/"none", "noise:SIGMA", "blur:K", "downscale:S", or combinations ("blur:9+noise:5").
 
     Returns:
         The set: arrays (1, C, H, W) float32 in [0, 1], skipped files with reasons, a one-line
@@ -402,20 +405,22 @@ def load_calibration_set(
         raise CalibrationError(f"calibration count {count} is below the minimum of {MIN_IMAGES}; ask for at least {MIN_IMAGES}")
     files, label, _ = _resolve_source(source)
     skipped: list[tuple[str, str]] = []
-    usable = _usable(files, channels, height, width, skipped)
-    crops, used = _crops(usable, count, channels, height, width, seed, skipped)
+    factor = degradation_scale(degradation)  # crops are cut at factor x the export size, the degradation shrinks them
+    usable = _usable(files, channels, factor * height, factor * width, skipped)
+    crops, used = _crops(usable, count, channels, factor * height, factor * width, seed, skipped)
     if len(used) < MIN_IMAGES:
         raise CalibrationError(
             f"{label}: only {len(used)} usable image(s) of {len(files)} file(s), need at least {MIN_IMAGES} "
-            f"({_summarise(skipped)}); add images of at least {height}x{width}"
+            f"({_summarise(skipped)}); add images of at least {factor * height}x{factor * width}"
         )
     arrays = []
     deg = "+".join(f"{k}:{v:g}" for k, v in steps) or "none"
     for k, crop in enumerate(crops):
         degraded = degrade(crop, deg, np.random.default_rng([seed, k, 1])) if steps else crop
         arrays.append(to_nchw(degraded))
+    size = f"{height}x{width}" if factor == 1 else f"{factor * height}x{factor * width} (downscaled to {height}x{width})"
     description = (
-        f"{label}: {len(arrays)} crops {height}x{width} from {len(used)} images"
+        f"{label}: {len(arrays)} crops {size} from {len(used)} images"
         f"{f' ({len(skipped)} files skipped)' if skipped else ''}, degradation {deg}, seed {seed}"
     )
     return CalibrationSet(arrays=arrays, skipped=skipped, description=description, digest=_digest(arrays), images=used)
@@ -453,28 +458,46 @@ def batched(calib: CalibrationSet, batch: int) -> CalibrationSet:
 
 
 def eval_pairs(
-    *, channels: int, height: int, width: int, count: int, degradation: str | None, seed: int = 1
+    *, channels: int, height: int, width: int, count: int, degradation: str | None, seed: int = 1,
+    scale: int | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Held-out (degraded input, clean target) pairs, both (1, C, H, W) float32 in [0, 1].
+    """Held-out (degraded input, clean target) pairs, float32 in [0, 1]: inputs (1, C, H, W), targets
+    (1, C, S*H, S*W) for a ``downscale:S`` degradation (a super-resolution model's pairs), else (1, C, H, W).
 
-    The images come from ``calibration/eval.json``, which shares no file with the default
-    calibration set (``default.json``) nor with the demo training list (``train.json``).
+    The clean target is cropped at S times the export size and degraded into the input, so the two
+    align pixel block for pixel. The images come from ``calibration/eval.json``, which shares no file
+    with the default calibration set (``default.json``) nor with the demo training list (``train.json``).
+
+    Args:
+        height, width: the export size (the graph's input).
+        scale: the model's output scale, when known (the manifest's ``scale``): checked against the
+            degradation's S, so a super-resolution model is never measured against targets of the
+            wrong size. None: S, whatever it is.
 
     Raises:
-        CalibrationError: no evaluation image is at least ``height`` x ``width``, or bad arguments.
+        CalibrationError: no evaluation image is at least S*``height`` x S*``width``, a ``scale`` the
+            degradation does not make, or bad arguments.
     """
     _check_channels(channels)
     _check_size(height, width)
-    parse_degradation(degradation)
+    factor = degradation_scale(degradation)
+    if scale is not None and scale != factor:
+        raise CalibrationError(
+            f"the model's output is {scale} x its input but degradation '{degradation}' makes targets {factor} x the input; "
+            f"use a degradation with downscale:{scale}" if scale > 1 else
+            f"the model's output is the input's size but degradation '{degradation}' downscales {factor} times; "
+            f"drop downscale:{factor}"
+        )
     if count < 1:
         raise CalibrationError(f"evaluation count {count} must be at least 1")
     m = read_manifest(manifest_path("eval"))
     skipped: list[tuple[str, str]] = []
-    usable = _usable(m["files"], channels, height, width, skipped)
-    crops, used = _crops(usable, count, channels, height, width, seed, skipped)
+    usable = _usable(m["files"], channels, factor * height, factor * width, skipped)
+    crops, used = _crops(usable, count, channels, factor * height, factor * width, seed, skipped)
     if not used:
         raise CalibrationError(
-            f"no held-out evaluation image is at least {height}x{width} ({_summarise(skipped)}); use a smaller size"
+            f"no held-out evaluation image is at least {factor * height}x{factor * width} ({_summarise(skipped)}); "
+            "use a smaller size"
         )
     pairs = []
     for k, clean in enumerate(crops):

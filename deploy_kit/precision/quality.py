@@ -7,6 +7,9 @@ onnxruntime on the CPU:
   number; raw outputs, no clipping, data range 1);
 * ``restoration_psnr``: PSNR of the output, clipped to [0, 1] as a saved image would be, against
   the clean target (the task number), with ``input_psnr`` (degraded input vs target) for scale;
+  a super-resolution model's targets are S times its input (``downscale:S`` pairs), and its
+  ``input_psnr`` is that of the input enlarged to the target by bicubic interpolation (the usual
+  baseline);
 * ``restoration_drop``: FP32 restoration PSNR minus this precision's (positive = worse).
 
 All values are means of per-pair PSNR (dB).
@@ -19,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..data.degrade import resize_bicubic
 from ..errors import UsageError
 from ..metrics import psnr
 from ..parity import run_samples
@@ -43,7 +47,8 @@ def quality_table(
 
     Args:
         onnx_by_precision: precision name → ONNX path; must contain ``"fp32"`` (the reference).
-        pairs: (degraded input, clean target), each (1, C, H, W) float32 in [0, 1]
+        pairs: (degraded input, clean target), float32 in [0, 1]: inputs (1, C, H, W), targets
+            (1, C, S*H, S*W) for a model of output scale S (1: restoration)
             (:func:`deploy_kit.precision.calibration.eval_pairs`); graphs of a static batch N > 1
             take them N at a time.
         input_name: the models' input name.
@@ -54,7 +59,8 @@ def quality_table(
         "min_psnr_vs_fp32", "pairs"}}`` in the order given (fp32 first), PSNRs in dB.
 
     Raises:
-        UsageError: no ``fp32`` entry, no pairs, or a model without ``input_name``.
+        UsageError: no ``fp32`` entry, no pairs, a model without ``input_name``, or outputs of another
+            size than the targets (a super-resolution model measured on pairs without its downscale).
     """
     if "fp32" not in onnx_by_precision:
         raise UsageError("quality_table needs the fp32 ONNX as the reference (key 'fp32')")
@@ -62,7 +68,12 @@ def quality_table(
         raise UsageError("quality_table needs at least one (input, target) pair")
     order = ["fp32"] + [p for p in onnx_by_precision if p != "fp32"]
     refs = _outputs(onnx_by_precision["fp32"], pairs, input_name, threads)
-    input_psnr = float(np.mean([psnr(x, y) for x, y in pairs]))
+    out_hw, in_hw, target_hw = refs[0].shape[2:], pairs[0][0].shape[2:], pairs[0][1].shape[2:]
+    if out_hw != target_hw:
+        raise UsageError(f"the model outputs {out_hw[0]}x{out_hw[1]} for {in_hw[0]}x{in_hw[1]} inputs but the clean "
+                         f"targets are {target_hw[0]}x{target_hw[1]}; a model of output scale S needs pairs degraded "
+                         "with downscale:S")
+    input_psnr = float(np.mean([psnr(_as_target(x, y), y) for x, y in pairs]))
     table: dict[str, dict] = {}
     for prec in order:
         if prec == "fp32":
@@ -82,6 +93,14 @@ def quality_table(
     for row in table.values():
         row["restoration_drop"] = base - row["restoration_psnr"]
     return table
+
+
+def _as_target(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The input ``x`` (1, C, H, W) at the target ``y``'s size: itself, or enlarged by bicubic interpolation."""
+    if x.shape == y.shape:
+        return x
+    up = resize_bicubic(x[0].transpose(1, 2, 0), y.shape[2], y.shape[3])
+    return np.clip(up, 0.0, 1.0).transpose(2, 0, 1)[None]
 
 
 def _mean(values: Sequence[float]) -> float:

@@ -3,6 +3,8 @@
 What ``deploy-kit run`` does on the device: decode → tile → model → blend → encode as concurrent
 stages (decoding in the Restorer's source thread, encoding in a writer thread), so the images of a
 folder overlap one another. A broken image is reported and skipped; the others are restored.
+A super-resolution model writes images s times larger (its alpha channel, if any, is enlarged
+with them by pixel repetition).
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ def restore_images(restorer, files: list[str], out_dir: str, *, max_pixels: int 
                    on_done: Optional[Callable[[str], None]] = None, writers: int = 1) -> FilesResult:
     """Restore image files into ``out_dir`` (same names, formats, bit depths, gray/RGB and alpha).
 
+    A restorer of scale s (super-resolution) writes each image s times its height and width; an
+    alpha channel is enlarged to match by repeating each pixel s x s times.
+
     Args:
         restorer: a :class:`~deploy_kit.runtime.restorer.Restorer`.
         max_pixels: refuse images whose header claims more pixels (decompression bombs).
@@ -60,7 +65,7 @@ def restore_images(restorer, files: list[str], out_dir: str, *, max_pixels: int 
         writers: encoder threads (PNG/JPEG encoders release the GIL).
 
     Returns:
-        a :class:`FilesResult`.
+        a :class:`FilesResult` (``pixels`` counts the written, i.e. output, pixels).
     """
     result = FilesResult()
     report = on_error or (lambda line: None)
@@ -80,6 +85,9 @@ def restore_images(restorer, files: list[str], out_dir: str, *, max_pixels: int 
 
     def write(out: np.ndarray, f: str, info, alpha) -> str:
         if alpha is not None:
+            if out.shape[:2] != alpha.shape[:2]:  # super-resolution: the alpha follows, pixel for pixel
+                k = out.shape[0] // alpha.shape[0]
+                alpha = np.repeat(np.repeat(alpha, k, axis=0), k, axis=1)
             out = np.concatenate([out, alpha], axis=-1)
         dst = os.path.join(out_dir, os.path.basename(f))
         encode_image(dst, out, info)

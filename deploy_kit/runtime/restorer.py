@@ -2,11 +2,12 @@
 
 One object per model: it opens a bundle or plan through the backend registry (a built engine whose
 runtime works here, else ONNX Runtime), tiles each frame through the fixed-size model N tiles per
-call (the model's static batch), blends, and returns the frame in its own dtype. :meth:`restore`
-does one frame in the calling thread; :meth:`restore_stream` runs the stages of many frames
-concurrently, with bounded queues, so that frame k+1 is being tiled while frame k is in the model
-and frame k-1 is being quantised (ONNX Runtime, TensorRT, numpy's large operations and the image
-and video codecs release the GIL, so threads suffice). Both call the same stage functions in the
+call (the model's static batch), blends, and returns the frame in its own dtype, s times its height
+and width for a super-resolution model of scale s (the manifest's ``scale``; 1 otherwise).
+:meth:`restore` does one frame in the calling thread; :meth:`restore_stream` runs the stages of
+many frames concurrently, with bounded queues, so that frame k+1 is being tiled while frame k is in
+the model and frame k-1 is being quantised (ONNX Runtime, TensorRT, numpy's large operations and the
+image and video codecs release the GIL, so threads suffice). Both call the same stage functions in the
 same order, so they give the same bytes.
 
 Steady state: one :class:`~deploy_kit.runtime.tiling.TileGrid` per frame size, batch buffers and
@@ -87,6 +88,9 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> None:
 class Restorer:
     """Restore frames (H x W x C, uint8 / uint16 / float32 in [0, 1]) of any size through one model.
 
+    The restored frames are ``scale`` x H by ``scale`` x W (``scale``: the manifest's, 1 unless the
+    model is a super-resolution one).
+
     Args:
         target: a bundle folder (or its manifest.json) or a ``.plan`` with its ``.json`` manifest.
         backend: ``auto`` (a built engine whose runtime works here, else ONNX Runtime) or a backend name.
@@ -112,7 +116,7 @@ class Restorer:
             runner.close()
             raise UsageError(f"{target} outputs {manifest.output_kind}, not images; it cannot restore frames")
         n, self.channels, th, tw = manifest.input_shape
-        self.batch, self.tile = n, (th, tw)
+        self.batch, self.tile, self.scale = n, (th, tw), manifest.scale
         self.overlap, self.multiple = tiling_defaults(manifest, overlap)
         self.depth = max(1, int(depth))
         self._grids: dict[tuple[int, int], TileGrid] = {}
@@ -129,7 +133,8 @@ class Restorer:
         with self._lock:
             grid = self._grids.pop(key, None)
             if grid is None:
-                grid = TileGrid(height, width, self.tile, self.overlap, self.multiple, batch=self.batch)
+                grid = TileGrid(height, width, self.tile, self.overlap, self.multiple, batch=self.batch,
+                                scale=self.scale)
             self._grids[key] = grid  # most recent last; a few kilobytes each, at most _GRIDS kept
             while len(self._grids) > _GRIDS:
                 del self._grids[next(iter(self._grids))]
@@ -152,10 +157,12 @@ class Restorer:
 
     def _acc(self, grid: TileGrid, channels: int) -> np.ndarray:
         """A zeroed accumulator for one frame: a recycled one of that size, else a new one."""
-        shape = (channels, *grid.plan.padded_size)
+        shape = (channels, *grid.out_padded_size)
         with self._lock:
             free = self._free_accs.get(shape)
             acc = free.pop() if free else None
+            if free is not None and not free:  # no empty lists kept: _give_acc drops the oldest entry
+                del self._free_accs[shape]
         if acc is None:
             return grid.new_accumulator(channels)
         acc.fill(0.0)
@@ -180,7 +187,7 @@ class Restorer:
         job.grid.accumulate(job.acc, call, out)
 
     def _finish(self, job: _Frame, out: np.ndarray | None = None) -> np.ndarray:
-        h, w = job.image.shape[:2]
+        h, w = job.grid.out_size
         colour = job.image.shape[2]
         c2 = job.acc.shape[0]
         dst = out if out is not None else np.empty((h, w, c2), dtype=job.image.dtype)
@@ -201,10 +208,12 @@ class Restorer:
 
         Args:
             frame: H x W x C (C = 1 or 3; or H x W) uint8, uint16 or float32 in [0, 1].
-            out: optional H x W x C2 array of the frame's dtype to write into (no allocation).
+            out: optional array of the frame's dtype to write into (no allocation): H x W x C2, or
+                s*H x s*W x C2 for a model of scale s.
 
         Returns:
-            the restored frame, same size and dtype (float32 clipped to [0, 1]).
+            the restored frame, in the frame's dtype (float32 clipped to [0, 1]), of the frame's size
+            (s times it in height and width for a model of scale s).
         """
         job = self._start(frame)
         buf = self._inputs.take(threading.Event())

@@ -1,8 +1,9 @@
 """Run a fixed-size engine/ONNX over an image of any size: overlapping tiles, smooth blending.
 
 numpy only (this is the device half: no torch, onnx or click). The model takes a float32
-(N, C, th, tw) batch of tiles and returns (N, C2, th, tw); outputs are accumulated, weighted, into
-one preallocated (C2, H, W) array, so memory stays flat whatever the number of tiles.
+(N, C, th, tw) batch of tiles and returns (N, C2, s*th, s*tw), s being its output scale (1 for
+restoration, 2, 3, 4, ... for super-resolution); outputs are accumulated, weighted, into one
+preallocated (C2, s*H, s*W) array, so memory stays flat whatever the number of tiles.
 :class:`TileGrid` is the reusable form the streaming runtime uses; :func:`tile_run` the one-call form.
 
 Layout: tile origins are evenly spread over each axis, first at 0 and last clamped to the border,
@@ -11,6 +12,10 @@ reflect-padded up to the tile (and cropped back). Blending weights are a raised 
 requested overlap on the tile sides that face a neighbour and 1 elsewhere (never zero at the image
 border), divided by the weight sum at each pixel. The weights are separable and so is their sum
 over a grid of tiles, so each origin's normalised weight is two 1-D arrays, computed once.
+
+Scale s > 1: tiles are cut in input space exactly as for s = 1 (origins, overlap, alignment to the
+size multiple, reflect padding); blending happens in output space, where a tile at (y, x) lands at
+(s*y, s*x), its overlap ramps are s*overlap long and the padding cropped is s times the input's.
 """
 
 from __future__ import annotations
@@ -183,16 +188,19 @@ def _ramp(length: int, overlap: int, rise: bool, fall: bool) -> np.ndarray:
     return w
 
 
-def _axis_weights(starts: list[int], tile: int, size: int, overlap: int) -> dict[int, tuple[np.ndarray, int, int]]:
-    """Per origin on one axis: its normalised weight (float32, the tiles' weights sum to 1 at every pixel),
-    and the span [a, b) where that weight is exactly 1 (no other tile covers it: copied, not blended)."""
-    ramps = {s: _ramp(tile, overlap, s > 0, s + tile < size) for s in starts}
+def _axis_weights(starts: list[int], tile: int, size: int, overlap: int,
+                  scale: int = 1) -> dict[int, tuple[np.ndarray, int, int]]:
+    """Per origin on one axis (input space): its normalised weight in output space (float32, ``scale * tile``
+    long; the tiles' weights sum to 1 at every output pixel), and the span [a, b) of the output tile where
+    that weight is exactly 1 (no other tile covers it: copied, not blended)."""
+    tile, size, overlap = scale * tile, scale * size, scale * overlap
+    ramps = {s: _ramp(tile, overlap, s > 0, scale * s + tile < size) for s in starts}
     norm = np.zeros(size)
     for s, r in ramps.items():
-        norm[s:s + tile] += r
+        norm[scale * s:scale * s + tile] += r
     out = {}
     for s, r in ramps.items():
-        w = (r / norm[s:s + tile]).astype(np.float32)
+        w = (r / norm[scale * s:scale * s + tile]).astype(np.float32)
         ones = np.flatnonzero(w == 1.0)
         a, b = (int(ones[0]), int(ones[-1]) + 1) if ones.size else (0, 0)
         if ones.size and not np.all(w[a:b] == 1.0):  # never for one tile's ramp: its ones are contiguous
@@ -223,25 +231,48 @@ class TileGrid:
     sum (so the blend is one multiply-add per pixel and no normalisation pass), with the span where
     a tile alone covers the image (weight exactly 1) copied rather than multiplied.
 
+    With ``scale`` s the plan (tile origins, padding) stays in input space; accumulator, weights and
+    result are in output space: s times the plan's sizes and coordinates.
+
     Args:
         height, width: the image size.
         tile: (th, tw), the model's input size; batch: N, the model's batch.
         overlap, multiple, border: as :func:`make_plan`.
+        scale: the model's output size over its input size (super-resolution factor; 1 = same size).
 
     Raises:
-        ValueError: bad tile, overlap, multiple, border, batch or image size.
+        ValueError: bad tile, overlap, multiple, border, batch, scale or image size.
     """
 
     def __init__(self, height: int, width: int, tile: tuple[int, int], overlap: int = DEFAULT_OVERLAP,
-                 multiple: int = 1, *, border: int = DEFAULT_BORDER, batch: int = 1):
+                 multiple: int = 1, *, border: int = DEFAULT_BORDER, batch: int = 1, scale: int = 1):
         if batch < 1:
             raise ValueError(f"batch must be >= 1; got {batch}")
+        if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
+            raise ValueError(f"scale must be a positive integer; got {scale!r}")
         self.plan = make_plan(height, width, tile, overlap, border, multiple)
         self.batch = batch
+        self.scale = int(scale)
         th, tw = self.plan.tile
         hp, wp = self.plan.padded_size
-        self._wy = _axis_weights(sorted({y for y, _ in self.plan.positions}), th, hp, overlap)
-        self._wx = _axis_weights(sorted({x for _, x in self.plan.positions}), tw, wp, overlap)
+        self._wy = _axis_weights(sorted({y for y, _ in self.plan.positions}), th, hp, overlap, self.scale)
+        self._wx = _axis_weights(sorted({x for _, x in self.plan.positions}), tw, wp, overlap, self.scale)
+
+    @property
+    def out_tile(self) -> tuple[int, int]:
+        """(s*th, s*tw): the spatial size of one model output."""
+        return self.scale * self.plan.tile[0], self.scale * self.plan.tile[1]
+
+    @property
+    def out_size(self) -> tuple[int, int]:
+        """(s*H, s*W): the restored image's size."""
+        return self.scale * self.plan.height, self.scale * self.plan.width
+
+    @property
+    def out_padded_size(self) -> tuple[int, int]:
+        """The accumulator's spatial size: the padded image's, times s."""
+        hp, wp = self.plan.padded_size
+        return self.scale * hp, self.scale * wp
 
     @property
     def calls(self) -> int:
@@ -292,25 +323,26 @@ class TileGrid:
         return len(positions)
 
     def new_accumulator(self, channels: int) -> np.ndarray:
-        """A zeroed (channels, padded H, padded W) float32 accumulator for :meth:`accumulate`."""
-        return np.zeros((channels, *self.plan.padded_size), dtype=np.float32)
+        """A zeroed (channels, s * padded H, s * padded W) float32 accumulator for :meth:`accumulate`."""
+        return np.zeros((channels, *self.out_padded_size), dtype=np.float32)
 
     def accumulate(self, acc: np.ndarray, call: int, outputs: np.ndarray) -> None:
-        """Blend the outputs (N, C2, th, tw) of model call ``call`` into ``acc`` (from :meth:`new_accumulator`).
+        """Blend the outputs (N, C2, s*th, s*tw) of model call ``call`` into ``acc`` (from :meth:`new_accumulator`).
 
         Calls must come in order 0, 1, ... for one image (each pixel's sum is then taken in one order,
         so a pipelined run equals a serial one bit for bit).
 
         Raises:
-            ValueError: outputs of another spatial size than the tile.
+            ValueError: outputs of another spatial size than s times the tile.
         """
-        th, tw = self.plan.tile
+        th, tw = self.out_tile
         if outputs.ndim != 4 or outputs.shape[2:] != (th, tw):
-            raise ValueError(f"the model returned {outputs.shape} for a (N, C, {th}, {tw}) tile; tiling needs the same "
-                             "spatial size out")
+            raise ValueError(_size_error(outputs.shape, self.plan.tile, self.scale))
+        s = self.scale
         for i, (y, x) in enumerate(self.tiles_in(call)):
             wy, ya, yb = self._wy[y]
             wx, xa, xb = self._wx[x]
+            y, x = s * y, s * x
             o = outputs[i]
             region = acc[:, y:y + th, x:x + tw]
             # the span only this tile covers: copied; the frame around it: weighted sums
@@ -326,15 +358,18 @@ class TileGrid:
                 region += o * (wy[:, None] * wx[None, :])
 
     def result(self, acc: np.ndarray) -> np.ndarray:
-        """The blended float32 (C2, H, W) image (the padding cropped; values as the model gave them)."""
+        """The blended float32 (C2, s*H, s*W) image (the padding cropped; values as the model gave them)."""
         t, _, l, _ = self.plan.pad
-        return np.ascontiguousarray(acc[:, t:t + self.plan.height, l:l + self.plan.width])
+        t, l = self.scale * t, self.scale * l
+        h, w = self.out_size
+        return np.ascontiguousarray(acc[:, t:t + h, l:l + w])
 
     def quantise(self, acc: np.ndarray, out: np.ndarray, strip: int = 64) -> np.ndarray:
-        """Write the blended image into ``out`` (H, W, C2): uint8/uint16 rounded from [0, 1], float32 clipped
-        to [0, 1]; in strips of rows, so no full-frame temporary is made."""
+        """Write the blended image into ``out`` (s*H, s*W, C2): uint8/uint16 rounded from [0, 1], float32
+        clipped to [0, 1]; in strips of rows, so no full-frame temporary is made."""
         t, _, l, _ = self.plan.pad
-        h, w = self.plan.height, self.plan.width
+        t, l = self.scale * t, self.scale * l
+        h, w = self.out_size
         top = _SCALE.get(out.dtype)
         buf = np.empty((min(strip, h), w, acc.shape[0]), dtype=np.float32)
         for r0 in range(0, h, strip):
@@ -352,12 +387,12 @@ class TileGrid:
 
 def tile_run(image: np.ndarray, fn: TileFn, tile: tuple[int, int], overlap: int = DEFAULT_OVERLAP,
              multiple: int = 1, *, border: int = DEFAULT_BORDER, batch: int = 1,
-             progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+             progress: Optional[Callable[[int, int], None]] = None, scale: int = 1) -> np.ndarray:
     """Run ``fn`` (a fixed-size model) over ``image`` tile by tile and blend the outputs.
 
     Args:
         image: float32 (C, H, W), any H and W >= 1.
-        fn: float32 (N, C, th, tw) -> (N, C2, th, tw) (restoration: same spatial size out).
+        fn: float32 (N, C, th, tw) -> (N, C2, s*th, s*tw) (restoration: s = 1, the same spatial size out).
         tile: (th, tw), the model's fixed input size.
         overlap: pixels shared by neighbouring tiles (raised-cosine blended).
         multiple: the model's size multiple (total stride); ``tile`` must be a multiple of it,
@@ -365,19 +400,20 @@ def tile_run(image: np.ndarray, fn: TileFn, tile: tuple[int, int], overlap: int 
         border: extra reflect padding around the whole image before tiling.
         batch: N, tiles per call of ``fn`` (the last call is padded with zeros).
         progress: called as ``progress(done, total)`` after each tile.
+        scale: s, the model's output size over its input size (super-resolution factor).
 
     Returns:
-        float32 (C2, H, W).
+        float32 (C2, s*H, s*W).
 
     Raises:
-        ValueError: image not (C, H, W); bad tile, overlap or multiple; ``fn`` returned a
-            tile of another spatial size.
+        ValueError: image not (C, H, W); bad tile, overlap, multiple or scale; ``fn`` returned a
+            tile of another spatial size than s times the tile.
     """
     image = np.asarray(image)
     if image.ndim != 3:
         raise ValueError(f"image must be (C, H, W); got shape {image.shape}")
     c, h, w = image.shape
-    grid = TileGrid(h, w, tile, overlap, multiple, border=border, batch=batch)
+    grid = TileGrid(h, w, tile, overlap, multiple, border=border, batch=batch, scale=scale)
     padded = grid.prepare(image.astype(np.float32, copy=False).transpose(1, 2, 0))
     buf = np.empty((batch, c, *grid.plan.tile), dtype=np.float32)
     acc, done = None, 0
@@ -386,7 +422,8 @@ def tile_run(image: np.ndarray, fn: TileFn, tile: tuple[int, int], overlap: int 
         out = np.asarray(fn(buf))
         if out.ndim != 4 or out.shape[0] != batch:
             raise ValueError(f"the model returned {out.shape} for a ({batch}, {c}, {grid.plan.tile[0]}, "
-                             f"{grid.plan.tile[1]}) tile batch; tiling needs the same batch and spatial size out")
+                             f"{grid.plan.tile[1]}) tile batch; tiling needs the same batch out, and "
+                             f"{'the same spatial size' if scale == 1 else f'{scale} x the spatial size'}")
         if acc is None:
             acc = grid.new_accumulator(out.shape[1])
         grid.accumulate(acc, call, out)
@@ -395,6 +432,18 @@ def tile_run(image: np.ndarray, fn: TileFn, tile: tuple[int, int], overlap: int 
             for i in range(done - n, done):
                 progress(i + 1, grid.plan.tiles)
     return grid.result(acc)
+
+
+def _size_error(shape: tuple[int, ...], tile: tuple[int, int], scale: int) -> str:
+    """The message for a model output of the wrong spatial size (naming the scale it seems to have)."""
+    th, tw = tile
+    want = "the same spatial size" if scale == 1 else f"{scale} x the tile's spatial size"
+    got = (f"the model returned {tuple(shape)} for (N, C, {th}, {tw}) tiles; tiling needs {want} out "
+           f"({scale * th}x{scale * tw})")
+    if len(shape) == 4 and shape[2] % th == 0 and shape[3] % tw == 0 and shape[2] // th == shape[3] // tw >= 1:
+        k = shape[2] // th
+        return f"{got}: the model upscales by {k} but its manifest says scale {scale}; re-export it with scale {k}"
+    return got
 
 
 # what `run` and the Triton tiled model say when the graph's context is the whole input (manifest

@@ -4,8 +4,9 @@ restore function returns, with the audio copied untouched (PyAV, i.e. FFmpeg; im
 * :func:`probe_video` / :func:`is_video_path` — what a file holds, and whether the CLI should treat
   a path as a video;
 * :func:`read_frames` — decoded frames as H x W x 3 uint8 RGB arrays, in presentation order;
-* :func:`transcode` — ``src`` -> ``restore(frames)`` -> ``dst`` (same frame count, size and frame
-  rate; H.264 by default; audio packets remuxed, not re-encoded), written atomically.
+* :func:`transcode` — ``src`` -> ``restore(frames)`` -> ``dst`` (same frame count and frame rate, the
+  same size or ``scale`` times it for super-resolution; H.264 by default; audio packets remuxed, not
+  re-encoded), written atomically.
 
 PyAV is the optional ``video`` extra (``pip install 'deploy-kit[video]'``); importing this module
 does not need it, calling any function here does.
@@ -173,11 +174,12 @@ def read_frames(path) -> Iterator[np.ndarray]:
 
 def transcode(src, dst, restore: Callable[[Iterator[np.ndarray]], Iterable[np.ndarray]], *,
               codec: str = "libx264", crf: int | None = 18, preset: str | None = None,
-              progress: Callable[[int, int | None], Any] | None = None) -> VideoStats:
+              progress: Callable[[int, int | None], Any] | None = None, scale: int = 1) -> VideoStats:
     """Decode ``src``, pass its frames through ``restore`` and encode the result to ``dst``.
 
-    The output keeps the frame count, size and frame rate (constant rate, src's average rate; frame
-    ``i`` is stamped ``i / fps``) and copies every audio stream packet for packet (no re-encode).
+    The output keeps the frame count, size (times ``scale``) and frame rate (constant rate, src's
+    average rate; frame ``i`` is stamped ``i / fps``) and copies every audio stream packet for packet
+    (no re-encode).
     Video is yuv420p, or yuv444p when the width or height is odd (4:2:0 chroma needs even sizes, so
     this keeps the exact size; H.264 4:4:4 plays in FFmpeg-based players but not in browsers or most
     hardware decoders). Subtitle and data streams are not copied. The file is written to a temp file
@@ -187,7 +189,8 @@ def transcode(src, dst, restore: Callable[[Iterator[np.ndarray]], Iterable[np.nd
         src: input video (str or path-like).
         dst: output path; its extension picks the container (.mp4 .mov .mkv .webm .avi .ts ...).
         restore: takes an iterator of H x W x 3 uint8 RGB frames and returns an iterable of frames of
-            the same shape and count, in order. It may read ahead of what it has returned.
+            the same shape (``scale`` * H x ``scale`` * W x 3) and count, in order. It may read ahead of
+            what it has returned.
         codec: FFmpeg encoder name (``libx264`` default; ``libx265``, ``libvpx-vp9``, ... if present).
         crf: constant-rate-factor quality (lower is better; 18 is visually near-lossless for x264);
             None leaves the encoder's default rate control.
@@ -195,6 +198,8 @@ def transcode(src, dst, restore: Callable[[Iterator[np.ndarray]], Iterable[np.nd
             ``medium`` ... ``veryslow``); None leaves the encoder's default (x264: ``medium``).
         progress: called as ``progress(frames_done, total_or_None)`` after each frame is encoded;
             the total is src's frame count (or its estimate).
+        scale: the output frames' size over the input's (a super-resolution restore, e.g. a
+            :class:`~deploy_kit.runtime.restorer.Restorer`'s ``scale``); the video is encoded at that size.
 
     Returns:
         A :class:`VideoStats` (frames, wall seconds, processing fps, output path).
@@ -202,10 +207,13 @@ def transcode(src, dst, restore: Callable[[Iterator[np.ndarray]], Iterable[np.nd
     Raises:
         ValueError: unreadable / truncated / corrupt ``src`` (naming the file and the frame index), an
             unknown or unusable encoder, a ``crf`` the encoder does not take, an output container that
-            cannot hold the streams, or ``restore`` returning a frame of another size or type.
+            cannot hold the streams, a ``scale`` that is not a positive integer, or ``restore``
+            returning a frame of another size or type.
         RuntimeError: ``restore`` returned more or fewer frames than it was given (a bug in it).
         MissingDependencyError: PyAV is not installed.
     """
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"scale must be a positive integer; got {scale!r}")
     av = _import_av()
 
     src, dst = os.fspath(src), os.fspath(dst)
@@ -225,7 +233,7 @@ def transcode(src, dst, restore: Callable[[Iterator[np.ndarray]], Iterable[np.nd
         frames_in = read_frames(src)
         with atomic_target(dst) as tmp:
             written = _write(av, tmp, muxer, dst, src, info, video_in, audio_in, frames_in, restore,
-                             codec, crf, preset, progress)
+                             codec, crf, preset, progress, scale)
     finally:
         audio_in.close()
         if frames_in is not None:
@@ -431,8 +439,9 @@ def _pick_pix_fmt(codec_obj, width: int, height: int) -> str:
 
 def _write(av, tmp: str, muxer: str, dst: str, src: str, info: VideoInfo, video_in, audio_in,
            frames_in: Iterator[np.ndarray], restore, codec: str, crf: int | None, preset: str | None,
-           progress) -> int:
-    """Encode ``restore(frames_in)`` (+ src's audio packets) into ``tmp``; returns frames written."""
+           progress, scale: int = 1) -> int:
+    """Encode ``restore(frames_in)`` (+ src's audio packets) into ``tmp``, frames ``scale`` times src's size;
+    returns frames written."""
     from av.video.reformatter import VideoReformatter
 
     try:
@@ -441,7 +450,7 @@ def _write(av, tmp: str, muxer: str, dst: str, src: str, info: VideoInfo, video_
         raise ValueError(f"{codec!r} is not a video encoder this FFmpeg build has ({_reason(exc)})") from exc
     if codec_obj.type != "video":
         raise ValueError(f"{codec!r} is a {codec_obj.type} encoder, not a video encoder")
-    width, height, rate = info.width, info.height, info.fps
+    width, height, rate = scale * info.width, scale * info.height, info.fps
     pix_fmt = _pick_pix_fmt(codec_obj, width, height)
     src_cc = video_in.codec_context
     matrix = _sws_matrix(src_cc.colorspace)
@@ -512,7 +521,8 @@ def _write(av, tmp: str, muxer: str, dst: str, src: str, info: VideoInfo, video_
                     got = (f"{array.dtype} array of shape {array.shape}" if isinstance(array, np.ndarray)
                            else type(array).__name__)
                     raise ValueError(f"restore returned a {got} for frame {written}; "
-                                     f"{src} needs {height}x{width}x3 uint8 RGB frames")
+                                     f"{src} needs {height}x{width}x3 uint8 RGB frames"
+                                     + (f" ({scale} x its size)" if scale > 1 else ""))
                 array = np.ascontiguousarray(array)
                 if pix_fmt != "rgb24":
                     # wrap the array without a copy (PyAV >= 12): swscale reads it once, right here,

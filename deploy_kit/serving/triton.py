@@ -282,6 +282,10 @@ def write_repository(source: str, repo: str, *, name: str | None = None, instanc
     else:
         ov, multiple = tiling_defaults(m, overlap)
         _, ch, th, tw = m.input_shape
+        sc = m.scale
+        if tuple(outputs[0].dims[2:]) != (sc * th, sc * tw):
+            raise ManifestError(f"{src.bundle.path}: the graph outputs {list(outputs[0].dims)} for {list(inputs[0].dims)} "
+                                f"inputs, not {sc} x the input's size (manifest scale {sc}); re-export it")
         if m.input_dtype not in ("float32", "float16"):
             raise ManifestError(f"{src.bundle.path}: input dtype {m.input_dtype[:20]!r} is not float32/float16")
         dtype = TRITON_TYPES[m.input_dtype]
@@ -300,6 +304,7 @@ def write_repository(source: str, repo: str, *, name: str | None = None, instanc
             "tile_height": str(th),
             "tile_width": str(tw),
             "tile_batch": str(m.batch),
+            "scale": str(sc),
             "overlap": str(ov),
             "multiple": str(multiple),
             "global_context": "true" if m.global_context else "false",
@@ -312,6 +317,8 @@ def write_repository(source: str, repo: str, *, name: str | None = None, instanc
             "config.pbtxt": _config(
                 header + [f"Images of any size (N, {ch}, H, W) in [0, 1], tiled {th}x{tw} with overlap {ov} and blended by",
                           "deploy-kit's runtime (deploy_kit.runtime.tiling.tile_run), as 'deploy-kit run' does.",
+                          *([f"Super-resolution x{sc}: the output is (N, {outputs[0].dims[1]}, {sc}*H, {sc}*W)."]
+                            if sc > 1 else []),
                           how,
                           f"Needs deploy-kit in the Python that runs the python backend ({extra})."],
                 tiled_name, 'backend: "python"', [(inputs[0].name, dtype, [-1, ch, -1, -1])],

@@ -2,8 +2,8 @@
 
 It serves images of any size through the fixed-size graph with the runtime's own tiling and
 blending (:func:`deploy_kit.runtime.tiling.tile_run`, what ``deploy-kit run`` uses), so a served
-image equals ``deploy-kit run``'s output for it. Each tile goes through a
-:class:`~deploy_kit.runtime.runners.Runner`:
+image equals ``deploy-kit run``'s output for it (``scale`` times its size for a super-resolution
+graph). Each tile goes through a :class:`~deploy_kit.runtime.runners.Runner`:
 
 * ``tiles_through: bls`` — :class:`TritonModelRunner`, a BLS request to the fixed-size model
   ``tile_model`` in the same server (the TensorRT plan on a GPU server: one engine in GPU memory,
@@ -68,6 +68,7 @@ class TritonPythonModel:
         self.channels = int(p["channels"])
         self.tile = (int(p["tile_height"]), int(p["tile_width"]))
         self.batch = int(p.get("tile_batch") or 1)  # tiles per call: the graph's static batch
+        self.scale = int(p.get("scale") or 1)  # output size / input size (absent in repositories written before it)
         self.overlap = int(p["overlap"])
         self.multiple = int(p["multiple"])
         log = pb_utils.Logger
@@ -88,7 +89,8 @@ class TritonPythonModel:
             raise ValueError(f"{args['model_name']}: unknown tiles_through {p['tiles_through']!r} in config.pbtxt")
 
     def restore(self, batch: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) float32 in [0, 1] -> (N, C2, H, W) float32, each image tiled as ``deploy-kit run`` does.
+        """(N, C, H, W) float32 in [0, 1] -> (N, C2, s*H, s*W) float32 (s: the graph's scale, 1 unless it is a
+        super-resolution one), each image tiled as ``deploy-kit run`` does.
 
         Raises:
             ValueError: not (N, channels, H, W) with N, H, W >= 1.
@@ -96,7 +98,8 @@ class TritonPythonModel:
         if batch.ndim != 4 or batch.shape[1] != self.channels or min(batch.shape) < 1:
             raise ValueError(f"expected a float32 (N, {self.channels}, H, W) image batch; got shape {list(batch.shape)}")
         fn = lambda t: self.runner.run(t)[0]  # noqa: E731 - one model call of `batch` tiles, as 'deploy-kit run' makes it
-        return np.stack([tile_run(image, fn, self.tile, self.overlap, self.multiple, batch=self.batch) for image in batch])
+        return np.stack([tile_run(image, fn, self.tile, self.overlap, self.multiple, batch=self.batch, scale=self.scale)
+                         for image in batch])
 
     def execute(self, requests: list) -> list:
         pb = self.pb

@@ -71,3 +71,54 @@ def test_one_tile_is_the_reference(cli, tiny_tlc_onnx):
     # 92.6-120 dB: this random tiny TLC model amplifies rounding (LayerNorms over near-flat maps),
     # and ORT's thread split of reductions varies with the machine's load
     assert float(re.search(r"PSNR ([\d.]+) dB", r.stdout).group(1)) > 80
+
+
+def _sr_graph(path, scale, tile=None, seed=0):
+    """x``scale`` super-resolution: 3x3 conv to 3*s*s channels, DepthToSpace, 3x3 conv (fixed ``tile`` or dynamic size)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    c2 = 3 * scale * scale
+    w1 = (rng.random((c2, 3, 3, 3)) / 27).astype(np.float32)
+    w2 = (rng.random((3, 3, 3, 3)) / 27).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["input", "w1"], ["f"], pads=[1, 1, 1, 1]),
+             helper.make_node("DepthToSpace", ["f"], ["u"], blocksize=scale, mode="CRD"),
+             helper.make_node("Conv", ["u", "w2"], ["output"], pads=[1, 1, 1, 1])]
+    dims_in = [1, 3, tile, tile] if tile else [1, 3, "h", "w"]
+    dims_out = [1, 3, scale * tile, scale * tile] if tile else [1, 3, "H", "W"]
+    graph = helper.make_graph(nodes, "sr", [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims_in)],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, dims_out)],
+                              [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return str(path)
+
+
+def test_super_resolution_is_compared_in_output_space(tmp_path):
+    """A x2 graph: the tiled output, the tile boundaries and the seam band are all in output pixels."""
+    import numpy as np
+
+    pytest.importorskip("onnx")
+    from deploy_kit.errors import UsageError
+    from deploy_kit.runtime.runners import OrtRunner
+    from deploy_kit.runtime.tiling import make_plan
+    from deploy_kit.seamcheck import tiled_vs_full
+
+    rng = np.random.default_rng(0)
+    x = np.clip(0.5 + 0.2 * rng.standard_normal((3, 70, 90)), 0, 1).astype(np.float32)
+    with OrtRunner(_sr_graph(tmp_path / "full.onnx", 2)) as full:
+        ref = full.run(x[None])[0][0]
+    with OrtRunner(_sr_graph(tmp_path / "tile.onnx", 2, tile=32), threads=1) as r:
+        fn = lambda t: r.run(t)[0]  # noqa: E731
+        plan, out, good = tiled_vs_full(x, ref, fn, (32, 32), 8, scale=2)
+        _, _, seams = tiled_vs_full(x, ref, fn, (32, 32), 0, scale=2)
+        with pytest.raises(UsageError, match="output is 70x90 for a 70x90 photo; a model of scale 2 gives 140x180"):
+            tiled_vs_full(x, ref[:, ::2, ::2], fn, (32, 32), 8, scale=2)
+    assert out.shape == ref.shape == (3, 140, 180) and plan.tiles == make_plan(70, 90, (32, 32), 8).tiles
+    assert good["psnr"] > 55 and good["seam_psnr"] > 55
+    # without overlap the error is on the boundaries, which sit at twice their input position
+    assert seams["seam_psnr"] < good["seam_psnr"] - 10 and seams["seam_psnr"] < seams["other_psnr"] - 10
+    w = seams["worst_seam"]
+    edges = {2 * v for box in make_plan(70, 90, (32, 32), 0).boxes() for v in box}
+    assert w["at"] in edges and abs(w["peak"][0 if w["axis"] == "y" else 1] - w["at"]) <= 2 * 3

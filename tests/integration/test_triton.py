@@ -189,6 +189,7 @@ def test_configs_come_from_the_manifest_and_the_graph(cli, bundle, tmp_path):
     assert (p["tile_height"], p["tile_width"], p["channels"]) == ("64", "64", "3")
     assert (p["overlap"], p["multiple"]) == ("16", "16")  # deploy-kit run's choice for a 64x64 engine, pad multiple 16
     assert (p["tile_input"], p["tile_output"], p["tile_input_dtype"]) == ("input", "output", "float32")
+    assert p["scale"] == "1"  # restoration: the output is the input's size
     assert "deploy_kit.serving.triton_model import TritonPythonModel" in (repo / "naf_tiled" / "1" / "model.py").read_text()
     assert not (repo / "naf_tiled" / "1" / "model.onnx").exists()  # BLS: the graph lives in naf / naf_onnx only
 
@@ -261,6 +262,103 @@ def test_bad_inputs_are_one_line_and_write_nothing(cli, bundle, tmp_path):
     assert sorted(p.name for p in taken.iterdir()) == ["naf_onnx"]  # nothing else appeared
     assert (taken / "naf_onnx" / "config.pbtxt").read_text() == "# someone else's\n"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+def _sr_bundle(tmp_path: Path, scale: int, recorded: int | None = None, tile: int = 32) -> Path:
+    """A bundle of a tiny x``scale`` super-resolution graph (3x3 conv to 3*s*s channels, DepthToSpace), its
+    manifest saying scale ``recorded`` (default: the graph's), made without torch or an export."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from deploy_kit import __version__
+    from deploy_kit.bundle import write_bundle
+    from deploy_kit.manifest import input_conventions
+    from deploy_kit.runtime.runners import OrtRunner
+
+    rng = np.random.default_rng(scale)
+    w = (rng.random((3 * scale * scale, 3, 3, 3)) / 27).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["f"], pads=[1, 1, 1, 1]),
+         helper.make_node("DepthToSpace", ["f"], ["output"], blocksize=scale, mode="CRD")], "sr",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, tile, tile])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, scale * tile, scale * tile])],
+        [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    meta = {"deploy_kit_version": __version__, "model": "srnet", "variant": f"x{scale}", "input_shape": [1, 3, tile, tile],
+            "precision": "fp32", "input_names": ["input"], "output_names": ["output"], "output_kind": "image",
+            "input": input_conventions(3, 1), "scale": scale if recorded is None else recorded}
+    onnx.helper.set_model_props(model, {k: json.dumps(v) for k, v in meta.items()})
+    path = tmp_path / f"srnet-x{scale}.fp32.onnx"
+    onnx.save(model, str(path))
+    x = rng.random((1, 3, tile, tile)).astype(np.float32)
+    with OrtRunner(str(path)) as r:
+        y = r.run(x)
+    write_bundle(str(path), [x], [y], str(tmp_path / f"srnet-x{scale}.bundle"))
+    return tmp_path / f"srnet-x{scale}.bundle"
+
+
+class _FakePbUtils:
+    """The few names of triton_python_backend_utils the tiled model's initialize uses (no server here)."""
+
+    class Logger:
+        @staticmethod
+        def log_warn(message):
+            raise AssertionError(f"unexpected warning: {message}")
+
+
+def _tiled_model(repo: Path, name: str, monkeypatch):
+    """The tiled model of ``repo/name`` initialised as Triton's python backend would (config as JSON)."""
+    from deploy_kit.serving.triton_model import TritonPythonModel
+
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _FakePbUtils)
+    text = _config(repo / name)
+    config = {"input": [{"name": _io(text, "input")[0][0]}], "output": [{"name": _io(text, "output")[0][0]}],
+              "parameters": {k: {"string_value": v} for k, v in _params(text).items()}}
+    model = TritonPythonModel()
+    model.initialize({"model_config": json.dumps(config), "model_repository": str(repo / name), "model_version": "1",
+                      "model_name": name})
+    return model
+
+
+@pytest.mark.parametrize("scale", [2, 3])
+def test_super_resolution_bundle_serves_s_times_the_image(tmp_path, monkeypatch, scale):
+    """A x``scale`` graph: the fixed-size configs carry its dims, the tiled model records the scale and returns
+    images ``scale`` times larger, equal to the runtime's own tiling of them."""
+    pytest.importorskip("onnx")
+    from deploy_kit.manifest import read_typed
+    from deploy_kit.runtime.runners import OrtRunner
+    from deploy_kit.runtime.tiling import tile_run, tiling_defaults
+    from deploy_kit.serving.triton import write_repository
+
+    b = _sr_bundle(tmp_path, scale)
+    repo = tmp_path / "repo"
+    write_repository(str(b), str(repo), name="sr", tiles_through="in-process")
+    assert _io(_config(repo / "sr_onnx"), "output") == [("output", "TYPE_FP32", [1, 3, 32 * scale, 32 * scale])]
+    tiled = _config(repo / "sr_tiled")
+    assert _io(tiled, "input") == [("input", "TYPE_FP32", [-1, 3, -1, -1])]
+    assert _io(tiled, "output") == [("output", "TYPE_FP32", [-1, 3, -1, -1])]
+    assert _params(tiled)["scale"] == str(scale) and f"Super-resolution x{scale}" in tiled
+    assert read_manifest(str(repo / "sr_tiled" / "deploy-kit.json"))["scale"] == scale
+    model = _tiled_model(repo, "sr_tiled", monkeypatch)
+    x = np.random.default_rng(0).random((2, 3, 45, 70)).astype(np.float32)
+    out = model.restore(x)
+    assert out.shape == (2, 3, 45 * scale, 70 * scale)
+    overlap, multiple = tiling_defaults(read_typed(str(b / "manifest.json")), None)
+    with OrtRunner(str(b / f"srnet-x{scale}.fp32.onnx")) as r:
+        expect = tile_run(x[1], lambda t: r.run(t)[0], (32, 32), overlap, multiple, scale=scale)
+    np.testing.assert_allclose(out[1], expect, rtol=0, atol=1e-6)
+    model.finalize()
+
+
+def test_a_bundle_whose_scale_is_not_its_graphs_is_refused(tmp_path):
+    pytest.importorskip("onnx")
+    from deploy_kit.manifest import ManifestError
+    from deploy_kit.serving.triton import write_repository
+
+    b = _sr_bundle(tmp_path, 2, recorded=3)
+    with pytest.raises(ManifestError, match=r"the graph outputs \[1, 3, 64, 64\] for \[1, 3, 32, 32\] inputs, not 3 x"):
+        write_repository(str(b), str(tmp_path / "repo"))
+    assert not (tmp_path / "repo").exists()
 
 
 def test_serving_modules_import_nothing_heavy():

@@ -96,6 +96,9 @@ def test_module_int8_bundle_verifies(cli, tmp_path, name, flags, size, scale):
     assert rep["passed"] and _psnr(_row(rep, "onnxruntime", "int8")) >= 35.0
     r = cli("verify", out / f"{stem}.int8.bundle")
     assert r.returncode == 0, r.stdout + r.stderr
+    r = cli("seam-check", out / f"{stem}.int8.onnx")  # tiles blended in output space, against the module
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "PSNR" in r.stdout and (f"(x{scale} out)" in r.stdout) == (scale > 1)
 
 
 def test_onnx_file_from_outside(cli, tmp_path):
@@ -131,6 +134,9 @@ def test_onnx_file_from_outside(cli, tmp_path):
     assert cv2.imread(str(tmp_path / "r" / "in.png")).shape == (140, 202, 3)
     r = cli("verify", out / "my-sr-x2-40x48.fp16.onnx")  # the build machine re-runs the source graph
     assert r.returncode == 0, r.stdout + r.stderr
+    r = cli("seam-check", out / "my-sr-x2-40x48.fp16.onnx")  # the source graph at the full size is the reference
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "on your graph My SR x2.onnx" in r.stdout and "(x2 out)" in r.stdout
 
 
 def test_tlc_finds_sites_and_global_context_is_recorded(cli, tmp_path):

@@ -126,6 +126,49 @@ def test_eval_pairs_are_clean_targets_of_held_out_images():
     assert "4000x4000" in _one_line_error(e)
 
 
+def test_eval_pairs_of_a_downscale_degradation_align_input_and_target():
+    """Super-resolution pairs: the clean target is cropped at s x the export size and degraded into the input."""
+    from deploy_kit.data.degrade import degrade
+
+    for s in (2, 3):
+        pairs = eval_pairs(channels=3, height=H, width=W, count=3, degradation=f"downscale:{s}")
+        assert [(x.shape, y.shape) for x, y in pairs] == [((1, 3, H, W), (1, 3, s * H, s * W))] * 3
+        for x, y in pairs:  # pure downscale: the input is exactly the target, shrunk
+            np.testing.assert_array_equal(x[0], degrade(y[0].transpose(1, 2, 0), f"downscale:{s}", None).transpose(2, 0, 1))
+        checked = eval_pairs(channels=3, height=H, width=W, count=3, degradation=f"downscale:{s}", scale=s)
+        assert all(np.array_equal(a[1], b[1]) for a, b in zip(checked, pairs))
+    noisy = eval_pairs(channels=1, height=H, width=W, count=2, degradation="downscale:4+noise:10", seed=3)
+    assert [(x.shape, y.shape) for x, y in noisy] == [((1, 1, H, W), (1, 1, 4 * H, 4 * W))] * 2
+    # scale 1: the pairs of before, untouched by the new argument
+    plain = eval_pairs(channels=3, height=H, width=W, count=2, degradation="noise:25")
+    for (x, y), (x2, y2) in zip(plain, eval_pairs(channels=3, height=H, width=W, count=2, degradation="noise:25", scale=1)):
+        assert np.array_equal(x, x2) and np.array_equal(y, y2) and x.shape == y.shape == (1, 3, H, W)
+    with pytest.raises(CalibrationError) as e:
+        eval_pairs(channels=3, height=H, width=W, count=1, degradation="noise:25", scale=2)
+    assert "use a degradation with downscale:2" in _one_line_error(e)
+    with pytest.raises(CalibrationError) as e:
+        eval_pairs(channels=3, height=H, width=W, count=1, degradation="downscale:2", scale=1)
+    assert "drop downscale:2" in _one_line_error(e)
+    with pytest.raises(CalibrationError) as e:
+        eval_pairs(channels=3, height=300, width=300, count=1, degradation="downscale:2")
+    assert "600x600" in _one_line_error(e)  # the crops are twice the export size
+
+
+def test_calibration_crops_of_a_downscale_degradation_are_the_graph_input_size(tmp_path):
+    s = load_calibration_set(None, channels=3, height=H, width=W, count=MIN_IMAGES, degradation="downscale:3+noise:5")
+    assert {a.shape for a in s.arrays} == {(1, 3, H, W)}
+    assert f"crops {3 * H}x{3 * W} (downscaled to {H}x{W})" in s.description and "downscale:3+noise:5" in s.description
+    plain = load_calibration_set(None, channels=3, height=H, width=W, count=MIN_IMAGES)
+    assert f"crops {H}x{W} from" in plain.description
+    # user images must hold the larger crop: 48 px files cannot give 2 x 32 px crops
+    d = _good_dir(tmp_path)
+    with pytest.raises(CalibrationError) as e:
+        load_calibration_set(str(d), channels=3, height=H, width=W, count=MIN_IMAGES, degradation="downscale:2")
+    assert "add images of at least 64x64" in _one_line_error(e)
+    small = load_calibration_set(str(d), channels=3, height=16, width=16, count=MIN_IMAGES, degradation="downscale:3")
+    assert {a.shape for a in small.arrays} == {(1, 3, 16, 16)}
+
+
 # --- user directories, globs and manifests ----------------------------------------------------------
 def test_directory_with_mixed_files_skips_with_reasons(tmp_path):
     d = _good_dir(tmp_path)

@@ -75,6 +75,39 @@ def test_bad_arguments(tmp_path, pairs):
         quality_table({"fp32": ident}, pairs, input_name="image")
 
 
+def _upsample_graph(path, scale, size=S):
+    """Nearest-neighbour x``scale`` upsampling: a super-resolution 'model' with a known output."""
+    sc = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1.0, 1.0, float(scale), float(scale)])
+    g = helper.make_graph(
+        [helper.make_node("Resize", ["input", "", "scales"], ["output"], mode="nearest")], "up",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, scale * size, scale * size])], [sc])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+    return str(path)
+
+
+def test_super_resolution_pairs_are_measured_in_output_space(tmp_path):
+    from deploy_kit.data.degrade import resize_bicubic
+
+    sr_pairs = eval_pairs(channels=3, height=S, width=S, count=2, degradation="downscale:2")
+    up = _upsample_graph(tmp_path / "up.onnx", 2)
+    t = quality_table({"fp32": up, "int8": up}, sr_pairs, threads=1)
+    nearest = [psnr(np.clip(x.repeat(2, axis=2).repeat(2, axis=3), 0, 1), y) for x, y in sr_pairs]
+    assert t["fp32"]["restoration_psnr"] == pytest.approx(float(np.mean(nearest)), abs=1e-6)
+    assert t["int8"]["psnr_vs_fp32"] == math.inf and t["int8"]["restoration_drop"] == 0.0
+    # the input's PSNR: enlarged to the target by bicubic interpolation, the usual baseline (better than nearest)
+    bicubic = [psnr(np.clip(resize_bicubic(x[0].transpose(1, 2, 0), 2 * S, 2 * S), 0, 1).transpose(2, 0, 1)[None], y)
+               for x, y in sr_pairs]
+    assert t["fp32"]["input_psnr"] == pytest.approx(float(np.mean(bicubic)), abs=1e-9)
+    assert t["fp32"]["input_psnr"] > t["fp32"]["restoration_psnr"]
+    # pairs without the downscale: targets of the input's size, which a x2 model cannot be measured against
+    with pytest.raises(UsageError, match=r"outputs 64x64 for 32x32 inputs but the clean targets are 32x32; .* downscale:S"):
+        quality_table({"fp32": up}, eval_pairs(channels=3, height=S, width=S, count=1, degradation="noise:25"), threads=1)
+
+
 @pytest.mark.parametrize("name, model, degradation, gain", [
     ("nafnet-demo-w16-noise25", "nafnet", "noise:25", 5.0),
     ("restormer-demo-d12-blur9", "restormer", "blur:9", 0.3),

@@ -152,3 +152,19 @@ def test_an_abandoned_stream_stops_its_threads(graphs):
     for t in alive:
         t.join(timeout=5)
     assert not any(t.is_alive() for t in alive)
+
+
+def test_accumulators_of_many_sizes_are_recycled(graphs):
+    """A size whose recycled accumulators were all taken is dropped from the pool, so trimming the pool to
+    ``depth + 1`` never meets an empty entry (frames of several sizes in flight at once did)."""
+    with _restorer(graphs, 1, depth=1) as r:
+        grids = [r.grid(h, w) for h, w in ((40, 50), (60, 30), (33, 70))]
+        a, b, c1, c2 = (r._acc(g, 3) for g in (grids[0], grids[1], grids[2], grids[2]))
+        r._give_acc(a)
+        r._give_acc(b)
+        assert r._acc(grids[0], 3) is a  # its size's last one: taken
+        r._give_acc(c1)
+        r._give_acc(c2)  # three kept > depth + 1: the oldest size's go first
+        kept = [x for v in r._free_accs.values() for x in v]
+        assert len(kept) == 2 and all(x is not a for x in kept)
+        r.restore(np.zeros((40, 50, 3), np.uint8))
