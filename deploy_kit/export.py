@@ -17,7 +17,7 @@ from .errors import ExportError, UsageError
 from .fsutil import atomic_target
 from .memory import map_large_allocations
 
-# ops that must never reach TensorRT from our exports (design §2)
+# ops that must never reach TensorRT from our exports (static graphs only; see ARCHITECTURE.md)
 FORBIDDEN_OPS = {
     "CumSum": "lowered to a loop by TensorRT and overflows in FP16",
     "Loop": "a Python loop leaked into the graph; exports must be static",

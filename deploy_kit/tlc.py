@@ -34,8 +34,7 @@ map (C x h x w)        k     global      two pools        band + pool         ch
 =====================  ====  ==========  ===============  ==================  ==========================
 
 (Two pools: a k x 1 then a 1 x k AveragePool; the k x 1 one is the slow one.) An earlier form,
-block-wise suffix sums with a shift across blocks as constant MatMuls (the first round of issue
-12), measured slower than the two-stage form wherever it had been chosen, and was removed.
+block-wise suffix sums with a shift across blocks as constant MatMuls, measured slower than the two-stage form wherever it had been chosen, and was removed.
 """
 
 from __future__ import annotations

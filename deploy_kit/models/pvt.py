@@ -24,9 +24,9 @@ wherever upstream runs.
 The wrapped module (:meth:`PVTAdapter.wrap`) takes a [0, 1] RGB image and applies the ImageNet
 mean/std normalisation itself (its first ops), like the other deploy-kit models. With
 ``static=True`` the resized embeddings are computed once and stored as constant buffers, so the
-exported graph has no Resize of parameters (reference §5.12, pytorch/pytorch#124884).
+exported graph has no Resize of parameters (pytorch/pytorch#124884).
 
-PVT v2 (``v2-*`` variants, reference §4.4) shares the blocks: overlapping patch embeddings, a
+PVT v2 (``v2-*`` variants, https://arxiv.org/abs/2106.13797) shares the blocks: overlapping patch embeddings, a
 depthwise conv in the MLP (``mlp.dwconv.dwconv``), ``norm{i}`` per stage, no positional
 embeddings. b2-li's ``AdaptiveAvgPool2d(7)`` becomes :class:`StaticAdaptiveAvgPool` in the static
 form. Height and width must be multiples of 32 for every variant (:func:`check_size`).

@@ -5,9 +5,9 @@ per-stage settings (dims 64/128/320/512, heads 1/2/5/8, SR 8/4/2/1, MLP ratios 8
 patch 4 then 2) and differ only in depth. ``img_size`` is the *training* resolution, which fixes
 the positional-embedding grids (224 -> 56/28/14/7); it is a hyper-parameter so the test
 variants can keep a 64-pixel grid. The export size is free (any multiple of 32): the
-embeddings are resized to it once, at wrap time (§5.12).
+embeddings are resized to it once, at wrap time (pytorch/pytorch#124884).
 
-PVT v2 variants (``v2-*``, hyper-parameter ``version=2``) follow §4.4; they have no positional
+PVT v2 variants (``v2-*``, hyper-parameter ``version=2``) follow https://arxiv.org/abs/2106.13797; they have no positional
 embeddings, and b2-li's ``AdaptiveAvgPool2d(7)`` is frozen to constant pooling matrices at export.
 Height and width must be multiples of 32 (the total stride) for every variant.
 """
@@ -63,7 +63,7 @@ def _test(name: str, dims, heads, depths, summary: str) -> Variant:
     )
 
 
-# PVT v2 (reference §4.4): no positional embeddings, so no training size. name -> (dims,
+# PVT v2 (https://arxiv.org/abs/2106.13797): no positional embeddings, so no training size. name -> (dims,
 # depths, mlp ratios, linear SRA, README params, top-1)
 _V2 = {
     "v2-b0": ([32, 64, 160, 256], [2, 2, 2, 2], [8, 8, 4, 4], False, "3.7 M", 70.5),
