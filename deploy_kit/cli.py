@@ -200,6 +200,8 @@ def _run_and_summarise(req, out_dir, backend, stop_after, samples, int8, build_o
             click.echo(f"[{step['n']}] {text} ...", err=True)
         elif event == "done":
             click.echo(f"    done in {time.perf_counter() - step['t']:.1f} s - {text}", err=True)
+        elif event == "detail":
+            click.echo(f"    {text}", err=True)
 
     res = run_export(req, out_dir=out_dir, backend=backend, stop_after=stop_after, samples=samples,
                      int8=int8, build_options=build_options, progress=progress, bundle=bundle)

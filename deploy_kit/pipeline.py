@@ -30,6 +30,7 @@ from .models import get_adapter, spec_for
 from .parity import _clean, write_heatmap
 from .precision.calibration import batched, eval_pairs, load_calibration_set
 from .precision.fp16 import convert_fp16
+from .precision.graphsafe import convert_fp16_safe
 from .precision.int8 import Int8Options, quantize_int8
 from .precision.quality import format_quality_table, quality_table
 from .precision.truefp16 import BACKEND, true_fp16_outputs
@@ -76,7 +77,7 @@ class ExportResult:
     bundle: str | None = None
 
 
-Progress = Callable[[str, str], None]  # (event, text): event "start" | "done"
+Progress = Callable[[str, str], None]  # (event, text): event "start" | "done" | "detail" (a line within a step)
 
 
 def _quiet(event: str, text: str) -> None:
@@ -582,7 +583,7 @@ def stage_precision(job: Job, reference: Reference, fp32: Graph) -> Graph | None
     path = f"{job.stem}.{precision}.onnx"
 
     def go() -> tuple[None, str]:
-        detail = _convert_fp16(job, fp32.path, path) if precision == "fp16" else _quantize(job, fp32.path, path)
+        detail = _convert_fp16(job, reference, fp32.path, path) if precision == "fp16" else _quantize(job, fp32.path, path)
         update_metadata(path, {"precision": precision})  # verify gates by this
         job.res.artifacts.append((f"{precision.upper()} ONNX", path))
         return None, detail
@@ -595,8 +596,26 @@ def stage_precision(job: Job, reference: Reference, fp32: Graph) -> Graph | None
     return _parity_onnx(job, reference, precision, path, restoration_drop=drop)
 
 
-def _convert_fp16(job: Job, src: str, dst: str) -> str:
-    """The FP16 graph of ``src`` (the model's FP32 islands kept); returns the progress detail."""
+def _convert_fp16(job: Job, reference: Reference, src: str, dst: str) -> str:
+    """The FP16 graph of ``src``; returns the progress detail.
+
+    A built-in family's graph is range-safe already (its model file's export form) and keeps the
+    family's FP32 islands; a user's graph gets the graph-level range-safe pass and, where the
+    true-FP16 check still misses the gate, the smallest set of FP32 nodes that meets it
+    (precision/graphsafe.py), named in the notes.
+    """
+    if job.req.source is not None:
+        target = job.spec.tolerance.fp16_min_psnr or 50.0
+        res = convert_fp16_safe(src, list(reference.inputs), dst, target_psnr=target,
+                                kind="image" if job.kind == "image" else "features",
+                                log=lambda line: job.progress("detail", line))
+        sites = ", ".join(sorted({site.pattern for site in res.sites})) or "none needed"
+        kept = ", ".join(res.kept_fp32) if res.kept_fp32 else "none"
+        job.res.notes.append(f"FP16 (graph-level range-safe pass): {len(res.sites)} sites rescaled ({sites}); "
+                             f"kept FP32: {len(res.kept_fp32)} nodes ({kept}); true-FP16 PSNR "
+                             f"{res.psnr_before:.2f} dB before islands, {res.psnr_after:.2f} dB after"
+                             + ("" if res.met else f" - below the {target:g} dB target"))
+        return f"{len(res.sites)} range-safe sites, {len(res.kept_fp32)} nodes kept FP32"
     rep = convert_fp16(src, dst, job.adapter.fp32_islands(job.req))
     job.res.notes.append(f"FP16: kept FP32: {len(rep.kept_fp32)} nodes matching {', '.join(rep.patterns) or 'nothing'}")
     return rep.line()

@@ -68,6 +68,7 @@ def test_module_fp16_engine_bundle_and_run(cli, tmp_path, name, flags, size, sca
     assert rep["passed"]
     assert _row(rep, "onnxruntime", "fp32")["status"] == "pass"
     assert _psnr(_row(rep, "true-fp16", "fp16")) >= 50.0
+    assert "FP16 (graph-level range-safe pass)" in r.stdout and "kept FP32: 0 nodes" in r.stdout
     assert (out / f"{stem}.fp16.rtx1.plan").stat().st_size > 10_000
     bundle = out / f"{stem}.fp16.bundle"
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -194,11 +195,13 @@ def test_bad_input_is_one_line(cli, tmp_path, args, expect):
     assert not out.exists()
 
 
-def test_value_range_255_keeps_graph_io_in_unit_range(cli, tmp_path):
+def test_value_range_255_and_the_graph_level_fp16_pass(cli, tmp_path):
+    """Inputs in [0, 255] make the token LayerNorms' statistics leave FP16: the graph-level pass rescales them."""
     out = tmp_path / "o"
-    r = cli("export", "--module", f"{EXAMPLES}:SEUNet", "--value-range", "255", "--height", "32", "--width", "32",
-            "--backend", "none", "--stop-after", "simplified", "--out", out)
+    r = cli("export", "--module", f"{EXAMPLES}:TinySwin", "--value-range", "255", "--height", "64", "--width", "64",
+            "--fp16", "--backend", "none", "--out", out)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "values [0, 255]" in r.stderr
-    rep = _report(out / "seunet-32x32.fp32.parity.json")
-    assert rep["passed"]
+    assert "sites rescaled (layernorm" in r.stdout, r.stdout
+    rep = _report(out / "tinyswin-64x64.fp16.parity.json")
+    assert rep["passed"] and _psnr(_row(rep, "true-fp16", "fp16")) >= 50.0
