@@ -204,6 +204,12 @@ def write_bundle(onnx_path: str, inputs: Sequence[np.ndarray], refs: Sequence[Se
                 shutil.copyfile(cache, os.path.join(tmp, "int8", os.path.basename(cache)))
                 int8 = {"fp32_onnx": f"int8/{os.path.basename(fp32)}", "calibration_cache": f"int8/{os.path.basename(cache)}",
                         "quantization": quant}
+        context = None
+        sync_path = onnx_path[: -len(".onnx")] + ".sync.onnx"
+        if os.path.isfile(sync_path):  # a global-context model's sync graph (pipeline.stage_sync)
+            shutil.copyfile(sync_path, os.path.join(tmp, os.path.basename(sync_path)))
+            sync = read_metadata(sync_path).get("sync") or {}
+            context = {"sync": {"onnx": os.path.basename(sync_path), "stats": sync.get("stats"), "sites": sync.get("sites")}}
         with open(os.path.join(tmp, "build.sh"), "w", encoding="utf-8") as fh:
             fh.write(build_script(onnx_name, int8))
         os.chmod(os.path.join(tmp, "build.sh"), 0o755)
@@ -222,6 +228,7 @@ def write_bundle(onnx_path: str, inputs: Sequence[np.ndarray], refs: Sequence[Se
                         "inputs": list(report.inputs) if report else None},
             parity=parity_summary(report) if report is not None else None,
             int8=int8,
+            context=context,
         )
         write_manifest(os.path.join(tmp, MANIFEST), manifest)
         _replace_dir(tmp, out)

@@ -338,7 +338,8 @@ def bundle(artifact, out_dir, samples) -> None:
 @click.option("--max-pixels", type=int, default=None, help="Refuse images whose header claims more pixels than this (decompression bombs). Default: Pillow's limit, 178956970.")
 @click.option("--codec", default="libx264", show_default=True, help="Videos: FFmpeg encoder of the output (libx264 = H.264; e.g. libx265, mpeg4).")
 @click.option("--crf", type=int, default=18, show_default=True, help="Videos: constant rate factor of x264/x265 (lower = better quality, bigger file).")
-def run(target, inputs, out_dir, backend, overlap, max_pixels, codec, crf) -> None:
+@click.option("--context", "context", default="tile", show_default=True, metavar="tile|sync[:N]", help="Global-context models (NAFNet without TLC, global Restormer): 'tile' normalises each tile by its own statistics; 'sync:N' sums them over the whole image in N passes (default 2) through the bundle's sync graph, so tiles match the full image (README 'Tiles that equal the full image').")
+def run(target, inputs, out_dir, backend, overlap, max_pixels, codec, crf, context) -> None:
     """Restore images and videos of any size with TARGET (a bundle, or a .plan with its manifest).
 
     \b
@@ -363,7 +364,7 @@ def run(target, inputs, out_dir, backend, overlap, max_pixels, codec, crf) -> No
         raise UsageError(f"--max-pixels must be positive; got {max_pixels}")
     if crf < 0 or crf > 51:
         raise UsageError(f"--crf must be between 0 and 51; got {crf}")
-    restorer = Restorer(target, backend, overlap=overlap)  # a bad or tampered target is reported first
+    restorer = Restorer(target, backend, overlap=overlap, context=context)  # a bad or tampered target is reported first
     try:
         try:
             files = collect_inputs(inputs)
@@ -388,8 +389,10 @@ def run(target, inputs, out_dir, backend, overlap, max_pixels, codec, crf) -> No
         th, tw = restorer.tile
         click.echo(f"run: {restorer.note}; {len(images)} images, {len(videos)} videos; tiles of {th}x{tw}, "
                    f"{restorer.batch} per call, overlap {restorer.overlap}", err=True)
-        if restorer.manifest.global_context:
-            click.echo(f"note: {GLOBAL_CONTEXT_NOTE}", err=True)
+        if restorer.manifest.global_context and restorer.context == "tile":
+            hint = "; this bundle has a sync graph: --context sync makes tiles match the full image" \
+                if restorer.manifest.sync_onnx else ""
+            click.echo(f"note: {GLOBAL_CONTEXT_NOTE}{hint}", err=True)
         os.makedirs(out_dir, exist_ok=True)
         failed: list[str] = []
         if images:

@@ -80,7 +80,8 @@ def export_onnx(
 
     Args:
         module: a torch module in eval mode (the static export form).
-        example: the example input tensor (fixes every shape in the graph).
+        example: the example input tensor (fixes every shape in the graph), or a tuple of them
+            for a module with several inputs.
         path: destination ``.onnx``.
         input_names, output_names: graph I/O names.
         metadata: written to ``metadata_props`` (values JSON-encoded when not strings).
@@ -106,7 +107,7 @@ def export_onnx(
             try:
                 torch.onnx.export(
                     module,
-                    (example,),
+                    example if isinstance(example, tuple) else (example,),
                     raw,
                     dynamo=False,
                     opset_version=opset,

@@ -71,6 +71,9 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     # output size / input size of an image model (super-resolution: 2, 3, 4, ...); optional, so
     # manifests written before it existed read as 1 (output_scale)
     "scale": ((int,), False),
+    # a global-context model's sync graph (synchronised statistics: deploy_kit/models/sync.py)
+    "context": ((dict, type(None)), False),
+    "source": ((dict, type(None)), False),
 }
 PRECISIONS = ("fp32", "fp16", "int8")
 OUTPUT_KINDS = ("image", "logits", "features")
@@ -112,6 +115,8 @@ class Manifest:
         global_context: the graph pools over its whole input (tiles cannot match it exactly).
         scale: the output is ``scale`` times the input in height and width (super-resolution);
             1 for restoration, and in manifests written before ``scale`` existed.
+        sync_onnx, sync_stats: a global-context model's sync graph in the bundle and its statistics
+            length (``run --context sync``); None / 0 when there is none.
         tolerance: the parity gates ``verify`` applies (defaults where none are recorded).
         tlc: TLC parameters, or None for a global-context export.
         onnx: the graph's file name, where recorded (bundles and plan sidecars).
@@ -140,6 +145,8 @@ class Manifest:
     graph_inputs: tuple[TensorInfo, ...] | None = None
     graph_outputs: tuple[TensorInfo, ...] | None = None
     scale: int = 1
+    sync_onnx: str | None = None
+    sync_stats: int = 0
 
     @classmethod
     def for_runner(cls, input_shape: tuple[int, int, int, int], pad_multiple: int = 1, **fields_: Any) -> "Manifest":
@@ -202,7 +209,19 @@ class Manifest:
             tlc=MappingProxyType(dict(m["tlc"])) if m.get("tlc") else None,
             onnx=m.get("onnx"), backend=backend.get("name"), backend_version=None if version is None else str(version),
             graph_inputs=io[0], graph_outputs=io[1], scale=output_scale(m, where),
+            **_sync_fields(m.get("context"), where),
         )
+
+
+def _sync_fields(context: Any, where: str) -> dict[str, Any]:
+    """``sync_onnx``/``sync_stats`` from a manifest's ``context`` section (absent: no sync graph)."""
+    sync = (context or {}).get("sync") if isinstance(context, dict) else None
+    if not sync:
+        return {}
+    onnx, stats = sync.get("onnx") if isinstance(sync, dict) else None, sync.get("stats") if isinstance(sync, dict) else None
+    if not isinstance(onnx, str) or not _positive_int(stats):
+        raise ManifestError(f"{where}: context.sync must name its graph and a positive statistics length; re-bundle it")
+    return {"sync_onnx": onnx, "sync_stats": stats}
 
 
 def _positive_int(value: Any) -> bool:

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
+import numpy as np
+
 from . import __version__, backends, parity
 from .bundle import write_bundle
 from .errors import UsageError
@@ -36,12 +38,11 @@ from .precision.quality import format_quality_table, quality_table
 from .precision.truefp16 import BACKEND, true_fp16_outputs
 from .reference import batch_labels, input_labels, reference_runner
 from .request import validate_request
-from .runtime.runners import in_child_process
+from .runtime.runners import OrtRunner, in_child_process
 from .simplify import simplify
 from .specs import ExportRequest, ModelSpec, Variant
 
 if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
     from torch import nn
 
     from .backends._trt import BuildResult, EngineBackend
@@ -304,13 +305,15 @@ def run_export(
 
 def _chain(job: Job, stop_after: str | None) -> Finished:
     """The stages in order, each fed what the ones before returned, up to ``stop_after``."""
-    job, reference, raw = _from_pytorch(job)
+    job, reference, raw, raw_sync = _from_pytorch(job)
     release_memory()  # the model and its exportable copy are gone: give their pages back
     fp32 = stage_parity_fp32(job, reference, stage_simplify(job, raw))
     if _stops(job, stop_after, "simplified"):
+        stage_sync(job, reference, raw_sync, fp32)
         return Finished(job, reference, fp32, fp32.checks)
     cand = stage_precision(job, reference, fp32)
     graph, checks = (cand, fp32.checks + cand.checks) if cand is not None else (fp32, fp32.checks)
+    stage_sync(job, reference, raw_sync, graph)
     if _stops(job, stop_after, "precision"):
         return Finished(job, reference, graph, checks)
     engine = stage_engine(job, reference, graph, checks)
@@ -326,20 +329,21 @@ def _stops(job: Job, stop_after: str | None, point: str) -> bool:
     return True
 
 
-def _from_pytorch(job: Job) -> tuple[Job, Reference, str]:
+def _from_pytorch(job: Job) -> tuple[Job, Reference, str, str | None]:
     """Load, reference and export: the PyTorch model lives in this frame only, so it is freed
     (with the exportable copy) before ONNX Runtime runs. A user's ONNX file is its own reference
     (:func:`stage_onnx_source`).
 
     Returns:
-        The job with the resolved request, the reference, and the raw ONNX path.
+        The job with the resolved request, the reference, the raw ONNX path, and the raw sync
+        graph's (None where the model has no global statistics to synchronise).
     """
     if job.req.source is not None and job.req.source.kind == "onnx":
-        return stage_onnx_source(job)
+        return (*stage_onnx_source(job), None)
     loaded = stage_load(job)
     job = replace(job, req=loaded.req)
     reference = stage_reference(job, loaded)
-    return job, reference, stage_export(job, loaded, reference)
+    return job, reference, stage_export(job, loaded, reference), stage_export_sync(job, loaded, reference)
 
 
 def stage_onnx_source(job: Job) -> tuple[Job, Reference, str]:
@@ -513,6 +517,80 @@ def stage_export(job: Job, loaded: Loaded, reference: Reference) -> str:
         return raw, f"{info.nodes} nodes, opset 17, largest pool window {info.max_pool_window}"
 
     return job.timed("export ONNX", go)
+
+
+def stage_export_sync(job: Job, loaded: Loaded, reference: Reference) -> str | None:
+    """The sync form of a global-context model (deploy_kit/models/sync.py) to ONNX, when it has one.
+
+    Returns:
+        The raw sync ONNX in the work directory, or None (local context, batch > 1, or no sync form).
+    """
+    import torch
+
+    from .models.rangesafe import apply_scales  # torch
+    from .models.sync import INPUTS, OUTPUTS, record_layout  # torch
+
+    if job.req.batch != 1 or not job.adapter.global_context(job.req):
+        return None
+    form = job.adapter.sync_form(loaded.model, job.req)
+    if form is None:
+        return None
+
+    def go() -> tuple[str, str]:
+        req = job.req
+        raw = os.path.join(job.work, "raw.sync.onnx")
+        apply_scales(form, reference.ranges)
+        ch = int(reference.inputs[0].shape[1])
+        sites = record_layout(form, ch, req.height, req.width)
+        size = sum(n for _, n in sites)
+        example = (torch.from_numpy(reference.inputs[0]), torch.ones(1, 1, req.height, req.width),
+                   torch.zeros(1, size), torch.zeros(1, 1))
+        sync = {"stats": size, "sites": [[kind, n] for kind, n in sites]}
+        info = export_onnx(form, example, raw, input_names=list(INPUTS), output_names=list(OUTPUTS),
+                           metadata={**reference.metadata, "precision": "fp32", "sync": sync})
+        return raw, f"{len(sites)} global statistics sites, {size} values; {info.nodes} nodes"
+
+    return job.timed("export sync graph", go)
+
+
+def stage_sync(job: Job, reference: Reference, raw: str | None, graph: Graph) -> str | None:
+    """The sync graph beside ``graph``: ``<graph stem>.sync.onnx``, simplified, in ``graph``'s
+    precision (FP16 for an INT8 graph: its statistics inputs are not calibrated), checked.
+
+    The check: with ``use`` 0 it must give what ``graph`` gives (ONNX Runtime), and fed the statistics
+    it output itself (``use`` 1, the mask covering the whole tile) the same again.
+
+    Returns:
+        The sync graph, or None when there is none.
+    """
+    if raw is None:
+        return None
+
+    def go() -> tuple[str, str]:
+        path = graph.path[: -len(".onnx")] + ".sync.onnx"
+        precision = "fp32" if graph.precision == "fp32" else "fp16"
+        if precision == "fp32":
+            simplify(raw, path)
+        else:
+            tmp = os.path.join(job.work, "sync.fp32.onnx")
+            simplify(raw, tmp)
+            convert_fp16(tmp, path, job.adapter.fp32_islands(job.req))
+        update_metadata(path, {"precision": precision})
+        with OrtRunner(path) as runner:
+            x = reference.inputs[0]
+            size = int(runner.session.get_inputs()[2].shape[1])
+            feeds = {"input": x, "mask": np.ones((1, 1, *x.shape[2:]), np.float32),
+                     "stats_in": np.zeros((1, size), np.float32), "use": np.zeros((1, 1), np.float32)}
+            own, stats = runner.run_feeds(feeds)
+            fed, _ = runner.run_feeds({**feeds, "stats_in": stats, "use": np.ones((1, 1), np.float32)})
+        plain = graph.outputs[0][0]
+        d0, d1 = float(np.abs(own - plain).max()), float(np.abs(fed - own).max())
+        job.res.artifacts.append(("sync graph (run --context sync)", path))
+        job.res.notes.append(f"sync graph {os.path.basename(path)} ({precision}): vs {os.path.basename(graph.path)} "
+                             f"max abs {d0:.2e}; fed its own statistics {d1:.2e}")
+        return path, f"{precision}, max abs {d0:.2e} vs the graph, {d1:.2e} fed its own statistics"
+
+    return job.timed("sync graph", go)
 
 
 def stage_simplify(job: Job, raw: str) -> str:

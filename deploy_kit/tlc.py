@@ -373,14 +373,15 @@ class GlobalPoolSites(torch.overrides.TorchFunctionMode):
     * ``eager``: site i runs :class:`LocalAvgPoolEager` with ``kernels[i]`` (TLC as upstream).
     * ``static``: site i runs ``pools[i]`` (a :class:`LocalAvgPoolStatic` built for its size), then
       its replicate padding.
+    * ``replace``: site i returns ``replace(x)`` (e.g. synchronised statistics, deploy_kit/models/sync.py).
 
     The kernels come from a ``record`` run at the training size (:func:`tlc_kernels`), as upstream's
     converter freezes them with one forward pass at the training size.
     """
 
-    def __init__(self, mode: str = "record", kernels=None, pools=None):
+    def __init__(self, mode: str = "record", kernels=None, pools=None, replace=None):
         super().__init__()
-        self.mode, self.kernels, self.pools = mode, kernels or [], pools
+        self.mode, self.kernels, self.pools, self.replace = mode, kernels or [], pools, replace
         self.sizes: list[tuple[int, int]] = []
         self.flat = 0
 
@@ -396,6 +397,8 @@ class GlobalPoolSites(torch.overrides.TorchFunctionMode):
         self.sizes.append((int(x.shape[-2]), int(x.shape[-1])))
         if self.mode == "record":
             return func(*args, **kwargs)
+        if self.mode == "replace":
+            return self.replace(x)
         if i >= len(self.kernels):
             raise RuntimeError(f"global pooling site {i} was not seen at the training size")
         if self.mode == "eager":

@@ -126,3 +126,20 @@ class SEUNet(nn.Module):
         d2 = self.dec2(self.up2(m) + e2)
         d1 = self.dec1(self.up1(d2) + e1)
         return x + self.out(d1)
+
+
+class PointwiseSE(nn.Module):
+    """1 x 1 convolutions and squeeze-and-excitation only: a global-context model whose every pixel
+    sees no neighbour, so tiles with synchronised statistics equal the full image exactly
+    (``run --context sync``); tests use it for that."""
+
+    def __init__(self, channels: int = 3, width: int = 8):
+        super().__init__()
+        self.inp, self.out = nn.Conv2d(channels, width, 1), nn.Conv2d(width, channels, 1)
+        self.mid = nn.Sequential(nn.Conv2d(width, width, 1), nn.GELU(), nn.Conv2d(width, width, 1))
+        self.fc = nn.Sequential(nn.Conv2d(width, width, 1), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.inp(x)
+        g = self.mid(f * self.fc(F.adaptive_avg_pool2d(f, 1)))
+        return x + self.out(g * self.fc(g.mean((-2, -1), keepdim=True)))

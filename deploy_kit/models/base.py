@@ -102,6 +102,11 @@ class ModelAdapter:
         """
         raise NotImplementedError
 
+    def sync_form(self, model: nn.Module, req: ExportRequest):
+        """The export form with synchronised statistics (deploy_kit/models/sync.py), or None when the
+        model has no global statistics it can exchange (its context is local, or not supported)."""
+        return None
+
     def reference_label(self, req: ExportRequest) -> str:
         """How the eager reference computes TLC (printed in reports)."""
         return " with TLC" if req.tlc else ""

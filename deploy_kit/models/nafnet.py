@@ -23,6 +23,7 @@ from .base import ModelAdapter
 from .fastpath import ConvParts, make_fast_form
 from .rangesafe import ChannelLayerNorm, set_range_safe
 from .registry import NAFNET
+from .sync import SyncForm, SyncMean, SyncState
 
 
 class LayerNorm2d(ChannelLayerNorm):
@@ -206,6 +207,16 @@ class NAFNetAdapter(ModelAdapter):
         if static:
             make_fast_form(net)
         return net
+
+    def sync_form(self, model: nn.Module, req: ExportRequest):
+        """Every SCA mean exchanged with the other tiles (None with TLC: its context is local already)."""
+        if req.tlc is not None:
+            return None
+        net = self.wrap(model, req, static=True)
+        state = SyncState()
+        for block, _ in net.block_levels():
+            block.sca[0] = SyncMean(state)
+        return SyncForm(net, state)
 
     def reference_label(self, req: ExportRequest) -> str:
         return " with TLC (integral-image box mean + replicate pad, as upstream)" if req.tlc else ""

@@ -40,6 +40,7 @@ from .base import ModelAdapter
 from .fastpath import ConvParts, make_fast_form
 from .rangesafe import ChannelLayerNorm, l2_normalize_spatial, l2norm_scale_log2, set_range_safe
 from .restormer_spec import RESTORMER
+from .sync import SyncChannelAttention, SyncForm, SyncState
 
 PAD_MULTIPLE = 8  # three 2x downsamplings
 
@@ -534,6 +535,16 @@ class RestormerAdapter(ModelAdapter):
         if static:
             make_fast_form(net)
         return net
+
+    def sync_form(self, model: nn.Module, req: ExportRequest):
+        """Every channel attention's q·kᵀ and norms exchanged with the other tiles (None with TLC)."""
+        if req.tlc is not None:
+            return None
+        net = self.wrap(model, req, static=True)
+        state = SyncState()
+        for block, _ in net.block_levels():
+            block.attn.window = SyncChannelAttention(state)
+        return SyncForm(net, state)
 
     def reference_label(self, req: ExportRequest) -> str:
         return " with TLC (Restormer-Local windows merged by index writes, as upstream)" if req.tlc else ""

@@ -32,6 +32,7 @@ from ..tlc import GlobalPoolSites, LocalAvgPoolStatic, record_global_pools, tlc_
 from .base import ModelAdapter
 from .checkpoint import LoadedModel, read_state_dict
 from .registry import get_spec
+from .sync import SyncForm, SyncMean, SyncState
 
 #: (multiple, probe size) pairs: each size is a multiple of its multiple and of no larger one here,
 #: so the first that runs and comes out scaled on both axes is the model's size rule
@@ -198,10 +199,11 @@ def probe_module(model: nn.Module, *, channels: int | None, scale: int | None, p
 class _Exportable(nn.Module):
     """The user's module with [0, 1] graph I/O and, with TLC, its global pools made local."""
 
-    def __init__(self, model: nn.Module, value_range: float, mode: str | None, kernels, pools):
+    def __init__(self, model: nn.Module, value_range: float, mode: str | None, kernels, pools, replace=None):
         super().__init__()
         self.model, self.value_range, self.mode, self.kernels = model, float(value_range), mode, kernels
         self.pools = nn.ModuleList(pools or [])
+        self.replace = replace
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.value_range != 1.0:
@@ -209,7 +211,7 @@ class _Exportable(nn.Module):
         if self.mode is None:
             y = self.model(x)
         else:
-            with GlobalPoolSites(self.mode, self.kernels, list(self.pools)):
+            with GlobalPoolSites(self.mode, self.kernels, list(self.pools), self.replace):
                 y = self.model(x)
         return y / self.value_range if self.value_range != 1.0 else y
 
@@ -269,6 +271,16 @@ class UserModuleAdapter(ModelAdapter):
 
     def reference_label(self, req: ExportRequest) -> str:
         return " with TLC (each global average pool made local, integral-image box mean)" if req.tlc else ""
+
+    def sync_form(self, model: nn.Module, req: ExportRequest):
+        """Every global average pool exchanged with the other tiles (deploy_kit/models/sync.py)."""
+        src = self.source(req)
+        if req.tlc is not None or not src.global_pools:
+            return None
+        state = SyncState()
+        mean = SyncMean(state)
+        net = _Exportable(copy.deepcopy(model).eval(), src.value_range, "replace", None, None, mean)
+        return SyncForm(net, state)
 
 
 class OnnxSourceAdapter(UserModuleAdapter):

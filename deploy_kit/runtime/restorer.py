@@ -27,6 +27,7 @@ import numpy as np
 from ..errors import UsageError
 from ..manifest import Manifest
 from .imageio import LUMA
+from .context import parse_context, run_passes
 from .tiling import TileGrid, tiling_defaults
 
 _DONE = object()
@@ -97,21 +98,38 @@ class Restorer:
         overlap: tile overlap in pixels (default: the measured default, at most a quarter tile).
         depth: frames in flight in :meth:`restore_stream` (more overlaps more, and holds more memory).
         runner: an already opened runner with its manifest instead of ``target`` (tests, Triton's tiled model).
+        context: ``tile`` (each tile its own statistics) or ``sync[:passes]`` (a global-context model's
+            statistics summed over the whole image and fed back, deploy_kit/runtime/context.py; needs
+            a bundle with a sync graph, or ``sync_runner``). ``sync`` frames are not pipelined.
+        sync_runner: an already opened runner of the sync graph (with ``runner``/``manifest``).
 
     Raises:
         UsageError / ManifestError: the target cannot be opened or run here; the model does not output images.
     """
 
     def __init__(self, target: str | None = None, backend: str = "auto", *, overlap: int | None = None,
-                 depth: int = 2, runner=None, manifest: Manifest | None = None, **runner_options: Any):
+                 depth: int = 2, runner=None, manifest: Manifest | None = None, context: str = "tile",
+                 sync_runner=None, **runner_options: Any):
+        self.context, self.passes = parse_context(context)
         if runner is None:
-            from .target import open_target  # the backend registry imports this package: opened on use
+            from .target import open_target, open_sync  # the backend registry imports this package: opened on use
 
             opened = open_target(target, backend, **runner_options)
             runner, manifest, self.note = opened.runner, opened.manifest, opened.note
+            if self.context == "sync":
+                try:
+                    sync_runner, sync_note = open_sync(opened, backend, **runner_options)
+                except BaseException:
+                    runner.close()
+                    raise
+                self.note += f"; sync: {sync_note}, {self.passes} passes"
         else:
             self.note = getattr(runner, "name", "runner")
-        self.runner, self.manifest = runner, manifest
+        if self.context == "sync" and (sync_runner is None or not manifest.sync_stats):
+            runner.close()
+            raise UsageError(f"--context sync needs a sync graph; {target or 'this model'} has none (only bundles of "
+                             "global-context models exported by this version carry one)")
+        self.runner, self.manifest, self.sync_runner = runner, manifest, sync_runner
         if manifest.output_kind != "image":
             runner.close()
             raise UsageError(f"{target} outputs {manifest.output_kind}, not images; it cannot restore frames")
@@ -216,6 +234,13 @@ class Restorer:
             (s times it in height and width for a model of scale s).
         """
         job = self._start(frame)
+        if self.context == "sync":
+            def run(x, mask, stats, use):
+                return self.sync_runner.run_feeds({"input": x, "mask": mask, "stats_in": stats, "use": use})
+
+            run_passes(job.grid, job.padded, run, passes=self.passes, stats=self.manifest.sync_stats,
+                       channels=self.channels, on_output=lambda call, out: self._blend(job, call, [out]))
+            return self._finish(job, out)
         buf = self._inputs.take(threading.Event())
         try:
             for call in range(job.grid.calls):
@@ -238,6 +263,12 @@ class Restorer:
         Raises:
             whatever a stage raised (the others are stopped first); ValueError for a bad frame.
         """
+        if self.context == "sync":  # the passes depend on each other: frame after frame
+            for item in frames:
+                frame, tag = item if tagged else (item, None)
+                restored = self.restore(frame)
+                yield (restored, tag) if tagged else restored
+            return
         stop = threading.Event()
         q_in: queue.Queue = queue.Queue(maxsize=self.depth)       # prepared frames
         q_tiles: queue.Queue = queue.Queue(maxsize=self.depth)    # (frame, call, filled buffer)
@@ -329,6 +360,9 @@ class Restorer:
         if self.runner is not None:
             self.runner.close()
             self.runner = None
+        if self.sync_runner is not None:
+            self.sync_runner.close()
+            self.sync_runner = None
 
     def __enter__(self) -> "Restorer":
         return self

@@ -153,6 +153,13 @@ class OrtRunner(Runner):
         outs = self.session.run(None, {self.input_name: feed})
         return [np.asarray(o, dtype=np.float32) for o in outs]
 
+    def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One pass of a graph with several inputs, fed by name (each cast to its input's float type)."""
+        types = {i.name: i.type for i in self.session.get_inputs()}
+        feed = {k: np.ascontiguousarray(v, dtype=np.float16 if types.get(k) == "tensor(float16)" else np.float32)
+                for k, v in feeds.items()}
+        return [np.asarray(o, dtype=np.float32) for o in self.session.run(None, feed)]
+
     def close(self) -> None:
         self.session = None
 

@@ -76,6 +76,25 @@ def bundle_runner(bundle, backend: str = AUTO, **options: Any) -> tuple[Any, str
     return runner, note
 
 
+def open_sync(opened: Opened, backend: str = AUTO, **options: Any) -> tuple[Any, str]:
+    """The runner of a bundle's sync graph (``run --context sync``) and a note; ONNX Runtime (its CUDA
+    EP where this onnxruntime has it), whatever ``backend`` runs the bundle's main graph.
+
+    Raises:
+        UsageError: the target is not a bundle with a sync graph, or ONNX Runtime cannot run here.
+    """
+    m = opened.manifest
+    if opened.bundle is None or not m.sync_onnx:
+        raise UsageError("--context sync needs a bundle with a sync graph: export a global-context model (e.g. "
+                         "NAFNet without --tlc, Restormer with --no-tlc) with --bundle")
+    ort = backends.get(backends.ONNXRUNTIME)
+    ok, why = ort.can_run()
+    if not ok:
+        raise UsageError(f"the sync graph runs on ONNX Runtime, which cannot run here: {why}")
+    runner = ort.open_runner(os.path.join(opened.bundle.path, m.sync_onnx), **options)
+    return runner, f"{ort.name} ({runner.device.upper()}) on {m.sync_onnx}"
+
+
 def open_target(target: str, backend: str = AUTO, **options: Any) -> Opened:
     """Open a bundle folder (or its manifest.json) or a ``.plan`` with its ``.json`` manifest.
 

@@ -251,6 +251,7 @@ class TileGrid:
         if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
             raise ValueError(f"scale must be a positive integer; got {scale!r}")
         self.plan = make_plan(height, width, tile, overlap, border, multiple)
+        self.multiple = multiple
         self.batch = batch
         self.scale = int(scale)
         th, tw = self.plan.tile
