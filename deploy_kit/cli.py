@@ -482,10 +482,12 @@ def _installed(md, dist: str) -> bool:
 @click.option("--image", type=click.Path(dir_okay=False), help="Photo to tile instead of the bundled sample (used as is, not degraded).")
 @click.option("--border", type=int, default=0, show_default=True, help="Extra reflect padding around the photo before tiling.")
 @click.option("--min-seam-psnr", type=float, help="Exit 1 when the seam PSNR of any run is below this (dB).")
-def seam_check_cmd(onnx_path, overlap, weights, height, width, image, border, min_seam_psnr) -> None:
+@click.option("--context", "contexts", multiple=True, metavar="tile|sync[:N]", help="Tiling modes to measure, repeatable (default: tile, and sync:2 and sync:3 when the sync graph <stem>.sync.onnx is beside the ONNX).")
+def seam_check_cmd(onnx_path, overlap, weights, height, width, image, border, min_seam_psnr, contexts) -> None:
     """Tile ONNX_PATH (a fixed-size deploy-kit ONNX) over a larger photo and compare with the
     full-image PyTorch FP32 output: overall PSNR, PSNR around tile boundaries (seam) and
-    elsewhere, the worst boundary and the times. ONNX Runtime on the CPU.
+    elsewhere, the worst boundary and the times. ONNX Runtime on the CPU. A global-context
+    model is measured both ways: tiles with their own statistics, and synchronised (sync:N).
     """
     from ._deps import require_export
 
@@ -501,6 +503,10 @@ def seam_check_cmd(onnx_path, overlap, weights, height, width, image, border, mi
         raise UsageError(f"--border must be >= 0; got {border}")
     if image is not None and not os.path.isfile(image):
         raise UsageError(f"image not found: {image}")
+    from .runtime.context import parse_context
+
+    for c in contexts:
+        parse_context(c)  # a bad value: one line before the reference is computed
     checker = SeamChecker(onnx_path, weights, height, width, image)
     try:
         from .runtime.tiling import DEFAULT_OVERLAP
@@ -510,7 +516,8 @@ def seam_check_cmd(onnx_path, overlap, weights, height, width, image, border, mi
             if o < 0 or o >= min(checker.tile):
                 raise UsageError(f"--overlap must be in [0, {min(checker.tile) - 1}] for a {checker.tile[0]}x{checker.tile[1]} engine; got {o}")
         click.echo(f"photo: {checker.photo}; reference: {checker.reference} full image ({checker.reference_s:.2f} s)")
-        results = [checker.measure(o, border) for o in overlaps]
+        modes = contexts or (("tile", "sync:2", "sync:3") if checker.sync_runner is not None else ("tile",))
+        results = [checker.measure(o, border, context=c) for c in modes for o in overlaps]
     finally:
         checker.close()
     for r in results:

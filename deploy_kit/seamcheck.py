@@ -27,6 +27,7 @@ from .memory import map_large_allocations
 from .metrics import psnr_from_mse
 from .models import get_adapter
 from .reference import reference_runner
+from .runtime.context import parse_context, sync_tile_run
 from .runtime.imageio import read_image, to_model_channels
 from .runtime.runners import OrtRunner
 from .runtime.tiling import DEFAULT_OVERLAP, TilingPlan, make_plan, tile_run
@@ -53,6 +54,7 @@ class SeamResult:
             over (single-tile time per pixel x pixel_factor); 1.0 = no tiling overhead.
         scale: the graph's output scale S; ``image_size``, ``overlap``, ``border`` and ``band`` are in
             input pixels, ``worst_seam`` in output pixels (S times them).
+        context: ``tile`` (each tile its own statistics) or ``sync:N`` (synchronised, N passes).
     """
 
     onnx: str
@@ -77,12 +79,14 @@ class SeamResult:
     time_factor: float = 0.0
     photo: str = ""
     scale: int = 1
+    context: str = "tile"
 
     def line(self) -> str:
         w = self.worst_seam
         where = (f"worst seam {w['axis']}={w['at']} ({'x' if w['axis'] == 'y' else 'y'} {w['span'][0]}-{w['span'][1]}) "
                  f"{w['psnr']:.1f} dB, peak at y={w['peak'][0]} x={w['peak'][1]}") if w else "no interior seam (one tile)"
         sr = f" (x{self.scale} out)" if self.scale > 1 else ""
+        sr += f", context {self.context}" if self.context != "tile" else ""
         return (f"{self.model} {self.variant}{' TLC' if self.tlc else ''} {self.engine_size[0]}x{self.engine_size[1]} "
                 f"on {self.image_size[0]}x{self.image_size[1]}{sr}, overlap {self.overlap}: {self.tiles} tiles "
                 f"(x{self.pixel_factor:.2f} pixels), PSNR {self.psnr:.2f} dB, seam {self.seam_psnr:.2f} dB, "
@@ -142,7 +146,7 @@ def seam_metrics(ref: np.ndarray, out: np.ndarray, boxes, band: int = SEAM_BAND)
 
 def tiled_vs_full(x: np.ndarray, ref: np.ndarray, fn, tile: tuple[int, int], overlap: int, multiple: int = 1, *,
                   border: int = 0, batch: int = 1, scale: int = 1,
-                  band: int = SEAM_BAND) -> tuple[TilingPlan, np.ndarray, dict]:
+                  band: int = SEAM_BAND, tiler=None) -> tuple[TilingPlan, np.ndarray, dict]:
     """Tile ``x`` through ``fn`` and measure the result against the full-image output ``ref`` (:func:`seam_metrics`).
 
     Args:
@@ -152,6 +156,8 @@ def tiled_vs_full(x: np.ndarray, ref: np.ndarray, fn, tile: tuple[int, int], ove
         tile, overlap, multiple, border, batch: as :func:`deploy_kit.runtime.tiling.tile_run` (input pixels).
         scale: S; tile boundaries and the seam band (``band`` input pixels: S*band output pixels) are
             measured in output space.
+        tiler: ``tiler(x) -> tiled output`` instead of :func:`~deploy_kit.runtime.tiling.tile_run` with
+            ``fn`` (synchronised statistics: :func:`~deploy_kit.runtime.context.sync_tile_run`).
 
     Returns:
         (the tiling plan, the tiled output, the metrics).
@@ -168,7 +174,8 @@ def tiled_vs_full(x: np.ndarray, ref: np.ndarray, fn, tile: tuple[int, int], ove
     if ref.shape[1:] != (scale * H, scale * W):
         raise UsageError(f"the full-image output is {ref.shape[1]}x{ref.shape[2]} for a {H}x{W} photo; a model of scale "
                          f"{scale} gives {scale * H}x{scale * W} (is the artifact's scale right?)")
-    out = tile_run(x, fn, tile, overlap, multiple, border=border, batch=batch, scale=scale)
+    out = tiler(x) if tiler is not None else tile_run(x, fn, tile, overlap, multiple, border=border, batch=batch,
+                                                      scale=scale)
     boxes = [tuple(scale * v for v in box) for box in plan.boxes()]
     return plan, out, seam_metrics(ref, out, boxes, scale * band)
 
@@ -240,6 +247,8 @@ class SeamChecker:
         # tile origins on the model's stride (NAFNet: 2**levels, Restormer: 8), when the engine size allows
         stride = int(getattr(loaded_model, "padder_size", 0) or (req.source.pad_multiple if req.source else adapter.spec.pad_multiple) or 1)
         self.multiple = stride if th % stride == 0 and tw % stride == 0 else 1
+        self.sync_path = onnx_path[: -len(".onnx")] + ".sync.onnx"  # a global-context model's, when exported
+        self.sync_runner = OrtRunner(self.sync_path, threads=threads) if os.path.isfile(self.sync_path) else None
         self.tile_s = self._time_one_tile()
 
     def _time_one_tile(self, repeats: int = 3) -> float:
@@ -256,25 +265,47 @@ class SeamChecker:
             times.append(time.perf_counter() - t0)
         return float(np.median(times))
 
-    def measure(self, overlap: int, border: int = 0, band: int = SEAM_BAND) -> SeamResult:
+    def measure(self, overlap: int, border: int = 0, band: int = SEAM_BAND, context: str = "tile") -> SeamResult:
         """Tile the photo with ``overlap`` (and ``border`` reflect padding) and compare.
 
+        Args:
+            context: ``tile`` or ``sync[:N]`` (through the sync graph beside the ONNX, :attr:`sync_path`).
+
         Raises:
-            UsageError: overlap or border out of range for this engine size.
+            UsageError: overlap or border out of range for this engine size; ``sync`` without a sync graph.
         """
         _, H, W = self.x.shape
+        kind, passes = parse_context(context)
+        tiler = None
+        if kind == "sync":
+            if self.sync_runner is None:
+                raise UsageError(f"--context sync needs the sync graph {os.path.basename(self.sync_path)} beside the "
+                                 "ONNX (export a global-context model: NAFNet without --tlc, Restormer with --no-tlc)")
+            stats = int(self.sync_runner.session.get_inputs()[2].shape[1])
+
+            def run(t, mask, stats_in, use):
+                return self.sync_runner.run_feeds({"input": t, "mask": mask, "stats_in": stats_in, "use": use})
+
+            def sync_tiler(img):
+                return sync_tile_run(img, run, self.tile, overlap, self.multiple, passes=passes, stats=stats,
+                                     batch=self.batch, scale=self.scale, border=border)
+
+            tiler = sync_tiler
         t0 = time.perf_counter()
         plan, out, m = tiled_vs_full(self.x, self.ref, lambda t: self.runner.run(t)[0], self.tile, overlap,
-                                     self.multiple, border=border, batch=self.batch, scale=self.scale, band=band)
+                                     self.multiple, border=border, batch=self.batch, scale=self.scale, band=band,
+                                     tiler=tiler)
         tiled_s = time.perf_counter() - t0
         return SeamResult(self.onnx_path, self.req.model, self.req.variant, self.req.tlc is not None, self.tile, (H, W),
                           overlap, border, plan.tiles, plan.pixel_factor, m["psnr"], m["seam_psnr"], m["other_psnr"],
                           m["max_abs"], band, m["worst_seam"], tiled_s, self.tile_s, self.reference_s,
                           tiled_s / (-(-plan.tiles // self.batch) * self.tile_s) if self.tile_s else float("nan"),
-                          self.photo, self.scale)
+                          self.photo, self.scale, "tile" if kind == "tile" else f"sync:{passes}")
 
     def close(self) -> None:
         self.runner.close()
+        if self.sync_runner is not None:
+            self.sync_runner.close()
 
 
 def seam_check(onnx_path: str, weights: Optional[str] = None, height: Optional[int] = None, width: Optional[int] = None,
