@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..tlc import spatial_mean, spatial_sum
+from ..tlc import spatial_mean
 
 INPUTS = ("input", "mask", "stats_in", "use")
 OUTPUTS = ("output", "stats_out")
@@ -94,7 +94,7 @@ class SyncMean(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = (int(v) for v in x.shape)
         local = spatial_mean(x).reshape(n, c)
-        core = spatial_sum(x * self.state.mask_at(h, w)).reshape(n, c) / float(h * w)
+        core = spatial_mean(x * self.state.mask_at(h, w)).reshape(n, c)  # a mean: no FP16 partial sum past max x
         return self.state.exchange("mean", core, local).reshape(n, c, 1, 1)
 
 
@@ -117,12 +117,14 @@ class SyncChannelAttention(nn.Module):
         d = c // heads
         q, k, v = (t.reshape(b, heads, d, hw) for t in (q, k, v))
         m = self.state.mask_at(h, w).reshape(b, 1, 1, hw)
+        # means over the pixels as sums of (q / sqrt(hw)) (k / sqrt(hw)): no FP16 partial sum grows past max |q k|
+        qs, ks = q * (1.0 / hw ** 0.5), k * (1.0 / hw ** 0.5)
 
         def stats(weight: torch.Tensor | None) -> torch.Tensor:
-            qw = q if weight is None else q * weight
-            g = qw @ k.transpose(-2, -1) / float(hw)
-            nq = (qw * q).sum(-1) / float(hw)
-            nk = ((k if weight is None else k * weight) * k).sum(-1) / float(hw)
+            qw = qs if weight is None else qs * weight
+            g = qw @ ks.transpose(-2, -1)
+            nq = (qw * qs).sum(-1)
+            nk = ((ks if weight is None else ks * weight) * ks).sum(-1)
             return torch.cat([g.reshape(b, -1), nq.reshape(b, -1), nk.reshape(b, -1)], 1)
 
         used = self.state.exchange("attention", stats(m), stats(None))

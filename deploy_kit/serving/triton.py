@@ -7,7 +7,10 @@ Three models, every value taken from the manifest and the graph, never typed twi
     <repo>/<name>_tiled/    backend python: images of any size, tiled and blended by the runtime's
                             own tile_run (deploy_kit.serving.triton_model), each tile either
                             - sent to <name> or <name>_onnx inside the server (BLS), or
-                            - run by deploy-kit's ONNX Runtime runner in the python backend process.
+                            - run by deploy-kit's ONNX Runtime runner in the python backend process;
+                            a global-context model's sync graph, when the bundle has one, is copied
+                            beside it: ``context: sync:N`` tiles through it on ONNX Runtime, every
+                            tile seeing the whole image's statistics (deploy_kit.runtime.context).
 
 The fixed-size configs have ``max_batch_size: 0`` and the graph's full dims: deploy-kit exports and
 builds static shapes (batch included), and Triton's TensorRT backend compares a config's dims with
@@ -39,6 +42,7 @@ from ..errors import UsageError
 from ..fsutil import replace_dir
 from ..manifest import (Manifest, ManifestError, TensorInfo, is_bundle, read_manifest, target_kind, validate,
                         write_manifest)
+from ..runtime.context import parse_context
 from ..runtime.tiling import GLOBAL_CONTEXT_NOTE, tiling_defaults
 
 TILES_THROUGH = ("auto", "plan", "onnx", "in-process")
@@ -216,7 +220,7 @@ def _describe(m: Manifest) -> str:
 
 
 def write_repository(source: str, repo: str, *, name: str | None = None, instances: int = 1, threads: int = 0,
-                     tiles_through: str = "auto", overlap: int | None = None) -> RepositoryInfo:
+                     tiles_through: str = "auto", overlap: int | None = None, context: str = "tile") -> RepositoryInfo:
     """Write (or update) the Triton models of ``source`` into the model repository ``repo``.
 
     Args:
@@ -231,6 +235,11 @@ def write_repository(source: str, repo: str, *, name: str | None = None, instanc
             ``onnx``; or ``in-process``: deploy-kit's ONNX Runtime runner inside the python backend
             process, on a copy of the graph (CPU nodes, or servers without the onnxruntime backend).
         overlap: tile overlap in pixels (default: as ``deploy-kit run``).
+        context: ``<name>_tiled``'s context mode (its config's ``context`` parameter): ``tile`` (each
+            tile its own statistics) or ``sync[:N]`` (N passes through the bundle's sync graph, which
+            is then required, on ONNX Runtime in the python backend process: tiles see whole-image
+            statistics, as ``deploy-kit run --context sync:N``). A sync graph in the bundle is copied
+            into ``<name>_tiled`` in either mode, so editing the parameter switches it.
 
     Raises:
         UsageError / ManifestError: bad options, a source that is not a bundle or a plan built in one,
@@ -243,8 +252,14 @@ def write_repository(source: str, repo: str, *, name: str | None = None, instanc
         raise UsageError(f"--instances must be between 1 and 64; got {instances}")
     if not isinstance(threads, int) or isinstance(threads, bool) or not 0 <= threads <= 1024:
         raise UsageError(f"--threads must be between 0 (ONNX Runtime's default) and 1024; got {threads}")
+    mode, passes = parse_context(context)
     src = _resolve(source)
     m, raw = src.bundle.typed, src.bundle.manifest
+    if mode == "sync" and not m.sync_onnx:
+        raise UsageError(f"--context sync needs a bundle with a sync graph; {src.bundle.path} has none (export a "
+                         "global-context model, e.g. NAFNet without --tlc or Restormer with --no-tlc, with --bundle)")
+    context = "tile" if mode == "tile" else f"sync:{passes}"
+    sync_file = os.path.basename(m.sync_onnx) if m.sync_onnx else None
     name = default_name(m) if name is None else name
     if not _NAME.fullmatch(name) or name in (".", ".."):
         raise UsageError(f"--name {name[:60]!r} is not a model name: letters, digits, '_', '-', '.' (at most 100, "
@@ -294,9 +309,11 @@ def write_repository(source: str, repo: str, *, name: str | None = None, instanc
                              "(see the notes above); use --tiles-through onnx or in-process")
         bls = tiles_through != "in-process"
         target = plan_name if tiles_through == "plan" or (tiles_through == "auto" and src.plan is not None) else onnx_name
+        sync = mode == "sync"
         params = {
             "tiles_through": "bls" if bls else "in-process",
-            **({"tile_model": target} if bls else {"onnx": "model.onnx", "intra_op_threads": str(threads)}),
+            **({"tile_model": target} if bls else {"onnx": "model.onnx"}),
+            **({"intra_op_threads": str(threads)} if not bls or sync_file else {}),
             "tile_input": inputs[0].name,
             "tile_input_dtype": inputs[0].dtype,
             "tile_output": outputs[0].name,
@@ -308,11 +325,17 @@ def write_repository(source: str, repo: str, *, name: str | None = None, instanc
             "overlap": str(ov),
             "multiple": str(multiple),
             "global_context": "true" if m.global_context else "false",
+            "context": context,
+            **({"sync_onnx": sync_file, "sync_stats": str(m.sync_stats)} if sync_file else {}),
             "deploy_kit_version": __version__,
         }
-        how = (f"Each tile is a request to '{target}' in this server (BLS)." if bls else
-               "Each tile runs on deploy-kit's ONNX Runtime runner in the python backend process (1/model.onnx).")
-        extra = "pip install deploy-kit there" if bls else "pip install 'deploy-kit[ort]' there"
+        if sync:
+            how = (f"Context {context}: every tile sees the whole image's statistics, {passes} passes through the sync "
+                   f"graph 1/{sync_file} on deploy-kit's ONNX Runtime runner in the python backend process.")
+        else:
+            how = (f"Each tile is a request to '{target}' in this server (BLS)." if bls else
+                   "Each tile runs on deploy-kit's ONNX Runtime runner in the python backend process (1/model.onnx).")
+        extra = "pip install deploy-kit there" if bls and not sync else "pip install 'deploy-kit[ort]' there"
         tiled = {
             "config.pbtxt": _config(
                 header + [f"Images of any size (N, {ch}, H, W) in [0, 1], tiled {th}x{tw} with overlap {ov} and blended by",
@@ -328,11 +351,17 @@ def write_repository(source: str, repo: str, *, name: str | None = None, instanc
         }
         if not bls:
             tiled["1/model.onnx"] = ("copy", src.bundle.onnx)
+        if sync_file:
+            tiled[f"1/{sync_file}"] = ("copy", os.path.join(src.bundle.path, m.sync_onnx))
         files[tiled_name] = tiled
+        through = f"the sync graph, {context}, ONNX Runtime in-process" if sync else \
+            (target if bls else "ONNX Runtime in-process")
         info.models.append(ModelInfo(tiled_name, "python", os.path.join(info.repo, tiled_name),
-                                     f"any size, tiles through {target if bls else 'ONNX Runtime in-process'}"))
-        if m.global_context:
-            info.notes.append(GLOBAL_CONTEXT_NOTE)
+                                     f"any size, tiles through {through}"))
+        if m.global_context and not sync:
+            hint = "; this bundle has a sync graph: --context sync makes the tiles match the full image" \
+                if sync_file else ""
+            info.notes.append(f"{GLOBAL_CONTEXT_NOTE}{hint}")
     _write(repo, files)
     return info
 

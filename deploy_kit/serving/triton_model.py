@@ -11,6 +11,12 @@ graph). Each tile goes through a :class:`~deploy_kit.runtime.runners.Runner`:
 * ``tiles_through: in-process`` — deploy-kit's :class:`~deploy_kit.runtime.runners.OrtRunner` in
   this process (CPU nodes, or a server without the onnxruntime backend).
 
+``context: sync:N`` (a global-context model whose bundle has a sync graph, copied into the version
+folder as ``sync_onnx``) replaces both: the tiles run N passes through the sync graph on an
+:class:`~deploy_kit.runtime.runners.OrtRunner` in this process
+(:func:`deploy_kit.runtime.context.sync_tile_run`, what ``deploy-kit run --context sync:N`` uses), so
+every tile is normalised by the whole image's statistics. ``context: tile`` (the default) is the above.
+
 Every setting is a ``parameters`` entry of the model's config.pbtxt, written from the manifest.
 Runs inside Triton's python backend stub: ``triton_python_backend_utils`` exists only there, so it
 is imported when the model is initialised, not when this module is.
@@ -24,6 +30,8 @@ import os
 import numpy as np
 
 from .. import __version__
+from ..errors import UsageError
+from ..runtime.context import parse_context, sync_tile_run
 from ..runtime.runners import OrtRunner, Runner
 from ..runtime.tiling import tile_run
 
@@ -71,13 +79,30 @@ class TritonPythonModel:
         self.scale = int(p.get("scale") or 1)  # output size / input size (absent in repositories written before it)
         self.overlap = int(p["overlap"])
         self.multiple = int(p["multiple"])
+        self.runner: Runner | None = None
+        self.sync_runner: OrtRunner | None = None
+        name = args["model_name"]
+        try:  # absent in repositories written before the context mode: tile
+            self.context, self.passes = parse_context(p.get("context") or "tile")
+        except UsageError as exc:
+            raise ValueError(f"{name}: config.pbtxt parameter 'context': {exc}") from None
         log = pb_utils.Logger
         if p.get("deploy_kit_version") != __version__:
-            log.log_warn(f"{args['model_name']}: written by deploy-kit {p.get('deploy_kit_version')}, served by "
+            log.log_warn(f"{name}: written by deploy-kit {p.get('deploy_kit_version')}, served by "
                          f"deploy-kit {__version__}: tiling may differ from the writer's 'deploy-kit run'")
+        if self.context == "sync":
+            if not p.get("sync_onnx") or not int(p.get("sync_stats") or 0) > 0:
+                raise ValueError(f"{name}: context {p['context']!r} needs a sync graph, and config.pbtxt names none "
+                                 "(sync_onnx, sync_stats); write the repository from a bundle that has one")
+            self.sync_stats = int(p["sync_stats"])
+            path = os.path.join(args["model_repository"], args["model_version"], p["sync_onnx"])
+            self.sync_runner = OrtRunner(path, device="auto", threads=int(p.get("intra_op_threads") or 0))
+            return  # the sync graph runs every tile: no other runner
         if p.get("global_context") == "true":
-            log.log_warn(f"{args['model_name']}: the graph pools over its whole input, so tiles cannot match a "
-                         "full-image output exactly; export it with --tlc for tiled use")
+            hint = ("; its sync graph is here: set the parameter 'context' to 'sync' for tiles that match the full "
+                    "image" if p.get("sync_onnx") else "; export it with --tlc for tiled use")
+            log.log_warn(f"{name}: the graph pools over its whole input, so tiles cannot match a "
+                         f"full-image output exactly{hint}")
         if p["tiles_through"] == "in-process":
             path = os.path.join(args["model_repository"], args["model_version"], p["onnx"])
             self.runner = OrtRunner(path, device="auto", threads=int(p.get("intra_op_threads") or 0),
@@ -86,17 +111,27 @@ class TritonPythonModel:
             self.runner = TritonModelRunner(pb_utils, p["tile_model"], p["tile_input"], p["tile_output"],
                                             p["tile_input_dtype"])
         else:
-            raise ValueError(f"{args['model_name']}: unknown tiles_through {p['tiles_through']!r} in config.pbtxt")
+            raise ValueError(f"{name}: unknown tiles_through {p['tiles_through']!r} in config.pbtxt")
 
     def restore(self, batch: np.ndarray) -> np.ndarray:
         """(N, C, H, W) float32 in [0, 1] -> (N, C2, s*H, s*W) float32 (s: the graph's scale, 1 unless it is a
-        super-resolution one), each image tiled as ``deploy-kit run`` does.
+        super-resolution one), each image tiled as ``deploy-kit run`` does (with ``--context sync:N`` in
+        the sync context mode).
 
         Raises:
             ValueError: not (N, channels, H, W) with N, H, W >= 1.
         """
         if batch.ndim != 4 or batch.shape[1] != self.channels or min(batch.shape) < 1:
             raise ValueError(f"expected a float32 (N, {self.channels}, H, W) image batch; got shape {list(batch.shape)}")
+        if self.context == "sync":
+            def sync_fn(x: np.ndarray, mask: np.ndarray, stats: np.ndarray,
+                        use: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                out, stats_out = self.sync_runner.run_feeds({"input": x, "mask": mask, "stats_in": stats, "use": use})
+                return out, stats_out
+
+            return np.stack([sync_tile_run(image, sync_fn, self.tile, self.overlap, self.multiple, passes=self.passes,
+                                           stats=self.sync_stats, batch=self.batch, scale=self.scale)
+                             for image in batch])
         fn = lambda t: self.runner.run(t)[0]  # noqa: E731 - one model call of `batch` tiles, as 'deploy-kit run' makes it
         return np.stack([tile_run(image, fn, self.tile, self.overlap, self.multiple, batch=self.batch, scale=self.scale)
                          for image in batch])
@@ -114,6 +149,7 @@ class TritonPythonModel:
         return responses
 
     def finalize(self) -> None:
-        runner = getattr(self, "runner", None)
-        if runner is not None:
-            runner.close()
+        for attr in ("runner", "sync_runner"):
+            runner = getattr(self, attr, None)
+            if runner is not None:
+                runner.close()
