@@ -343,8 +343,34 @@ def tiled_tlc(bundle: ModelBundle, image: np.ndarray) -> np.ndarray:
     return _tiled(bundle, image, tlc=True)
 
 
+def tiled_sync(bundle: ModelBundle, image: np.ndarray, passes: int = 2) -> np.ndarray:
+    """deploy-kit's tiling with synchronised statistics (deploy_kit/runtime/context.py): the model's
+    sync form (deploy_kit/models/sync.py, eager PyTorch) run ``passes`` times by the runtime's own loop."""
+    import torch
+
+    from deploy_kit.models.sync import record_layout
+    from deploy_kit.request import resolve_request
+    from deploy_kit.runtime.context import sync_tile_run
+
+    key = ("sync", bundle.tile)
+    if key not in bundle._modules:
+        req = resolve_request(bundle.model, weights=bundle.weights, height=bundle.tile[0], width=bundle.tile[1], tlc=False)
+        form = bundle.adapter.sync_form(bundle.loaded, req)
+        size = sum(n for _, n in record_layout(form, bundle.channels, *bundle.tile))
+        bundle._modules[key] = (form, size)
+    form, size = bundle._modules[key]
+
+    def run(x, mask, stats, use):
+        with torch.no_grad():
+            y, out = form(*(torch.from_numpy(np.array(v, np.float32)) for v in (x, mask, stats, use)))
+        return y.numpy(), out.numpy()
+
+    return sync_tile_run(image, run, bundle.tile, bundle.overlap, bundle.multiple, passes=passes, stats=size,
+                         batch=bundle.batch)
+
+
 GLOBAL_REFERENCE = "full-image global"
-SYNC_MODE = "tiled sync (synchronised statistics)"
+SYNC_MODE = "tiled sync:2 (synchronised statistics)"
 
 #: Row label -> mode function; None is a row not implemented yet (printed as such).
 MODES: dict[str, Optional[ModeFn]] = {
@@ -352,9 +378,7 @@ MODES: dict[str, Optional[ModeFn]] = {
     "full-image TLC": full_tlc,
     "tiled global": tiled_global,
     "tiled TLC": tiled_tlc,
-    # PLACEHOLDER: tiles whose global statistics are synchronised across the whole image
-    # (e.g. a first pass collecting each pooling site's statistics, a second pass using them).
-    SYNC_MODE: None,
+    SYNC_MODE: tiled_sync,  # 2 passes (the runtime's default)
 }
 
 _TLC_MODES = {"full-image TLC", "tiled TLC"}

@@ -10,6 +10,8 @@ complete-config`` (strict configs), in explicit model-control mode:
   ``platform`` line swapped for a python stand-in running the same graph on ONNX Runtime, since this
   server has no onnxruntime backend: Triton still checks every BLS request against the generated
   twin's I/O (names, dtypes, dims).
+* ``sync_tiled`` (a global-context bundle's tiled model in context ``sync:3``) is loaded and served too:
+  its tiles run through the sync graph in the python backend, with no other model loaded.
 * ``naf`` (tensorrt_plan) and ``naf_onnx`` (onnxruntime_onnx) cannot run here; loading them must get
   past the server's own config parsing and validation and fail only on the missing backend library.
 
@@ -64,6 +66,18 @@ def bundle(tmp_path_factory):
                 "--degradation", "noise:10", "--fp16", "--bundle", "--backend", "none", "--samples", 2, "--out", out)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     return out / "nafnet-tiny-64x64-tlc.fp16.bundle"
+
+
+@pytest.fixture(scope="module")
+def sync_bundle(tmp_path_factory):
+    """A tiny NAFNet without TLC (global context) FP32 bundle: it carries a sync graph."""
+    from tests.conftest import run_cli
+
+    out = tmp_path_factory.mktemp("triton-sync-bundle")
+    r = run_cli("export", "nafnet", "--variant", "tiny-notlc", "--height", 64, "--width", 64, "--backend", "none",
+                "--bundle", "--out", out)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return out / "nafnet-tiny-notlc-64x64.fp32.bundle"
 
 
 def _with_trt_plan(bundle: Path, dst: Path) -> tuple[Path, Path]:
@@ -251,6 +265,9 @@ def test_bad_inputs_are_one_line_and_write_nothing(cli, bundle, tmp_path):
         ((b, "--threads", "-1"), "--threads must be between 0"),
         ((b, "--overlap", "40"), "--overlap must be between 0 and 31"),
         ((bundle, "--tiles-through", "plan"), "--tiles-through plan needs a TensorRT plan"),
+        ((b, "--context", "global"), "--context must be 'tile', 'sync' or 'sync:N'"),
+        ((b, "--context", "sync:0"), "--context must be 'tile', 'sync' or 'sync:N'"),
+        ((b, "--context", "sync"), "--context sync needs a bundle with a sync graph"),  # a TLC bundle has none
     ]
     for args, expect in cases:
         r = cli("triton", *args, "--repo", repo)
@@ -359,6 +376,65 @@ def test_a_bundle_whose_scale_is_not_its_graphs_is_refused(tmp_path):
     with pytest.raises(ManifestError, match=r"the graph outputs \[1, 3, 64, 64\] for \[1, 3, 32, 32\] inputs, not 3 x"):
         write_repository(str(b), str(tmp_path / "repo"))
     assert not (tmp_path / "repo").exists()
+
+
+def test_a_sync_graph_goes_into_the_tiled_model(cli, bundle, sync_bundle, tmp_path):
+    """A bundle with a sync graph: the graph is copied into NAME_tiled in either context mode, its config records
+    the mode, the graph's file and its statistics length; a bundle without one records ``tile`` only."""
+    from deploy_kit.manifest import read_typed
+    from deploy_kit.serving.triton import write_repository
+
+    m = read_typed(str(sync_bundle / "manifest.json"))
+    assert m.global_context and m.sync_onnx and m.sync_stats > 0
+    repo = tmp_path / "repo"
+    info = write_repository(str(sync_bundle), str(repo), name="g")
+    p = _params(_config(repo / "g_tiled"))
+    assert p["context"] == "tile" and p["sync_onnx"] == m.sync_onnx and p["sync_stats"] == str(m.sync_stats)
+    assert (repo / "g_tiled" / "1" / m.sync_onnx).read_bytes() == (sync_bundle / m.sync_onnx).read_bytes()
+    assert p["tiles_through"] == "bls" and p["tile_model"] == "g_onnx"
+    assert any("--context sync makes the tiles match the full image" in n for n in info.notes), info.notes
+    assert not (repo / "g_onnx" / "1" / m.sync_onnx).exists()  # only the tiled model runs it
+
+    r = cli("triton", sync_bundle, "--repo", repo, "--name", "g", "--context", "sync:3", "--threads", 1)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "tiles through the sync graph, sync:3" in r.stdout and "pools over its whole input" not in r.stderr
+    text = _config(repo / "g_tiled")
+    p = _params(text)
+    assert (p["context"], p["sync_onnx"], p["sync_stats"]) == ("sync:3", m.sync_onnx, str(m.sync_stats))
+    assert p["intra_op_threads"] == "1" and "Context sync:3: every tile sees the whole image's statistics" in text
+    assert (repo / "g_tiled" / "1" / m.sync_onnx).read_bytes() == (sync_bundle / m.sync_onnx).read_bytes()
+    assert read_manifest(str(repo / "g_tiled" / "deploy-kit.json"))["context"]["sync"]["onnx"] == m.sync_onnx
+
+    write_repository(str(sync_bundle), str(repo), name="g", context="sync")  # the default number of passes
+    assert _params(_config(repo / "g_tiled"))["context"] == "sync:2"
+    write_repository(str(bundle), str(repo), name="t")  # TLC: no sync graph
+    p = _params(_config(repo / "t_tiled"))
+    assert p["context"] == "tile" and "sync_onnx" not in p and "sync_stats" not in p
+    assert sorted(f.name for f in (repo / "t_tiled" / "1").iterdir()) == ["model.py"]
+
+
+def test_the_sync_context_equals_the_restorers(sync_bundle, tmp_path, monkeypatch):
+    """NAME_tiled in context sync:3 (BLS repository: the sync graph still runs in-process) gives what
+    ``Restorer(bundle, "onnxruntime", context="sync:3")`` gives, on images larger than the 64x64 tile."""
+    from deploy_kit.runtime.restorer import Restorer
+    from deploy_kit.serving.triton import write_repository
+
+    repo = tmp_path / "repo"
+    write_repository(str(sync_bundle), str(repo), name="g", context="sync:3")
+    model = _tiled_model(repo, "g_tiled", monkeypatch)
+    assert (model.context, model.passes, model.runner) == ("sync", 3, None)
+    x = np.random.default_rng(5).random((2, 3, 97, 150), dtype=np.float32)
+    out = model.restore(x)
+    model.finalize()
+    assert out.shape == x.shape and out.dtype == np.float32
+    with Restorer(str(sync_bundle), "onnxruntime", context="sync:3") as restorer:
+        want = np.stack([restorer.restore(np.ascontiguousarray(image.transpose(1, 2, 0))) for image in x])
+    got = np.clip(out, 0.0, 1.0).transpose(0, 2, 3, 1)  # the Restorer clips float frames to [0, 1]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+    write_repository(str(sync_bundle), str(repo), name="g", tiles_through="in-process")  # context tile
+    with pytest.raises(AssertionError, match=r"pools over its whole input.*set the parameter 'context' to 'sync'"):
+        _tiled_model(repo, "g_tiled", monkeypatch)  # the warning names the way out
 
 
 def test_serving_modules_import_nothing_heavy():
@@ -544,7 +620,7 @@ class TritonPythonModel:
 
 
 @pytest.fixture(scope="module")
-def served(bundle, tmp_path_factory):
+def served(bundle, sync_bundle, tmp_path_factory):
     pytest.importorskip("tritonclient.http", reason="tritonclient is not installed (pip install 'deploy-kit[test]')")
     from deploy_kit.serving.triton import write_repository
 
@@ -554,6 +630,7 @@ def served(bundle, tmp_path_factory):
     # two instances of one ONNX Runtime thread each: this machine's two cores, not oversubscribed
     write_repository(str(b), str(repo), name="naf", tiles_through="in-process", instances=2, threads=1)
     write_repository(str(b), str(repo), name="bls", tiles_through="onnx")
+    write_repository(str(sync_bundle), str(repo), name="sync", context="sync:3", threads=1)
     twin = _config(repo / "bls_onnx")
     assert twin.count('platform: "onnxruntime_onnx"') == 1
     (repo / "bls_onnx" / "config.pbtxt").write_text(twin.replace('platform: "onnxruntime_onnx"', 'backend: "python"'))
@@ -563,9 +640,10 @@ def served(bundle, tmp_path_factory):
                                          .replace("max_batch_size", "max_batch_sise"))
     server = Server(repo, work)
     try:
-        for model in ("naf_tiled", "bls_onnx", "bls_tiled"):
+        for model in ("naf_tiled", "bls_onnx", "bls_tiled", "sync_tiled"):
             server.client.load_model(model)  # a failure here is the repository's, not the machine's
-        yield SimpleNamespace(server=server, client=server.client, repo=repo, bundle=bundle, work=work)
+        yield SimpleNamespace(server=server, client=server.client, repo=repo, bundle=bundle, work=work,
+                              sync_bundle=sync_bundle)
     except Exception as exc:
         raise AssertionError(f"{exc}\n--- tritonserver log ---\n{server.tail(30)}") from exc
     finally:
@@ -642,6 +720,19 @@ def test_any_size_equals_the_runtime_tiling(served, model):
         diff = float(np.abs(got - want).max())
         print(f"\n{model} {shape}: max |served - deploy-kit runtime tiling| = {diff:.3g}")
         assert diff <= 1e-6, (shape, diff)
+
+
+def test_served_sync_context_equals_the_restorers(served):
+    """sync_tiled, served: what ``Restorer(bundle, "onnxruntime", context="sync:3")`` gives (clipped to [0, 1])."""
+    from deploy_kit.runtime.restorer import Restorer
+
+    batch = np.random.default_rng(11).random((1, 3, 97, 150), dtype=np.float32)
+    got = np.clip(_infer(served.client, "sync_tiled", batch), 0.0, 1.0)[0].transpose(1, 2, 0)
+    with Restorer(str(served.sync_bundle), "onnxruntime", context="sync:3") as restorer:
+        want = restorer.restore(np.ascontiguousarray(batch[0].transpose(1, 2, 0)))
+    diff = float(np.abs(got - want).max())
+    print(f"\nsync_tiled {batch.shape}: max |served - Restorer sync:3| = {diff:.3g}")
+    assert diff <= 1e-6, diff
 
 
 def test_a_bad_request_is_an_error_and_the_server_serves_on(served):
