@@ -209,7 +209,7 @@ def write_bundle(onnx_path: str, inputs: Sequence[np.ndarray], refs: Sequence[Se
         if os.path.isfile(sync_path):  # a global-context model's sync graph (pipeline.stage_sync)
             shutil.copyfile(sync_path, os.path.join(tmp, os.path.basename(sync_path)))
             sync = read_metadata(sync_path).get("sync") or {}
-            context = {"sync": {"onnx": os.path.basename(sync_path), "stats": sync.get("stats"), "sites": sync.get("sites")}}
+            context = {"sync": {"onnx": os.path.basename(sync_path), **{k: sync.get(k) for k in ("stats", "sites", "pad", "multiple")}}}
         with open(os.path.join(tmp, "build.sh"), "w", encoding="utf-8") as fh:
             fh.write(build_script(onnx_name, int8))
         os.chmod(os.path.join(tmp, "build.sh"), 0o755)

@@ -117,6 +117,8 @@ class Manifest:
             1 for restoration, and in manifests written before ``scale`` existed.
         sync_onnx, sync_stats: a global-context model's sync graph in the bundle and its statistics
             length (``run --context sync``); None / 0 when there is none.
+        sync_pad: how the model pads a whole image itself (``zero``, ``reflect`` or ``none``) and to
+            which multiple: sync tiling pads the image the same way first.
         tolerance: the parity gates ``verify`` applies (defaults where none are recorded).
         tlc: TLC parameters, or None for a global-context export.
         onnx: the graph's file name, where recorded (bundles and plan sidecars).
@@ -147,6 +149,7 @@ class Manifest:
     scale: int = 1
     sync_onnx: str | None = None
     sync_stats: int = 0
+    sync_pad: tuple[str, int] = ("none", 1)
 
     @classmethod
     def for_runner(cls, input_shape: tuple[int, int, int, int], pad_multiple: int = 1, **fields_: Any) -> "Manifest":
@@ -221,7 +224,10 @@ def _sync_fields(context: Any, where: str) -> dict[str, Any]:
     onnx, stats = sync.get("onnx") if isinstance(sync, dict) else None, sync.get("stats") if isinstance(sync, dict) else None
     if not isinstance(onnx, str) or not _positive_int(stats):
         raise ManifestError(f"{where}: context.sync must name its graph and a positive statistics length; re-bundle it")
-    return {"sync_onnx": onnx, "sync_stats": stats}
+    pad, multiple = sync.get("pad", "none"), sync.get("multiple", 1)
+    if pad not in ("none", "zero", "reflect") or not _positive_int(multiple):
+        raise ManifestError(f"{where}: context.sync pad {str(pad)[:20]!r} / multiple {str(multiple)[:20]!r} is invalid; re-bundle it")
+    return {"sync_onnx": onnx, "sync_stats": stats, "sync_pad": (pad, multiple)}
 
 
 def _positive_int(value: Any) -> bool:

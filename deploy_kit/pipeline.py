@@ -545,7 +545,7 @@ def stage_export_sync(job: Job, loaded: Loaded, reference: Reference) -> str | N
         size = sum(n for _, n in sites)
         example = (torch.from_numpy(reference.inputs[0]), torch.ones(1, 1, req.height, req.width),
                    torch.zeros(1, size), torch.zeros(1, 1))
-        sync = {"stats": size, "sites": [[kind, n] for kind, n in sites]}
+        sync = {"stats": size, "sites": [[kind, n] for kind, n in sites], "pad": form.pad, "multiple": form.multiple}
         info = export_onnx(form, example, raw, input_names=list(INPUTS), output_names=list(OUTPUTS),
                            metadata={**reference.metadata, "precision": "fp32", "sync": sync})
         return raw, f"{len(sites)} global statistics sites, {size} values; {info.nodes} nodes"

@@ -216,7 +216,7 @@ class NAFNetAdapter(ModelAdapter):
         state = SyncState()
         for block, _ in net.block_levels():
             block.sca[0] = SyncMean(state)
-        return SyncForm(net, state)
+        return SyncForm(net, state, pad="zero", multiple=net.padder_size)
 
     def reference_label(self, req: ExportRequest) -> str:
         return " with TLC (integral-image box mean + replicate pad, as upstream)" if req.tlc else ""

@@ -544,7 +544,7 @@ class RestormerAdapter(ModelAdapter):
         state = SyncState()
         for block, _ in net.block_levels():
             block.attn.window = SyncChannelAttention(state)
-        return SyncForm(net, state)
+        return SyncForm(net, state, pad="reflect", multiple=PAD_MULTIPLE)
 
     def reference_label(self, req: ExportRequest) -> str:
         return " with TLC (Restormer-Local windows merged by index writes, as upstream)" if req.tlc else ""

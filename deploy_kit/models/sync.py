@@ -138,11 +138,18 @@ class SyncChannelAttention(nn.Module):
 
 
 class SyncForm(nn.Module):
-    """A model in sync form: ``(input, mask, stats_in, use) -> (output, stats_out)``."""
+    """A model in sync form: ``(input, mask, stats_in, use) -> (output, stats_out)``.
 
-    def __init__(self, net: nn.Module, state: SyncState):
+    Args:
+        pad: how the model pads a whole image up to its size multiple itself (``zero`` for NAFNet,
+            ``reflect`` for Restormer, ``none``): the runtime pads the image the same way before
+            tiling it, so the statistics cover what the full-image model's cover.
+        multiple: that size multiple.
+    """
+
+    def __init__(self, net: nn.Module, state: SyncState, pad: str = "none", multiple: int = 1):
         super().__init__()
-        self.net, self.state = net, state
+        self.net, self.state, self.pad, self.multiple = net, state, pad, multiple
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, stats_in: torch.Tensor, use: torch.Tensor):
         self.state.begin(mask, stats_in, use)

@@ -74,6 +74,21 @@ def core_boxes(plan: TilingPlan, multiple: int = 1) -> list[tuple[int, int, int,
     return [(cy[y][0] - y, cy[y][1] - y, cx[x][0] - x, cx[x][1] - x) for y, x in plan.positions]
 
 
+def pad_like_model(image: np.ndarray, pad: str, multiple: int, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """Pad an image bottom/right up to ``multiple`` as the model pads a whole image itself
+    (``zero``: NAFNet, ``reflect``: Restormer, ``none``: not at all), so the tiles and the whole-image
+    statistics see what the full-image model sees; crop the output back afterwards.
+    """
+    if pad == "none" or multiple <= 1:
+        return image
+    h, w = image.shape[axes[0]], image.shape[axes[1]]
+    widths = [(0, 0)] * image.ndim
+    widths[axes[0]], widths[axes[1]] = (0, (-h) % multiple), (0, (-w) % multiple)
+    if widths[axes[0]] == (0, 0) and widths[axes[1]] == (0, 0):
+        return image
+    return np.pad(image, widths, mode="constant" if pad == "zero" else "reflect")
+
+
 def run_passes(grid: TileGrid, padded: np.ndarray, fn: SyncFn, *, passes: int, stats: int, channels: int,
                on_output: Callable[[int, np.ndarray], None],
                on_pass: Optional[Callable[[int, np.ndarray], None]] = None) -> None:
@@ -120,14 +135,18 @@ def run_passes(grid: TileGrid, padded: np.ndarray, fn: SyncFn, *, passes: int, s
 
 def sync_tile_run(image: np.ndarray, fn: SyncFn, tile: tuple[int, int], overlap: int, multiple: int = 1, *,
                   passes: int = DEFAULT_PASSES, stats: int, batch: int = 1, scale: int = 1,
-                  border: int = DEFAULT_BORDER, on_pass: Optional[Callable[[int, np.ndarray], None]] = None) -> np.ndarray:
+                  border: int = DEFAULT_BORDER, on_pass: Optional[Callable[[int, np.ndarray], None]] = None,
+                  pad: tuple[str, int] = ("none", 1)) -> np.ndarray:
     """Tile ``image`` (float32 (C, H, W)) through a sync graph ``passes`` times (:func:`run_passes`);
     the last pass's outputs, blended: float32 (C2, s*H, s*W).
 
     Args:
         tile, overlap, multiple, batch, scale, border: as :func:`deploy_kit.runtime.tiling.tile_run`.
+        pad: (mode, multiple) of the model's own padding (:func:`pad_like_model`; the manifest's ``sync_pad``).
     """
     image = np.asarray(image, dtype=np.float32)
+    _, h0, w0 = image.shape
+    image = pad_like_model(image, pad[0], pad[1], axes=(1, 2))
     c, h, w = image.shape
     grid = TileGrid(h, w, tile, overlap, multiple, border=border, batch=batch, scale=scale)
     padded = grid.prepare(image.transpose(1, 2, 0))
@@ -139,4 +158,4 @@ def sync_tile_run(image: np.ndarray, fn: SyncFn, tile: tuple[int, int], overlap:
         grid.accumulate(acc[0], call, out)
 
     run_passes(grid, padded, fn, passes=passes, stats=stats, channels=c, on_output=blend, on_pass=on_pass)
-    return grid.result(acc[0])
+    return np.ascontiguousarray(grid.result(acc[0])[:, : scale * h0, : scale * w0])

@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import UsageError
 from ..manifest import Manifest
 from .imageio import LUMA
-from .context import parse_context, run_passes
+from .context import pad_like_model, parse_context, run_passes
 from .tiling import TileGrid, tiling_defaults
 
 _DONE = object()
@@ -233,14 +233,9 @@ class Restorer:
             the restored frame, in the frame's dtype (float32 clipped to [0, 1]), of the frame's size
             (s times it in height and width for a model of scale s).
         """
-        job = self._start(frame)
         if self.context == "sync":
-            def run(x, mask, stats, use):
-                return self.sync_runner.run_feeds({"input": x, "mask": mask, "stats_in": stats, "use": use})
-
-            run_passes(job.grid, job.padded, run, passes=self.passes, stats=self.manifest.sync_stats,
-                       channels=self.channels, on_output=lambda call, out: self._blend(job, call, [out]))
-            return self._finish(job, out)
+            return self._restore_sync(frame, out)
+        job = self._start(frame)
         buf = self._inputs.take(threading.Event())
         try:
             for call in range(job.grid.calls):
@@ -249,6 +244,27 @@ class Restorer:
         finally:
             self._inputs.give(buf)
         return self._finish(job, out)
+
+    def _restore_sync(self, frame: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        """:meth:`restore` with synchronised statistics: the frame padded as the model pads a whole image,
+        the passes of :func:`~deploy_kit.runtime.context.run_passes`, the padding cropped."""
+        arr = self._check(frame)
+        h, w = arr.shape[:2]
+        job = self._start(pad_like_model(arr, *self.manifest.sync_pad))
+
+        def run(x, mask, stats, use):
+            return self.sync_runner.run_feeds({"input": x, "mask": mask, "stats_in": stats, "use": use})
+
+        run_passes(job.grid, job.padded, run, passes=self.passes, stats=self.manifest.sync_stats,
+                   channels=self.channels, on_output=lambda call, o: self._blend(job, call, [o]))
+        s = self.scale
+        full = self._finish(job)[: s * h, : s * w]
+        if out is None:
+            return np.ascontiguousarray(full)
+        if out.shape != full.shape or out.dtype != full.dtype:
+            raise ValueError(f"out must be {full.shape[0]}x{full.shape[1]}x{full.shape[2]} {full.dtype}; got {out.shape} {out.dtype}")
+        out[...] = full
+        return out
 
     def restore_stream(self, frames: Iterable, *, tagged: bool = False) -> Iterator:
         """Restore a sequence of frames, pipelined; yields the results in order.

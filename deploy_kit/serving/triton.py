@@ -326,7 +326,8 @@ def write_repository(source: str, repo: str, *, name: str | None = None, instanc
             "multiple": str(multiple),
             "global_context": "true" if m.global_context else "false",
             "context": context,
-            **({"sync_onnx": sync_file, "sync_stats": str(m.sync_stats)} if sync_file else {}),
+            **({"sync_onnx": sync_file, "sync_stats": str(m.sync_stats), "sync_pad": m.sync_pad[0],
+                "sync_pad_multiple": str(m.sync_pad[1])} if sync_file else {}),
             "deploy_kit_version": __version__,
         }
         if sync:

@@ -95,6 +95,7 @@ class TritonPythonModel:
                 raise ValueError(f"{name}: context {p['context']!r} needs a sync graph, and config.pbtxt names none "
                                  "(sync_onnx, sync_stats); write the repository from a bundle that has one")
             self.sync_stats = int(p["sync_stats"])
+            self.sync_pad = (p.get("sync_pad") or "none", int(p.get("sync_pad_multiple") or 1))
             path = os.path.join(args["model_repository"], args["model_version"], p["sync_onnx"])
             self.sync_runner = OrtRunner(path, device="auto", threads=int(p.get("intra_op_threads") or 0))
             return  # the sync graph runs every tile: no other runner
@@ -130,7 +131,8 @@ class TritonPythonModel:
                 return out, stats_out
 
             return np.stack([sync_tile_run(image, sync_fn, self.tile, self.overlap, self.multiple, passes=self.passes,
-                                           stats=self.sync_stats, batch=self.batch, scale=self.scale)
+                                           stats=self.sync_stats, batch=self.batch, scale=self.scale,
+                                           pad=self.sync_pad)
                              for image in batch])
         fn = lambda t: self.runner.run(t)[0]  # noqa: E731 - one model call of `batch` tiles, as 'deploy-kit run' makes it
         return np.stack([tile_run(image, fn, self.tile, self.overlap, self.multiple, batch=self.batch, scale=self.scale)
