@@ -23,7 +23,7 @@ from .base import ModelAdapter
 from .fastpath import ConvParts, make_fast_form
 from .rangesafe import ChannelLayerNorm, set_range_safe
 from .registry import NAFNET
-from .sync import SyncForm, SyncMean, SyncState
+from .sync import SyncMean, sync_form_of
 
 
 class LayerNorm2d(ChannelLayerNorm):
@@ -137,6 +137,10 @@ class NAFNet(nn.Module):
         return x[..., :h, :w]
 
 
+def _install_sync_mean(block: NAFBlock, state) -> None:
+    block.sca[0] = SyncMean(state)
+
+
 def padded_size(h: int, w: int, multiple: int) -> tuple[int, int]:
     return h + (multiple - h % multiple) % multiple, w + (multiple - w % multiple) % multiple
 
@@ -213,10 +217,7 @@ class NAFNetAdapter(ModelAdapter):
         if req.tlc is not None:
             return None
         net = self.wrap(model, req, static=True)
-        state = SyncState()
-        for block, _ in net.block_levels():
-            block.sca[0] = SyncMean(state)
-        return SyncForm(net, state, pad="zero", multiple=net.padder_size)
+        return sync_form_of(net, _install_sync_mean, "zero", net.padder_size)
 
     def reference_label(self, req: ExportRequest) -> str:
         return " with TLC (integral-image box mean + replicate pad, as upstream)" if req.tlc else ""

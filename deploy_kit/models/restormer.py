@@ -40,7 +40,7 @@ from .base import ModelAdapter
 from .fastpath import ConvParts, make_fast_form
 from .rangesafe import ChannelLayerNorm, l2_normalize_spatial, l2norm_scale_log2, set_range_safe
 from .restormer_spec import RESTORMER
-from .sync import SyncChannelAttention, SyncForm, SyncState
+from .sync import SyncChannelAttention, sync_form_of
 
 PAD_MULTIPLE = 8  # three 2x downsamplings
 
@@ -408,6 +408,10 @@ class StaticWindows(nn.Module):
         return self.merge(core(*(cut_windows(m, self.k, self.rows, self.cols) for m in maps)))
 
 
+def _install_sync_attention(block: TransformerBlock, state) -> None:
+    block.attn.window = SyncChannelAttention(state)
+
+
 def padded_size(h: int, w: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int]:
     return h + (-h) % multiple, w + (-w) % multiple
 
@@ -540,11 +544,7 @@ class RestormerAdapter(ModelAdapter):
         """Every channel attention's q·kᵀ and norms exchanged with the other tiles (None with TLC)."""
         if req.tlc is not None:
             return None
-        net = self.wrap(model, req, static=True)
-        state = SyncState()
-        for block, _ in net.block_levels():
-            block.attn.window = SyncChannelAttention(state)
-        return SyncForm(net, state, pad="reflect", multiple=PAD_MULTIPLE)
+        return sync_form_of(self.wrap(model, req, static=True), _install_sync_attention, "reflect", PAD_MULTIPLE)
 
     def reference_label(self, req: ExportRequest) -> str:
         return " with TLC (Restormer-Local windows merged by index writes, as upstream)" if req.tlc else ""

@@ -157,6 +157,15 @@ class SyncForm(nn.Module):
         return y, self.state.end()
 
 
+def sync_form_of(net: nn.Module, install, pad: str, multiple: int) -> SyncForm:
+    """A family's export form with its global-statistics sites replaced: ``install(block, state)``
+    for every ``(block, level)`` of ``net.block_levels()``."""
+    state = SyncState()
+    for block, _ in net.block_levels():
+        install(block, state)
+    return SyncForm(net, state, pad=pad, multiple=multiple)
+
+
 def record_layout(form: SyncForm, channels: int, height: int, width: int) -> list[tuple[str, int]]:
     """Run the sync form once at the export size to learn its sites (kind, length) in call order.
 

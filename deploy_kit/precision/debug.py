@@ -213,6 +213,32 @@ def search(cands: Sequence[str], evaluate: Callable[[frozenset], float], target:
     return frozenset(kept), s
 
 
+def load_fp32_graph(path: str, who: str):
+    """An FP32 single-input ONNX model, loaded.
+
+    Args:
+        who: what needs it, for the message (``debug-precision``, the FP16 range-safe pass).
+
+    Raises:
+        UsageError: a missing or unreadable file, an FP16 or INT8 graph, or several inputs.
+    """
+    import onnx
+
+    if not os.path.isfile(path):
+        raise UsageError(f"ONNX file not found: {path}")
+    try:
+        model = onnx.load(path)
+    except Exception as exc:  # noqa: BLE001 - a corrupt file is a user error here
+        raise UsageError(f"{path} is not a readable ONNX file ({type(exc).__name__})") from exc
+    if is_fp16_graph(model) or any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+        raise UsageError(f"{path} is not an FP32 graph; give the FP32 ONNX (e.g. <stem>.fp32.onnx)")
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise UsageError(f"{path} has {len(inputs)} inputs; {who} takes single-input graphs")
+    return model
+
+
 def debug_precision(onnx_path: str, *, target_psnr: float = 50.0, samples: int = 2, max_evals: int = 40,
                     out_path: str | None = None, inputs_npz: str | None = None,
                     log: Callable[[str], None] | None = None) -> DebugResult:
@@ -224,24 +250,13 @@ def debug_precision(onnx_path: str, *, target_psnr: float = 50.0, samples: int =
     Raises:
         UsageError: missing/unreadable file, an FP16 or INT8 graph, bad options.
     """
-    import onnx
-
-    if not os.path.isfile(onnx_path):
-        raise UsageError(f"ONNX file not found: {onnx_path}")
     if samples < 1:
         raise UsageError(f"--samples must be >= 1; got {samples}")
     if max_evals < 2:
         raise UsageError(f"--max-evals must be >= 2; got {max_evals}")
-    try:
-        model = onnx.load(onnx_path)
-    except Exception as exc:  # noqa: BLE001 - a corrupt file is a user error here
-        raise UsageError(f"{onnx_path} is not a readable ONNX file ({type(exc).__name__})") from exc
-    if is_fp16_graph(model) or any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
-        raise UsageError(f"{onnx_path} is not an FP32 graph; give the FP32 ONNX (e.g. <stem>.fp32.onnx)")
+    model = load_fp32_graph(onnx_path, "debug-precision")
     inits = {i.name for i in model.graph.initializer}
     graph_inputs = [i for i in model.graph.input if i.name not in inits]
-    if len(graph_inputs) != 1:
-        raise UsageError(f"{onnx_path} has {len(graph_inputs)} inputs; debug-precision takes single-input graphs")
     dims = [d.dim_value if d.HasField("dim_value") else 0 for d in graph_inputs[0].type.tensor_type.shape.dim]
     if len(dims) != 4 or 0 in dims:
         raise UsageError(f"{onnx_path} input shape {dims} is not a fixed NCHW shape")

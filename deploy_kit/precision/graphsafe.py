@@ -70,9 +70,9 @@ import numpy as np
 
 from ..errors import UsageError
 from ..fsutil import atomic_target
-from .debug import _fmt, candidate_nodes, exact_pattern, search
+from .debug import _fmt, candidate_nodes, exact_pattern, load_fp32_graph, search
 from .fp16 import convert_fp16
-from .truefp16 import is_fp16_graph, psnr_of, reference_outputs, true_fp16_check
+from .truefp16 import psnr_of, reference_outputs, true_fp16_check
 
 LIMIT_LOG2 = 14  # scaled values and partial sums <= 2^14: 4x headroom below 65504 (as models/rangesafe.py)
 CONST_MAX_LOG2, CONST_MIN_LOG2 = 13, -23  # onnxconverter-common clamps constants to [1e-7, 1e4]
@@ -489,21 +489,7 @@ def range_safe_model(model, inputs: Sequence[np.ndarray]) -> tuple[object, tuple
 
 
 def _load_fp32(path: str):
-    import onnx
-
-    if not os.path.isfile(path):
-        raise UsageError(f"ONNX file not found: {path}")
-    try:
-        model = onnx.load(path)
-    except Exception as exc:  # noqa: BLE001 - a corrupt file is a user error here
-        raise UsageError(f"{path} is not a readable ONNX file ({type(exc).__name__})") from exc
-    if is_fp16_graph(model) or any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
-        raise UsageError(f"{path} is not an FP32 graph; give the FP32 ONNX")
-    inits = {i.name for i in model.graph.initializer}
-    graph_inputs = [i for i in model.graph.input if i.name not in inits]
-    if len(graph_inputs) != 1:
-        raise UsageError(f"{path} has {len(graph_inputs)} inputs; the FP16 range-safe pass takes single-input graphs")
-    return model
+    return load_fp32_graph(path, "the FP16 range-safe pass")
 
 
 def range_safe(src: str, inputs: Sequence[np.ndarray], dst: str) -> tuple[Site, ...]:
