@@ -390,6 +390,13 @@ def test_device_run_restores_a_1000x1500_photo_without_torch(core_venv, device_b
 
     before, after = psnr(np.asarray(Image.open(tmp_path / "photo.png"), np.float64) / 255), psnr(restored)
     assert after > before + 3, (before, after)
+    # the demo has global channel attention: its bundle carries the sync graph, run torch-free too
+    proc = core_venv.run("deploy-kit", "run", device_bundles["fp16"], tmp_path / "photo.png", "--out", tmp_path / "sync",
+                         "--context", "sync:2", cwd=tmp_path)
+    _check(proc, "deploy-kit run <bundle> photo.png --context sync:2 (core install)")
+    assert "2 passes" in proc.stdout + proc.stderr
+    synced = np.asarray(Image.open(tmp_path / "sync" / "photo.png"), np.float64) / 255
+    assert psnr(synced) > before + 3 and not np.array_equal(synced, restored)
 
 
 RESTORER_LOOP = """
