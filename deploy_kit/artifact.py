@@ -15,7 +15,9 @@ from .export import read_metadata
 from .manifest import file_sha256, plan_sidecar, read_manifest, target_kind
 from .memory import map_large_allocations
 from .models import get_adapter
+from .onnxsource import fix_dims
 from .reference import input_labels, reference_outputs
+from .runtime.runners import OrtRunner
 from .specs import ExportRequest, TLCConfig, UserSource, _freeze
 
 
@@ -118,9 +120,6 @@ def source_onnx_outputs(req: ExportRequest, inputs) -> tuple[list, str]:
     import tempfile
 
     import onnxruntime
-
-    from .onnxsource import fix_dims
-    from .runtime.runners import OrtRunner
 
     src = req.source.ref
     if not os.path.isfile(src):

@@ -29,6 +29,7 @@ from .fsutil import human_size, write_text
 from .manifest import file_sha256, input_conventions, plan_manifest, write_manifest
 from .memory import PeakRss, map_large_allocations, release_memory
 from .models import get_adapter, spec_for
+from .onnxsource import fix_dims
 from .parity import _clean, write_heatmap
 from .precision.calibration import batched, eval_pairs, load_calibration_set
 from .precision.fp16 import convert_fp16
@@ -309,8 +310,7 @@ def _chain(job: Job, stop_after: str | None) -> Finished:
     release_memory()  # the model and its exportable copy are gone: give their pages back
     fp32 = stage_parity_fp32(job, reference, stage_simplify(job, raw))
     if _stops(job, stop_after, "simplified"):
-        stage_sync(job, reference, raw_sync, fp32)
-        return Finished(job, reference, fp32, fp32.checks)
+        return Finished(job, reference, fp32, fp32.checks)  # only the FP32 graph: no sync graph either
     cand = stage_precision(job, reference, fp32)
     graph, checks = (cand, fp32.checks + cand.checks) if cand is not None else (fp32, fp32.checks)
     stage_sync(job, reference, raw_sync, graph)
@@ -353,8 +353,6 @@ def stage_onnx_source(job: Job) -> tuple[Job, Reference, str]:
         The job, the reference (labelled as ONNX Runtime on the user's graph in every report), and
         the fixed graph as the raw ONNX.
     """
-    from .onnxsource import fix_dims
-
     req, adapter = job.req, job.adapter
     raw = os.path.join(job.work, "raw.onnx")
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import re
 
-from .data.degrade import parse_degradation
+from . import onnxsource
+from .data.degrade import degradation_scale, parse_degradation
 from .errors import UsageError
 from .manifest import file_sha256
 from .models import get_adapter
 from .models.registry import get_spec
-from .specs import PRECISIONS, ExportRequest, TLCConfig
+from .specs import PRECISIONS, ExportRequest, TLCConfig, UserSource
 
 
 def resolve_request(
@@ -153,8 +154,6 @@ def resolve_user_request(
     """
     import json
 
-    from .specs import UserSource
-
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
     if degradation is not None:
@@ -205,9 +204,6 @@ def _onnx_request(path: str, *, weights, height, width, channels, scale, pad_mul
                   precision, degradation, seed, batch) -> ExportRequest:
     import tempfile
 
-    from . import onnxsource
-    from .specs import UserSource
-
     if weights:
         raise UsageError("--weights does not apply to an ONNX file (its weights are inside it)")
     if value_range != 1:
@@ -247,8 +243,6 @@ def _onnx_request(path: str, *, weights, height, width, channels, scale, pad_mul
 
 def _check_superres_degradation(degradation: str | None, scale: int) -> None:
     """A x``scale`` model's inputs are photos shrunk ``scale`` times: a given --degradation must say so."""
-    from .data.degrade import degradation_scale
-
     if degradation is None:
         return
     got = degradation_scale(degradation)

@@ -47,6 +47,9 @@ import math
 
 import torch
 
+from ..tlc import spatial_mean
+
+
 def _pow2_at_most(v: float) -> float:
     """The largest power of two <= v (v > 0)."""
     return 2.0 ** math.floor(math.log2(v))
@@ -219,8 +222,6 @@ def l2_normalize_spatial(x: torch.Tensor, eps: float, scale_log2: int = 0) -> to
     (:func:`deploy_kit.tlc.spatial_mean`), so every partial sum stays ≤ max x². With
     xs = x·2^-s: x / max(‖x‖, eps) = xs / max(‖xs‖, eps·2^-s), for |x| beyond 256.
     """
-    from ..tlc import spatial_mean
-
     h, w = int(x.shape[-2]), int(x.shape[-1])
     s = 2.0 ** -scale_log2
     xs = x * s if scale_log2 else x

@@ -70,6 +70,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..fsutil import atomic_target
+from ..runtime.runners import OrtRunner
 from .debug import _fmt, candidate_nodes, exact_pattern, load_fp32_graph, search
 from .fp16 import convert_fp16
 from .truefp16 import psnr_of, reference_outputs, true_fp16_check
@@ -326,8 +327,6 @@ class _Graph:
     def measure(self, probes: list[tuple], inputs: Sequence[np.ndarray]) -> dict[tuple, float]:
         """Max over ``inputs`` of each probe (max |tensor|, max partial-sum bound) in FP32 ONNX Runtime."""
         from onnx import TensorProto, helper, numpy_helper
-
-        from ..runtime.runners import OrtRunner
 
         m = self.onnx.ModelProto()
         m.CopyFrom(self.model)
