@@ -449,7 +449,7 @@ def damaged_manifest(draw, manifest: dict) -> Case:
             if kind == "delete":
                 del _parent(m, path)[path[-1]]
                 continue
-            value = draw(hostile)
+            value = copy.deepcopy(draw(hostile))  # a later edit may reach into it: never the strategy's own object
             for _ in range(draw(st.sampled_from((5, 50, 200))) if kind == "nested" else 0):
                 value = [value] if draw(st.booleans()) else {"k": value}
             _parent(m, path)[path[-1]] = value
@@ -462,13 +462,13 @@ def damaged_manifest(draw, manifest: dict) -> Case:
     elif kind == "files":
         files = m.setdefault("files", {})
         key = draw(st.sampled_from(sorted(files) + FILES))
-        files[key] = draw(st.sampled_from(("0" * 64, "g" * 64, "0" * 63, "0" * 65, "A" * 64, files.get(key, "")[::-1]))
-                          | hostile)
+        files[key] = copy.deepcopy(draw(st.sampled_from(("0" * 64, "g" * 64, "0" * 63, "0" * 65, "A" * 64,
+                                                         files.get(key, "")[::-1])) | hostile))
     elif kind == "references":
         refs = draw(st.sampled_from(REFS))
         m["references"] = copy.deepcopy(refs) if refs is None or draw(st.booleans()) else {**(m.get("references") or {}), **refs}
     elif kind == "extra-key":
-        m[draw(st.sampled_from(("x", "", "\u0000", "a" * 1000, "__proto__")) | st.text(max_size=10))] = draw(hostile)
+        m[draw(st.sampled_from(("x", "", "\u0000", "a" * 1000, "__proto__")) | st.text(max_size=10))] = copy.deepcopy(draw(hostile))
     text = json.dumps(m, indent=draw(st.sampled_from((None, 2))))  # NaN/Infinity literals for non-finite values
     if kind == "text-deep":  # nesting at the text level: RecursionError territory
         depth = draw(st.sampled_from((500, 900, 950, 970, 980, 990, 1000, 5000, 100000)))
