@@ -87,7 +87,7 @@ def list_models(show_all: bool) -> None:
 @cli.command()
 @click.argument("model", required=False)
 @_model_options("")
-@click.option("--module", "module_ref", metavar="FILE.py:NAME", help="Your own nn.Module instead of MODEL: a class or factory function in a Python file (or package.module:NAME). Importing the file RUNS it, as 'python FILE.py' would: only export code you trust.")
+@click.option("--module", "module_ref", metavar="FILE.py:NAME", help="Your own nn.Module instead of MODEL: a class or factory function in a Python file (or package.module:NAME). Importing the file RUNS it, as 'python FILE.py' would: only export code you trust. --weights then takes its checkpoint (strict key match).")
 @click.option("--init-args", metavar="JSON", help="--module: keyword arguments for NAME, as a JSON object, e.g. '{\"scale\": 4}'.")
 @click.option("--channels", type=int, help="Your model: input channels (default: inferred from the first convolution or the ONNX input).")
 @click.option("--scale", type=int, help="Your model: output size / input size, e.g. 4 for x4 super-resolution (default: inferred by a probe run; it must agree).")
@@ -121,7 +121,8 @@ def export(model, variant, weights, height, width, tlc, module_ref, init_args, c
     ONNX at a fixed size (TLC unrolled to static ops) -> simplified -> FP16/INT8 -> engine ->
     parity against the PyTorch FP32 reference (for an ONNX file: that graph in ONNX Runtime FP32).
     Writes {model}-{variant}-{H}x{W}[...].{precision}.onnx ({name}-{H}x{W}... for your own model),
-    the .plan with its .json manifest, and a parity report (JSON, Markdown, heatmap PNG).
+    the .plan with its .json manifest, and a parity report (JSON, Markdown, heatmap PNG); a
+    global-context model (batch 1) also gets <stem>.<precision>.sync.onnx for 'run --context sync'.
     Exit code 0 when every parity gate passes, 1 when one fails, 2 for bad input.
     """
     from ._deps import require_export
