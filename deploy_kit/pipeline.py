@@ -24,7 +24,7 @@ import numpy as np
 from . import __version__, backends, parity
 from .bundle import write_bundle
 from .errors import UsageError
-from .export import export_onnx, update_metadata
+from .export import export_onnx, read_metadata, update_metadata
 from .fsutil import human_size, write_text
 from .manifest import file_sha256, input_conventions, plan_manifest, write_manifest
 from .memory import PeakRss, map_large_allocations, release_memory
@@ -39,6 +39,7 @@ from .precision.quality import format_quality_table, quality_table
 from .precision.truefp16 import BACKEND, true_fp16_outputs
 from .reference import batch_labels, input_labels, reference_runner
 from .request import validate_request
+from .runtime.context import graph_fn
 from .runtime.runners import OrtRunner, in_child_process
 from .simplify import simplify
 from .specs import ExportRequest, ModelSpec, Variant
@@ -356,11 +357,12 @@ def stage_onnx_source(job: Job) -> tuple[Job, Reference, str]:
     req, adapter = job.req, job.adapter
     raw = os.path.join(job.work, "raw.onnx")
 
+    degradation = adapter.input_degradation(req)
+    metadata = request_metadata(adapter, job.spec, req, Variant(req.source.name, ()),
+                                [req.batch, req.source.channels, req.height, req.width], degradation)
+
     def load() -> tuple[None, str]:
-        variant = Variant(req.source.name, ())
-        meta = request_metadata(adapter, job.spec, req, variant, [req.batch, req.source.channels, req.height, req.width],
-                                adapter.input_degradation(req))
-        fix_dims(req.source.ref, raw, req.batch, req.height, req.width, {**meta, "precision": "fp32"})
+        fix_dims(req.source.ref, raw, req.batch, req.height, req.width, {**metadata, "precision": "fp32"})
         job.res.notes.append(f"reference: your graph {os.path.basename(req.source.ref)} in ONNX Runtime FP32 "
                              "(no PyTorch model to compare with)")
         return None, f"{os.path.basename(req.source.ref)} fixed at {req.batch}x{req.source.channels}x{req.height}x{req.width}"
@@ -373,12 +375,9 @@ def stage_onnx_source(job: Job) -> tuple[Job, Reference, str]:
         samples = adapter.sample_inputs(req, count=job.samples)
         members = parity.batch_members(len(samples), req.batch)
         inputs = parity.stack_batches(samples, members)
-        outs = parity.run_onnxruntime(raw, inputs, job.input_names[0], isolated=True, batch=req.batch)
-        refs = outs
-        degradation = adapter.input_degradation(req)
+        refs = parity.run_onnxruntime(raw, inputs, job.input_names[0], isolated=True, batch=req.batch)
         ref_desc = f"ONNX Runtime {onnxruntime.__version__} FP32 on your graph {os.path.basename(req.source.ref)}"
         labels = input_labels(len(samples), degradation, req.seed)
-        metadata = request_metadata(adapter, job.spec, req, Variant(req.source.name, ()), list(inputs[0].shape), degradation)
         header = parity.ParityReport(req.model, req.variant, list(inputs[0].shape), None, ref_desc,
                                      batch_labels(members, labels), samples=labels)
         return Reference(inputs, refs, members, {}, metadata, header), f"{len(samples)} sample images, {ref_desc}"
@@ -575,12 +574,11 @@ def stage_sync(job: Job, reference: Reference, raw: str | None, graph: Graph) ->
             convert_fp16(tmp, path, job.adapter.fp32_islands(job.req))
         update_metadata(path, {"precision": precision})
         with OrtRunner(path) as runner:
-            x = reference.inputs[0]
-            size = int(runner.session.get_inputs()[2].shape[1])
-            feeds = {"input": x, "mask": np.ones((1, 1, *x.shape[2:]), np.float32),
-                     "stats_in": np.zeros((1, size), np.float32), "use": np.zeros((1, 1), np.float32)}
-            own, stats = runner.run_feeds(feeds)
-            fed, _ = runner.run_feeds({**feeds, "stats_in": stats, "use": np.ones((1, 1), np.float32)})
+            run, x = graph_fn(runner), reference.inputs[0]
+            size = int(read_metadata(path)["sync"]["stats"])
+            mask = np.ones((1, 1, *x.shape[2:]), np.float32)
+            own, stats = run(x, mask, np.zeros((1, size), np.float32), np.zeros((1, 1), np.float32))
+            fed, _ = run(x, mask, stats, np.ones((1, 1), np.float32))
         plain = graph.outputs[0][0]
         d0, d1 = float(np.abs(own - plain).max()), float(np.abs(fed - own).max())
         job.res.artifacts.append(("sync graph (run --context sync)", path))

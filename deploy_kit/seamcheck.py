@@ -22,12 +22,13 @@ import numpy as np
 from .artifact import artifact_request, source_onnx_outputs
 from .data.samples import available_samples, fit, sample_images
 from .errors import UsageError
+from .export import read_metadata
 from .manifest import output_scale
 from .memory import map_large_allocations
 from .metrics import psnr_from_mse
 from .models import get_adapter
 from .reference import reference_runner
-from .runtime.context import parse_context, sync_tile_run
+from .runtime.context import graph_fn, parse_context, sync_tile_run
 from .runtime.imageio import read_image, to_model_channels
 from .runtime.runners import OrtRunner
 from .runtime.tiling import DEFAULT_OVERLAP, TilingPlan, make_plan, tile_run
@@ -281,14 +282,12 @@ class SeamChecker:
             if self.sync_runner is None:
                 raise UsageError(f"--context sync needs the sync graph {os.path.basename(self.sync_path)} beside the "
                                  "ONNX (export a global-context model: NAFNet without --tlc, Restormer with --no-tlc)")
-            stats = int(self.sync_runner.session.get_inputs()[2].shape[1])
+            sync = read_metadata(self.sync_path).get("sync") or {}
 
-            def run(t, mask, stats_in, use):
-                return self.sync_runner.run_feeds({"input": t, "mask": mask, "stats_in": stats_in, "use": use})
-
-            def sync_tiler(img):
-                return sync_tile_run(img, run, self.tile, overlap, self.multiple, passes=passes, stats=stats,
-                                     batch=self.batch, scale=self.scale, border=border)
+            def sync_tiler(img):  # as 'run --context sync' tiles: padded as the model pads a whole image
+                return sync_tile_run(img, graph_fn(self.sync_runner), self.tile, overlap, self.multiple, passes=passes,
+                                     stats=int(sync["stats"]), batch=self.batch, scale=self.scale, border=border,
+                                     pad=(sync.get("pad", "none"), int(sync.get("multiple", 1))))
 
             tiler = sync_tiler
         t0 = time.perf_counter()

@@ -7,7 +7,7 @@ default TLC setting and where the PyTorch implementation lives.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from .errors import UsageError
@@ -188,10 +188,7 @@ class UserSource:
     global_pools: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "ref": self.ref, "name": self.name, "init_args": self.init_args,
-                "channels": self.channels, "out_channels": self.out_channels, "scale": self.scale,
-                "pad_multiple": self.pad_multiple, "value_range": self.value_range, "sha256": self.sha256,
-                "global_pools": self.global_pools}
+        return asdict(self)
 
     def describe(self) -> str:
         """One line for the user: what was read from flags or inferred."""

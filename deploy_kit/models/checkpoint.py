@@ -98,6 +98,27 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     return sd
 
 
+def key_mismatches(expected: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor], needs: str) -> list[str]:
+    """What keeps ``sd`` from loading strictly into a model whose state dict is ``expected``: missing and
+    unexpected keys and shape mismatches, each with its first examples (empty when it fits).
+
+    Args:
+        needs: how the message names the model's shape, e.g. ``"gopro-w32 needs"``.
+    """
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} keys (e.g. {', '.join(unexpected[:3])})")
+    wrong = [k for k, v in expected.items() if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
+    if wrong:
+        k = wrong[0]
+        problems.append(f"{len(wrong)} shape mismatches (e.g. {k} is {tuple(sd[k].shape)}, {needs} {tuple(expected[k].shape)})")
+    return problems
+
+
 def match_variant(spec: ModelSpec, hparams: dict[str, Any]) -> Variant:
     """The registered variant with exactly these hyper-parameters, else a 'custom' one."""
     frozen = Variant.make("custom", hparams)
@@ -141,18 +162,7 @@ def load_model(adapter: ModelAdapter, variant_name: str | None, weights: str | N
     detected = match_variant(spec, adapter.detect_hparams(sd))
     variant = spec.variant(variant_name) if variant_name else detected
     model = adapter.build(variant)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} keys (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)} keys (e.g. {', '.join(unexpected[:3])})")
-    wrong = [k for k, v in expected.items() if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
-    if wrong:
-        k = wrong[0]
-        problems.append(f"{len(wrong)} shape mismatches (e.g. {k} is {tuple(sd[k].shape)}, {variant.name} needs {tuple(expected[k].shape)})")
+    problems = key_mismatches(model.state_dict(), sd, f"{variant.name} needs")
     if problems:
         hint = f"; the checkpoint looks like '{detected.name}', drop --variant" if variant_name and detected.name != variant_name else ""
         raise CheckpointError(f"{weights} does not fit {spec.name} {variant.name}: {'; '.join(problems)}{hint}")

@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtime.context import SYNC_INPUTS, SYNC_OUTPUTS
 from ..tlc import spatial_mean
 
-INPUTS = ("input", "mask", "stats_in", "use")
-OUTPUTS = ("output", "stats_out")
+INPUTS, OUTPUTS = SYNC_INPUTS, SYNC_OUTPUTS  # one naming, shared with the runtime
 
 
 class SyncState:

@@ -30,7 +30,7 @@ from ..errors import CheckpointError, UsageError
 from ..specs import ExportRequest, UserSource, Variant
 from ..tlc import GlobalPoolSites, LocalAvgPoolStatic, record_global_pools, tlc_kernels
 from .base import ModelAdapter
-from .checkpoint import LoadedModel, read_state_dict
+from .checkpoint import LoadedModel, key_mismatches, read_state_dict
 from .registry import get_spec
 from .sync import SyncForm, SyncMean, SyncState
 
@@ -115,19 +115,7 @@ def load_weights(model: nn.Module, weights: str) -> None:
         CheckpointError: unreadable, or keys/shapes that do not match (the first ones named).
     """
     sd = read_state_dict(weights)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    wrong = [k for k, v in expected.items() if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} keys (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)} keys (e.g. {', '.join(unexpected[:3])})")
-    if wrong:
-        k = wrong[0]
-        problems.append(f"{len(wrong)} shape mismatches (e.g. {k} is {tuple(sd[k].shape)}, the model has "
-                        f"{tuple(expected[k].shape)})")
+    problems = key_mismatches(model.state_dict(), sd, "the model has")
     if problems:
         raise CheckpointError(f"{weights} does not fit the module: {'; '.join(problems)}; check --init-args")
     model.load_state_dict(sd, strict=True)
@@ -136,7 +124,7 @@ def load_weights(model: nn.Module, weights: str) -> None:
 def _first_conv_channels(model: nn.Module) -> int | None:
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            return int(m.in_channels) * (1 if isinstance(m, nn.Conv2d) else 1)
+            return int(m.in_channels)
     return None
 
 

@@ -29,6 +29,18 @@ from .tiling import DEFAULT_BORDER, TileGrid, TilingPlan
 
 SyncFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 DEFAULT_PASSES = 2
+#: the sync graph's I/O names, in order (deploy_kit/models/sync.py exports them)
+SYNC_INPUTS = ("input", "mask", "stats_in", "use")
+SYNC_OUTPUTS = ("output", "stats_out")
+
+
+def graph_fn(runner) -> SyncFn:
+    """A :data:`SyncFn` running a sync graph on ``runner`` (an ONNX Runtime runner: ``run_feeds``)."""
+    def run(x: np.ndarray, mask: np.ndarray, stats: np.ndarray, use: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out, stats_out = runner.run_feeds(dict(zip(SYNC_INPUTS, (x, mask, stats, use))))
+        return out, stats_out
+
+    return run
 
 
 def parse_context(text: str | None) -> tuple[str, int]:

@@ -26,8 +26,8 @@ import numpy as np
 
 from ..errors import UsageError
 from ..manifest import Manifest
+from .context import graph_fn, pad_like_model, parse_context, run_passes
 from .imageio import LUMA
-from .context import pad_like_model, parse_context, run_passes
 from .tiling import TileGrid, tiling_defaults
 
 _DONE = object()
@@ -112,7 +112,7 @@ class Restorer:
                  sync_runner=None, **runner_options: Any):
         self.context, self.passes = parse_context(context)
         if runner is None:
-            from .target import open_target, open_sync  # the backend registry imports this package: opened on use
+            from .target import open_sync, open_target  # the backend registry imports this package: opened on use
 
             opened = open_target(target, backend, **runner_options)
             runner, manifest, self.note = opened.runner, opened.manifest, opened.note
@@ -252,10 +252,7 @@ class Restorer:
         h, w = arr.shape[:2]
         job = self._start(pad_like_model(arr, *self.manifest.sync_pad))
 
-        def run(x, mask, stats, use):
-            return self.sync_runner.run_feeds({"input": x, "mask": mask, "stats_in": stats, "use": use})
-
-        run_passes(job.grid, job.padded, run, passes=self.passes, stats=self.manifest.sync_stats,
+        run_passes(job.grid, job.padded, graph_fn(self.sync_runner), passes=self.passes, stats=self.manifest.sync_stats,
                    channels=self.channels, on_output=lambda call, o: self._blend(job, call, [o]))
         s = self.scale
         full = self._finish(job)[: s * h, : s * w]

@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import UsageError
-from ..runtime.context import parse_context, sync_tile_run
+from ..runtime.context import graph_fn, parse_context, sync_tile_run
 from ..runtime.runners import OrtRunner, Runner
 from ..runtime.tiling import tile_run
 
@@ -125,11 +125,7 @@ class TritonPythonModel:
         if batch.ndim != 4 or batch.shape[1] != self.channels or min(batch.shape) < 1:
             raise ValueError(f"expected a float32 (N, {self.channels}, H, W) image batch; got shape {list(batch.shape)}")
         if self.context == "sync":
-            def sync_fn(x: np.ndarray, mask: np.ndarray, stats: np.ndarray,
-                        use: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-                out, stats_out = self.sync_runner.run_feeds({"input": x, "mask": mask, "stats_in": stats, "use": use})
-                return out, stats_out
-
+            sync_fn = graph_fn(self.sync_runner)
             return np.stack([sync_tile_run(image, sync_fn, self.tile, self.overlap, self.multiple, passes=self.passes,
                                            stats=self.sync_stats, batch=self.batch, scale=self.scale,
                                            pad=self.sync_pad)
