@@ -339,6 +339,11 @@ def _engine_row(target: BenchTarget, backend: str, usable: tuple[bool, str], wor
         except Exception as exc:  # noqa: BLE001 - one backend's failure must not hide the other rows
             return Row(backend, "cuda", target.precision, reason=f"engine build failed: {_short(exc)}")
         plan, detail = built.plan, f"engine built for the run in {built.seconds:.1f} s"
+    sidecar = plan + ".json"
+    if os.path.isfile(sidecar):  # this plan on this GPU: its version, targets and DLA core
+        ok, why = backends.get(backend).can_run_artifact(read_typed(sidecar))
+        if not ok:
+            return Row(backend, "cuda", target.precision, reason=why)
     row = _bench_row(progress, backend, "cuda", target.precision, _child_engine, plan, backend, shape, runs, warmup,
                      threads)
     row.detail = "; ".join(x for x in (row.detail, detail) if x)

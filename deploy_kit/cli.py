@@ -103,7 +103,7 @@ def list_models(show_all: bool) -> None:
 @click.option("--degradation", help="How parity, calibration and quality images are degraded before they enter the model, as in deployment: 'noise:25', 'blur:9', 'blur:9+noise:5', 'downscale:4' (bicubic, for a x4 super-resolution model), or 'none' for clean photos (default: the variant's task, see list-models; downscale:S for your own xS model).")
 @click.option("--head", type=click.Choice(["cls", "features"]), help="PVT output: class logits or the four stage feature maps (default cls).")
 @click.option("--backend", type=click.Choice([backends.AUTO, *backends.names(engines=True), "none"]), default="auto", show_default=True, help="Engine backend; auto = tensorrt-rtx if installed (it builds without a GPU), else tensorrt, else none.")
-@click.option("--compute-capability", "compute_capabilities", multiple=True, help="TensorRT-RTX target (sm75, sm80, sm86, sm89, sm120); repeatable.")
+@click.option("--compute-capability", "compute_capabilities", multiple=True, help="TensorRT-RTX target (sm75, sm86, sm89, sm120, sm121); repeatable. A100/H100/H200 (sm80/sm90) are no TensorRT-RTX target: use --backend tensorrt there.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="TensorRT timing cache file (tensorrt backend; RTX uses a runtime cache instead).")
 @click.option("--stop-after", type=click.Choice(["simplified", "precision", "engine"]), help="Stop the chain after this stage: simplified (the FP32 ONNX and its parity), precision (the FP16/INT8 ONNX and its checks) or engine.")
 @click.option("--samples", type=int, default=2, show_default=True, help="Sample images used for parity.")
@@ -261,6 +261,12 @@ def build(target, backend, dla_core, compute_capabilities, timing_cache, out_pat
     from .fsutil import human_size
 
     click.echo(f"engine: {res.plan} ({human_size(res.size)}, {res.seconds:.1f} s); manifest: {res.plan}.json")
+    if os.path.isfile(res.plan + ".json"):  # say at once when this machine cannot run what it built
+        from .manifest import read_typed
+
+        ok, why = backends.get(backend).can_run_artifact(read_typed(res.plan + ".json"))
+        if not ok:
+            click.echo(f"note: it cannot run on this machine: {why.replace('BUNDLE', target)}", err=True)
     dla = res.details.get("dla_layers")
     if dla is not None:
         click.echo(f"DLA core {dla_core}: {len(dla['dla'])} layers on DLA, {len(dla['gpu'])} on the GPU")
@@ -441,37 +447,27 @@ def _run_video(restorer, src: str, out_dir: str, codec: str, crf: int) -> None:
 
 
 @cli.command()
-def env() -> None:
-    """Versions of the packages deploy-kit uses, and which backends can run here (and why not)."""
-    import importlib.metadata as md
+@click.argument("target", required=False, type=click.Path())
+@click.option("--dla-core", type=int, help="Check that this device has DLA core N (what build --dla-core N needs).")
+def env(target, dla_core) -> None:
+    """The device doctor: what this Python sees, which backends can build and run here (and run TARGET,
+    a bundle folder or a .plan with its .json sidecar), and a "trap:" line with the fix for each known
+    installation trap (numpy 2 with a numpy-1 cv2, a pip OpenCV hiding JetPack's, a Jetson venv
+    without system site-packages, a DLA core the device lacks, TensorRT newer than the driver's CUDA).
+    """
+    from . import doctor
 
-    click.echo(f"deploy-kit {__version__}, Python {sys.version.split()[0]}")
-    for dist in ("torch", "onnx", "onnxsim", "onnxslim", "onnxconverter-common", "polygraphy", "click", "numpy", "pillow"):
-        try:
-            click.echo(f"  {dist:<22} {md.version(dist)}")
-        except md.PackageNotFoundError:
-            click.echo(f"  {dist:<22} not installed")
-    for b in backends.REGISTRY.values():  # the backend packages: the first distribution found, else the usual one
-        found = [(d, md.version(d)) for d in b.distributions if _installed(md, d)]
-        dist, version = found[0] if found else (b.distributions[0], "not installed")
-        click.echo(f"  {dist:<22} {version}")
-    click.echo("backends that can run a model here:")
-    for name, (ok, why) in backends.status().items():
-        click.echo(f"  {name:<22} {'yes' if ok else 'no'}{' - ' + why if why else ''}")
-    from ._deps import available
-
-    build = [b for b in backends.builders() if b.can_build()[0]]
-    click.echo(f"engine builds here: {', '.join(b.name for b in build) if build else 'none'}"
-               + "".join(f" ({b.name} builds ahead of time without a GPU)" for b in build if b.builds_without_gpu))
-    click.echo(f"export (torch) installed: {'yes' if available('torch') else 'no - pip install deploy-kit[export]'}")
-
-
-def _installed(md, dist: str) -> bool:
-    try:
-        md.version(dist)
-    except md.PackageNotFoundError:
-        return False
-    return True
+    if dla_core is not None and dla_core < 0:
+        raise UsageError(f"--dla-core must be 0 or more; got {dla_core}")
+    described, checks = doctor.check_target(target) if target else (None, [])
+    requests = [("--dla-core", dla_core)] if dla_core is not None else []
+    requests += [(c.label, c.dla_core) for c in checks if c.dla_core is not None]
+    facts = doctor.gather()
+    lines = doctor.machine_lines(facts) + ["packages:"] + doctor.package_lines() + doctor.backend_lines()
+    if described:
+        lines += doctor.target_lines(described, checks)
+    lines += doctor.traps(facts, requests) or ["traps: none found"]
+    click.echo("\n".join(lines))
 
 
 @cli.command("seam-check")

@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -122,7 +123,12 @@ class Manifest:
         tolerance: the parity gates ``verify`` applies (defaults where none are recorded).
         tlc: TLC parameters, or None for a global-context export.
         onnx: the graph's file name, where recorded (bundles and plan sidecars).
-        backend, backend_version: the engine backend of a plan sidecar; None for a graph.
+        backend, backend_version: the engine backend of a plan sidecar and the version that built it
+            (a plan loads only under that version); None for a graph.
+        compute_capabilities: the GPUs a plan was built for (``sm86``, ``sm120``, ...; the backend
+            section's ``compute_capabilities``); None where a plan does not record them.
+        dla_core: the Jetson DLA core a plan was built for (the backend section's ``dla_core``);
+            None for a GPU plan.
         graph_inputs, graph_outputs: the graph's I/O (``graph_io``); None in manifests written
             before bundles recorded it.
     """
@@ -144,6 +150,8 @@ class Manifest:
     onnx: str | None = None
     backend: str | None = None
     backend_version: str | None = None
+    compute_capabilities: tuple[str, ...] | None = None
+    dla_core: int | None = None
     graph_inputs: tuple[TensorInfo, ...] | None = None
     graph_outputs: tuple[TensorInfo, ...] | None = None
     scale: int = 1
@@ -203,6 +211,9 @@ class Manifest:
             raise ManifestError(f"{where}: tolerance '{str(bad[0])[:40]}' is unknown or not a number; re-export it")
         backend = m.get("backend") or {}
         version = backend.get("version")
+        dla = backend.get("dla_core")
+        if dla is not None and not (isinstance(dla, int) and not isinstance(dla, bool) and dla >= 0):
+            raise ManifestError(f"{where}: backend dla_core {str(dla)[:20]!r} is not a core number; rebuild the plan")
         io = _graph_io(m["graph_io"], where) if "graph_io" in m else (None, None)
         return cls(
             model=m["model"], variant=m["variant"], input_shape=tuple(m["input_shape"]), batch=input_batch(m),
@@ -211,9 +222,24 @@ class Manifest:
             global_context=bool(m.get("global_context", False)), tolerance=Tolerance(**tol),
             tlc=MappingProxyType(dict(m["tlc"])) if m.get("tlc") else None,
             onnx=m.get("onnx"), backend=backend.get("name"), backend_version=None if version is None else str(version),
+            compute_capabilities=_compute_capabilities(backend.get("compute_capabilities"), where), dla_core=dla,
             graph_inputs=io[0], graph_outputs=io[1], scale=output_scale(m, where),
             **_sync_fields(m.get("context"), where),
         )
+
+
+def _compute_capabilities(value: Any, where: str) -> tuple[str, ...] | None:
+    """A plan's recorded GPU targets as ``("sm86", "sm89", ...)``; None when none are recorded.
+
+    Plans written before targets were recorded list ``"default (sm86, sm89, sm120 portable)"``
+    for TensorRT-RTX's default: the ``smNN`` names in each entry are what it targets.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ManifestError(f"{where}: backend compute_capabilities must be a list of names like 'sm86'; rebuild the plan")
+    found = tuple(dict.fromkeys(t.lower() for v in value for t in re.findall(r"\b(sm\d+)\b", v, re.IGNORECASE)))
+    return found or None
 
 
 def _sync_fields(context: Any, where: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from .bundle import write_bundle
 from .errors import UsageError
 from .export import export_onnx, read_metadata, update_metadata
 from .fsutil import human_size, write_text
-from .manifest import file_sha256, input_conventions, plan_manifest, write_manifest
+from .manifest import Manifest, file_sha256, input_conventions, plan_manifest, write_manifest
 from .memory import PeakRss, map_large_allocations, release_memory
 from .models import get_adapter, spec_for
 from .onnxsource import fix_dims
@@ -40,6 +40,7 @@ from .precision.truefp16 import BACKEND, true_fp16_outputs
 from .reference import batch_labels, input_labels, reference_runner
 from .request import validate_request
 from .runtime.context import graph_fn
+from .runtime import cuda
 from .runtime.runners import OrtRunner, in_child_process
 from .simplify import simplify
 from .specs import ExportRequest, ModelSpec, Variant
@@ -831,7 +832,9 @@ def stage_engine(job: Job, reference: Reference, graph: Graph, checks: tuple[Che
     built = job.timed(f"engine ({eng.name})", lambda: _build(job, eng, graph.path, plan))
     if precision == "int8" and eng.name == backends.TENSORRT_RTX:
         job.res.notes.append(_RTX_INT8_NOTE)
-    check = _engine_parity(job, reference, eng, plan)
+    # what the plan's sidecar will say (its GPUs, version, DLA core) decides whether it runs here
+    typed = Manifest.from_dict(plan_manifest(reference.metadata, precision, graph.path, plan, eng, built), plan + ".json")
+    check = _engine_parity(job, reference, eng, plan, typed)
     write_manifest(plan + ".json", plan_manifest(reference.metadata, precision, graph.path, plan, eng, built,
                                                  reference.report(checks + (check,))))
     job.res.artifacts.append(("engine manifest", plan + ".json"))
@@ -844,15 +847,24 @@ def _build(job: Job, eng: EngineBackend, onnx_path: str, plan: str) -> tuple[Bui
     return built, f"{built.seconds:.1f} s, {built.size / 2**20:.1f} MB"
 
 
-def _engine_parity(job: Job, reference: Reference, eng: EngineBackend, plan: str) -> Check:
-    """The engine's parity row, or a skipped row saying why the engine cannot run here."""
+def _engine_parity(job: Job, reference: Reference, eng: EngineBackend, plan: str, manifest: Manifest) -> Check:
+    """The engine's parity row, or a skipped row saying why the engine cannot run here and what to use
+    instead (the export still succeeds: the plan is for the GPUs its manifest names).
+
+    Args:
+        manifest: the plan's sidecar as it will be written (its GPUs, builder version, DLA core).
+    """
     precision = job.req.precision
-    ok, why = eng.can_run()
+    ok, why = eng.can_run_artifact(manifest)
     if not ok:
+        if eng.installed() and cuda.gpu_available()[0]:  # e.g. a TensorRT-RTX plan on a data-centre GPU
+            why = why.replace("BUNDLE", manifest.onnx or "BUNDLE")  # the reason says what to build instead
+        else:  # no GPU here: the plan is checked where it runs
+            why += f"; check it on a GPU it was built for: deploy-kit verify {os.path.basename(plan)}"
         return parity.skipped(eng.name, precision, plan, why)
 
     def go() -> tuple[Check, str]:
-        with eng.open_runner(plan) as runner:
+        with eng.open_runner(plan, manifest=manifest) as runner:
             outs = runner.run_many(reference.inputs)
         check = parity.evaluate(eng.name, precision, plan, job.output_names, reference.refs, outs, job.kind,
                                 job.spec.tolerance, reference.members)

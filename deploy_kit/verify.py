@@ -15,16 +15,21 @@ from . import backends, parity
 from .artifact import rebuild_reference, request_from_metadata
 from .bundle import open_bundle
 from .fsutil import write_text
-from .manifest import target_kind
+from .errors import UsageError
+from .manifest import plan_sidecar, read_typed, target_kind
 from .models import get_adapter, get_spec
-from .runtime.target import bundle_runner
+from .runtime.target import bundle_runner, for_plan
 
 
 def verify_artifact(path: str, samples: int = 2):
     """Parity of one ONNX or plan against the PyTorch reference rebuilt from its metadata.
 
     Returns:
-        ParityReport (an engine is reported as skipped, with the reason, without a GPU runtime).
+        ParityReport (an engine that cannot run on this machine, e.g. without a GPU or on a GPU it was
+        not built for, is reported as skipped, with the reason).
+
+    Raises:
+        UsageError: a plan built by another version of its TensorRT flavour than the one installed.
     """
     report, inputs, refs, meta = rebuild_reference(path, samples)
     precision = meta.get("precision", "fp32")
@@ -35,11 +40,17 @@ def verify_artifact(path: str, samples: int = 2):
     names, kind = adapter.output_names(req), adapter.output_kind(req)
     if target_kind(path) == "plan":
         eng = backends.get(meta["backend"]["name"])
+        manifest = read_typed(plan_sidecar(path, "verify"))
         ok, why = eng.can_run()
+        if ok:
+            stale = eng.stale(manifest)
+            if stale:  # not a property of this machine: the plan must be rebuilt
+                raise UsageError(f"cannot run {path} here: {for_plan(stale, path, manifest)}")
+            ok, why = eng.can_run_artifact(manifest)
         if not ok:
-            report.checks.append(parity.skipped(eng.name, precision, path, why))
+            report.checks.append(parity.skipped(eng.name, precision, path, for_plan(why, path, manifest)))
             return report
-        with eng.open_runner(path) as runner:
+        with eng.open_runner(path, manifest=manifest) as runner:
             outs = parity.run_samples(runner, inputs)  # single samples through a batched plan too
         report.checks.append(parity.evaluate(eng.name, precision, path, names, refs, outs, kind, spec.tolerance))
         return report

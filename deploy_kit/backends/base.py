@@ -52,6 +52,19 @@ class Backend:
         """(True, a short note) when a model can run here, else (False, why not)."""
         raise NotImplementedError
 
+    def can_run_artifact(self, manifest=None) -> tuple[bool, str]:
+        """Whether this backend can run an artifact on this machine, and why not.
+
+        Args:
+            manifest: the artifact's :class:`deploy_kit.manifest.Manifest` (an engine's plan sidecar),
+                or None for any artifact of this backend.
+
+        Returns:
+            (True, a short note) or (False, one line: why not and what to do). A graph runner runs
+            any graph it can run at all: :meth:`can_run`.
+        """
+        return self.can_run()
+
     def can_build(self) -> tuple[bool, str]:
         """(True, "") when this backend can build an engine here, else (False, why not)."""
         return False, f"{self.name} runs graphs; it builds no engine"

@@ -7,6 +7,8 @@ from typing import Any
 
 from ..errors import EngineBuildError, UsageError
 from ..fsutil import write_bytes
+from ..runtime import cuda
+from ..runtime.session import trt_logger
 from ._trt import EngineBackend
 
 
@@ -26,6 +28,10 @@ class TensorRT(EngineBackend):
 
     def configure(self, trt: ModuleType, builder, config, options: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        # a TensorRT plan runs on the GPU kind it was built on: recorded, so run/verify can tell
+        gpu = cuda.sm(cuda.device_info())
+        if gpu:
+            out["compute_capabilities"] = [gpu]
         cache_path = options.get("timing_cache")
         if cache_path:
             import os
@@ -56,23 +62,28 @@ class TensorRT(EngineBackend):
             )
         result = super().build(onnx_path, plan_path, **options)
         if options.get("dla_core") is not None:
-            result.details["dla_layers"] = dla_report(self.trt(), plan_path)
+            result.details["dla_layers"] = dla_report(self.trt(), plan_path, options.get("dla_core"))
         cache = options.get("_timing_cache_obj")
         if cache is not None:
             write_bytes(options["timing_cache"], bytes(memoryview(cache.serialize())))
         return result
 
 
-def dla_report(trt: ModuleType, plan_path: str) -> dict[str, list[str]]:
+def dla_report(trt: ModuleType, plan_path: str, dla_core: int | None = None) -> dict[str, list[str]]:
     """Which layers of a DLA engine run on the DLA and which fell back to the GPU.
 
     Reads the engine inspector's JSON (built with ProfilingVerbosity.DETAILED): TensorRT packs
     everything the DLA runs into "ForeignNode" layers (reported with the ONNX layers they hold);
     every other layer runs on the GPU. Runs on the device only (deserializing needs the GPU).
+
+    Args:
+        dla_core: the DLA core the plan was built for (the runtime's DLA_core is set to it first).
     """
     import json
 
-    runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
+    runtime = trt.Runtime(trt_logger(trt))  # the process's one logger (a second one would get nothing)
+    if dla_core is not None:
+        runtime.DLA_core = int(dla_core)  # before deserializing: the engine is placed on that core
     with open(plan_path, "rb") as fh:
         engine = runtime.deserialize_cuda_engine(fh.read())
     info = json.loads(engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))

@@ -8,8 +8,16 @@ from typing import Any
 from ..errors import UsageError
 from ._trt import EngineBackend
 
-# TensorRT-RTX ahead-of-time targets (CPU-only build when no CURRENT is requested).
-RTX_TARGETS = {"sm75": "SM75", "sm80": "SM80", "sm86": "SM86", "sm89": "SM89", "sm120": "SM120"}
+# The GPUs TensorRT-RTX runs on: the compute capabilities its support matrix lists, 7.5, 8.6, 8.9
+# and 12.0 (1.0 to 1.7), and 12.1 (GB10) from 1.5
+# (https://docs.nvidia.com/deeplearning/tensorrt-rtx/latest/getting-started/support-matrix.html).
+# Data-centre GPUs (A100 sm80, H100/H200 sm90) are not among them; 1.7's ComputeCapability enum has
+# an SM80 member all the same, which no support matrix lists, so deploy-kit neither builds for it nor
+# runs there. A target is offered only where the installed enum has it (TensorRTRTX.targets).
+RTX_TARGETS = {"sm75": "SM75", "sm86": "SM86", "sm89": "SM89", "sm120": "SM120", "sm121": "SM121"}
+# what a build that names no target covers: "portable across devices with compute capabilities 8.6,
+# 8.9, and 12.0"; Turing (7.5) only when asked for (the same support matrix's notes)
+DEFAULT_TARGETS = ("sm86", "sm89", "sm120")
 
 
 class TensorRTRTX(EngineBackend):
@@ -22,23 +30,43 @@ class TensorRTRTX(EngineBackend):
     name = "tensorrt-rtx"
     module = "tensorrt_rtx"
     extra = "rtx"
-    distributions = ("tensorrt-rtx-cu13", "tensorrt-rtx")
+    distributions = ("tensorrt-rtx-cu13", "tensorrt-rtx-cu12", "tensorrt-rtx")
     builds_without_gpu = True
+    label = "TensorRT-RTX"
+    wheel = "tensorrt-rtx"
+    needs_nvrtc = True  # kernels are compiled on the device when a model runs (JIT)
 
     def major(self) -> str:
         return "rtx" + self.version().split(".")[0]
 
+    def targets(self) -> tuple[str, ...]:
+        """The GPU targets (``sm86``, ...) of :data:`RTX_TARGETS` that the installed ComputeCapability enum has."""
+        enum = self.trt().ComputeCapability
+        return tuple(t for t, member in RTX_TARGETS.items() if hasattr(enum, member))
+
+    def runnable_targets(self) -> tuple[str, ...]:
+        return self.targets()
+
+    def target_hint(self) -> str:
+        return "build with --backend tensorrt"
+
+    def rebuild_hint(self, gpu: str) -> str:
+        return f"rebuild it with deploy-kit build BUNDLE --backend {self.name} --compute-capability {gpu}"
+
     def configure(self, trt: ModuleType, builder, config, options: dict[str, Any]) -> dict[str, Any]:
         # ITimingCache has no effect on RTX and forces a GPU query (blocks CPU-only AOT); the
         # JIT kernels are cached at run time by the runtime cache instead (runtime/session.py).
-        targets = options.get("compute_capabilities") or ()
-        chosen = []
-        if targets:
-            config.num_compute_capabilities = len(targets)
-            for i, t in enumerate(targets):
-                key = RTX_TARGETS.get(t.lower())
-                if key is None:
-                    raise UsageError(f"unknown compute capability '{t}'; choose from {', '.join(RTX_TARGETS)}")
-                config.set_compute_capability(getattr(trt.ComputeCapability, key), i)
-                chosen.append(t.lower())
-        return {"compute_capabilities": chosen or ["default (sm86, sm89, sm120 portable)"], "build": "ahead-of-time (CPU)"}
+        asked = [str(t).lower() for t in options.get("compute_capabilities") or ()]
+        allowed = self.targets()
+        for t in asked:
+            if t not in allowed:
+                raise UsageError(f"unknown compute capability '{t}' for {self.label} {self.version()}; choose from "
+                                 f"{', '.join(allowed)} (data-centre GPUs such as sm80 and sm90: --backend tensorrt)")
+        chosen = list(dict.fromkeys(asked))
+        if chosen:
+            config.num_compute_capabilities = len(chosen)
+            for i, t in enumerate(chosen):
+                config.set_compute_capability(getattr(trt.ComputeCapability, RTX_TARGETS[t]), i)
+        # the manifest records what the plan runs on, so run/verify can tell before opening it
+        return {"compute_capabilities": chosen or list(DEFAULT_TARGETS), "default_targets": not chosen,
+                "build": "ahead-of-time (CPU)"}

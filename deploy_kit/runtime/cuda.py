@@ -21,7 +21,13 @@ import numpy as np
 
 H2D, D2H = 1, 2  # cudaMemcpyKind values for memcpy_async
 _STREAM_NON_BLOCKING = 0x1  # no implicit sync with the legacy default stream other libraries use
-_EVENT_DISABLE_TIMING = 0x2  # the cheapest event: only ordering, no timestamps
+# cudaEventCreateWithFlags flags (cuda_runtime_api.h / driver_types.h): BlockingSync makes a thread that
+# waits in cudaEventSynchronize sleep until the work is done instead of spinning a whole CPU core (the
+# default); DisableTiming makes the cheapest event, for ordering only, no timestamps
+# (https://docs.nvidia.com/cuda/cuda-runtime-api/group__CUDART__EVENT.html)
+_EVENT_BLOCKING_SYNC = 0x1
+_EVENT_DISABLE_TIMING = 0x2
+EVENT_FLAGS = _EVENT_BLOCKING_SYNC | _EVENT_DISABLE_TIMING
 
 _P = ctypes.POINTER
 _VP, _SZ, _UINT, _INT = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int
@@ -36,19 +42,58 @@ _PROTOTYPES = {
 }
 
 
-def _candidates() -> list[str]:
-    """libcudart files to try: the loader's search path first, then pip wheels (nvidia-cuda-runtime
-    installs it under site-packages/nvidia/<pkg>/lib, which the loader does not search), then the
-    CUDA toolkit (on a Jetson: JetPack's /usr/local/cuda)."""
-    names = [ctypes.util.find_library("cudart") or "",
-             "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0", "libcudart.so"]
+def _library_files(stem: str, sonames: list[str]) -> list[str]:
+    """Files of the CUDA library ``lib<stem>.so`` to try: the loader's search path first (``sonames``),
+    then pip wheels (nvidia-cuda-runtime, nvidia-cuda-nvrtc, ... install under
+    site-packages/nvidia/<pkg>/lib, which the loader does not search), then the CUDA toolkit (on a
+    Jetson: JetPack's /usr/local/cuda)."""
+    pattern = f"lib{stem}.so*"
+    names = [ctypes.util.find_library(stem) or "", *sonames]
     for root in sys.path:
-        names += sorted(glob.glob(os.path.join(root, "nvidia", "*", "lib", "libcudart.so*")), reverse=True)
+        names += sorted(glob.glob(os.path.join(root, "nvidia", "*", "lib", pattern)), reverse=True)
     for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
         if home:
-            names += sorted(glob.glob(os.path.join(home, "lib64", "libcudart.so*")), reverse=True)
-            names += sorted(glob.glob(os.path.join(home, "targets", "*", "lib", "libcudart.so*")), reverse=True)
+            names += sorted(glob.glob(os.path.join(home, "lib64", pattern)), reverse=True)
+            names += sorted(glob.glob(os.path.join(home, "targets", "*", "lib", pattern)), reverse=True)
     return list(dict.fromkeys(n for n in names if n))
+
+
+def _candidates() -> list[str]:
+    """libcudart files to try (:func:`_library_files`)."""
+    return _library_files("cudart", ["libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0", "libcudart.so"])
+
+
+@lru_cache(maxsize=None)
+def nvrtc(major: int) -> str | None:
+    """Load NVRTC of CUDA ``major`` (``libnvrtc.so.<major>``) for the whole process; the file loaded, or None.
+
+    TensorRT-RTX compiles its kernels on the device at run time and opens ``libnvrtc.so.<major>``
+    itself only then (dlopen by that name), so a missing NVRTC shows only once a model runs. Found by
+    the loader, or in a pip wheel's folder (nvidia-cuda-nvrtc) that the loader does not search: loaded
+    here with RTLD_GLOBAL, a later dlopen of the same soname gets the library already in the process.
+    """
+    soname = f"libnvrtc.so.{major}"
+    files = [soname] + [f for f in _library_files("nvrtc", []) if os.path.basename(f).startswith(soname)]
+    for name in dict.fromkeys(files):
+        try:
+            ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)
+        except OSError:
+            continue
+        return name
+    return None
+
+
+def driver_version() -> int | None:
+    """The CUDA version the installed NVIDIA driver supports (e.g. 13000 for CUDA 13.0), from libcuda's
+    cuDriverGetVersion; None without a driver. Needs no GPU and no libcudart."""
+    try:
+        libcuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    out = ctypes.c_int(0)
+    if libcuda.cuDriverGetVersion(ctypes.byref(out)) != 0:
+        return None
+    return out.value or None
 
 
 def _version(lib, fn: str) -> int:
@@ -121,6 +166,13 @@ def device_info(device: int = 0) -> dict[str, str] | None:
             or libcuda.cuDeviceGetName(name, 256, device)):
         return None
     return {"name": name.value.decode(errors="replace"), "compute_capability": f"{major.value}.{minor.value}"}
+
+
+def sm(info: dict[str, str] | None) -> str | None:
+    """``sm90`` for a :func:`device_info` of compute capability 9.0, ``sm120`` for 12.0; None for None."""
+    if not info:
+        return None
+    return "sm" + info["compute_capability"].replace(".", "")
 
 
 def versions() -> dict[str, str]:
@@ -215,11 +267,12 @@ class Stream:
 
 
 class Event:
-    """A CUDA event without timing: marks a point in a stream that the host can wait for."""
+    """A CUDA event without timing: marks a point in a stream that the host can wait for; a thread
+    waiting for it sleeps (``cudaEventBlockingSync``) rather than spinning a CPU core."""
 
     def __init__(self):
         handle = ctypes.c_void_p()
-        _call("cudaEventCreateWithFlags", ctypes.byref(handle), _EVENT_DISABLE_TIMING)
+        _call("cudaEventCreateWithFlags", ctypes.byref(handle), EVENT_FLAGS)
         self.handle = handle.value or 0
 
     def record(self, stream: Stream) -> None:

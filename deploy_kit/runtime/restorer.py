@@ -66,24 +66,27 @@ class _Stopped(Exception):
 
 
 def _get(q: queue.Queue, stop: threading.Event):
-    """``q.get()`` that gives up (raises _Stopped) once ``stop`` is set: a stage never blocks a shutdown."""
+    """``q.get()`` that gives up (raises _Stopped) once ``stop`` is set, within 0.1 s: a stage never
+    blocks a shutdown, and starts no more work after one."""
     while True:
+        if stop.is_set():
+            raise _Stopped
         try:
             return q.get(timeout=0.1)
         except queue.Empty:
-            if stop.is_set():
-                raise _Stopped from None
+            pass
 
 
 def _put(q: queue.Queue, item, stop: threading.Event) -> None:
-    """``q.put()`` that gives up (raises _Stopped) once ``stop`` is set."""
+    """``q.put()`` that gives up (raises _Stopped) once ``stop`` is set, within 0.1 s."""
     while True:
+        if stop.is_set():
+            raise _Stopped
         try:
             q.put(item, timeout=0.1)
             return
         except queue.Full:
-            if stop.is_set():
-                raise _Stopped from None
+            pass
 
 
 class Restorer:
@@ -143,6 +146,9 @@ class Restorer:
         slots = max(1, int(getattr(runner, "slots", 1)))
         self._inputs = _Pool(lambda: np.empty((n, self.channels, th, tw), np.float32), slots + 2)
         self._lock = threading.Lock()
+        # the stage threads of each stream running now, with its stop flag: close() stops them and
+        # waits for them before the runner (its pinned buffers, its device memory) is released
+        self._streams: list[tuple[threading.Event, list[threading.Thread]]] = []
 
     # ------------------------------------------------------------------ the stages
     def grid(self, height: int, width: int) -> TileGrid:
@@ -350,6 +356,9 @@ class Restorer:
             put(q_out, _DONE)
 
         threads = [stage(source), stage(tiler), stage(model), stage(finisher)]
+        live = (stop, threads)
+        with self._lock:
+            self._streams.append(live)
         try:
             while True:
                 try:
@@ -364,12 +373,19 @@ class Restorer:
             if errors:
                 raise errors[0]
         finally:
-            stop.set()
-            for t in threads:
-                t.join(timeout=5)
+            _stop_stages(stop, threads)
+            with self._lock:
+                if live in self._streams:
+                    self._streams.remove(live)
 
     def close(self) -> None:
-        """Release the runner (and the engine's device and pinned memory)."""
+        """Stop the streams still running (an abandoned :meth:`restore_stream` generator), wait for their
+        stage threads, then release the runner (and the engine's device and pinned memory): nothing
+        is freed while a stage can still touch it."""
+        with self._lock:
+            streams, self._streams = self._streams, []
+        for stop, threads in streams:
+            _stop_stages(stop, threads)
         if self.runner is not None:
             self.runner.close()
             self.runner = None
@@ -382,6 +398,22 @@ class Restorer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _stop_stages(stop: threading.Event, threads: list[threading.Thread]) -> None:
+    """Stop one stream's stages and wait for them.
+
+    The stages that use the runner or the frames in flight (tiler, model, finisher) are joined
+    without a timeout: each wakes on ``stop`` within 0.1 s, or once the pass it waits for ends, and
+    the runner may be closed only after. The source stage (``threads[0]``) touches neither; it may be
+    blocked inside the caller's iterator (a decoder, a camera), so it is given 5 s and then left (a
+    daemon thread that stops at its next frame).
+    """
+    stop.set()
+    current = threading.current_thread()
+    for i, t in enumerate(threads):
+        if t is not current:
+            t.join(timeout=5 if i == 0 else None)
 
 
 def _to_gray(rgb: np.ndarray) -> np.ndarray:

@@ -7,20 +7,89 @@ one pass at a time: https://docs.nvidia.com/deeplearning/tensorrt/latest/archite
 device and page-locked host buffers for every I/O tensor, a stream and an event. A pass enqueues
 upload, execution and download on its slot's stream without waiting, so the caller prepares the
 next tile while the GPU works. Not thread-safe: one caller thread per session.
+
+TensorRT-RTX compiles its kernels for the GPU when a context is made (JIT); the session keeps them in
+``<plan>.rtcache`` beside the plan, so only the first process on a machine pays for it. Builds and
+runtimes of one TensorRT module share one logger per process (:func:`trt_logger`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import threading
+import warnings
 from types import SimpleNamespace
+from typing import Iterator
 
 import numpy as np
 
+from ..fsutil import write_bytes
 from . import cuda
 from .runners import Pending, Runner
 
 _DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64, "INT8": np.int8,
            "UINT8": np.uint8, "BOOL": np.bool_}
-_LOGGERS: dict[str, object] = {}  # one logger per runtime module: TensorRT warns when they differ
+RUNTIME_CACHE_SUFFIX = ".rtcache"  # TensorRT-RTX's runtime cache of a plan lives beside it: <plan>.rtcache
+_LOGGERS: dict[str, object] = {}  # trt module name -> its one logger in this process (trt_logger)
+_LOGGERS_LOCK = threading.Lock()
+
+
+def trt_logger(trt):
+    """The one logger of the TensorRT module ``trt`` (``tensorrt`` or ``tensorrt_rtx``) in this process.
+
+    TensorRT keeps one logger pointer at a time: a builder or runtime made while another is alive
+    gets the existing logger, not its own ("TensorRT maintains only a single logger pointer at any
+    given time", the warning quoted in https://github.com/NVIDIA/TensorRT/issues/1475), so a second
+    logger never sees its messages. Builds and runtimes therefore share
+    this one: it prints warnings and errors to stderr, except while a build records them
+    (``with logger.capture() as rec:`` collects ``rec.errors`` and ``rec.warnings`` instead), so a
+    build reports its own messages even when an engine runtime made the logger first.
+    """
+    with _LOGGERS_LOCK:
+        logger = _LOGGERS.get(trt.__name__)
+        if logger is None:
+            logger = _LOGGERS[trt.__name__] = _make_logger(trt)
+        return logger
+
+
+def _make_logger(trt):
+    severity = trt.ILogger.Severity
+    errors = (severity.ERROR, severity.INTERNAL_ERROR)
+
+    class Logger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self._captures: list[SimpleNamespace] = []
+            self._lock = threading.Lock()
+
+        def log(self, level, msg):
+            if level in errors:
+                kind, tag = "errors", "E"
+            elif level == severity.WARNING:
+                kind, tag = "warnings", "W"
+            else:
+                return
+            with self._lock:
+                captures = list(self._captures)
+            for rec in captures:
+                getattr(rec, kind).append(str(msg))
+            if not captures:
+                print(f"[{trt.__name__}] [{tag}] {msg}", file=sys.stderr)
+
+        @contextlib.contextmanager
+        def capture(self) -> Iterator[SimpleNamespace]:
+            rec = SimpleNamespace(errors=[], warnings=[])
+            with self._lock:
+                self._captures.append(rec)
+            try:
+                yield rec
+            finally:
+                with self._lock:
+                    self._captures.remove(rec)
+
+    return Logger()
 
 
 class EngineSession:
@@ -30,6 +99,11 @@ class EngineSession:
         plan_path: a ``.plan`` built by deploy-kit.
         trt: the imported runtime module that built it (``tensorrt`` or ``tensorrt_rtx``).
         slots: passes in flight (2 lets the copies and the host's work overlap the kernels).
+        dla_core: the DLA core a Jetson DLA plan was built for (its manifest's ``dla_core``); set on
+            the runtime before the plan is deserialized. None for GPU plans.
+        runtime_cache: TensorRT-RTX only: True keeps the kernels compiled at run time in
+            ``<plan>.rtcache`` (loaded when present, written atomically when the session closes);
+            a path keeps them there; False keeps them in memory only.
 
     Attributes:
         inputs, outputs: I/O tensor names in engine order.
@@ -39,9 +113,14 @@ class EngineSession:
         RuntimeError: no usable GPU (the reason), or the plan cannot be deserialized here.
         ValueError: an I/O tensor has a dynamic shape, an unsupported dtype or a vectorized format.
         cuda.CudaError: an allocation failed.
+
+    Warns:
+        RuntimeWarning: the runtime cache file could not be used or written, or TensorRT-RTX refused
+            the runtime cache (the engine then runs, compiling its kernels again in every process).
     """
 
-    def __init__(self, plan_path: str, trt, *, slots: int = 2):
+    def __init__(self, plan_path: str, trt, *, slots: int = 2, dla_core: int | None = None,
+                 runtime_cache: bool | str = True):
         ok, why = cuda.gpu_available()
         if not ok:
             raise RuntimeError(why)
@@ -50,9 +129,15 @@ class EngineSession:
         self.trt, self.slots = trt, slots
         self._slots: list[SimpleNamespace] = []
         self._next, self._configs, self._cache = 0, [], None
-        if trt.__name__ not in _LOGGERS:
-            _LOGGERS[trt.__name__] = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(_LOGGERS[trt.__name__])
+        self._ready = False
+        self.cache_path = plan_path + RUNTIME_CACHE_SUFFIX if runtime_cache is True else (runtime_cache or None)
+        self._cache_loaded, self._cache_refused = b"", False
+        self._runtime = trt.Runtime(trt_logger(trt))
+        if dla_core is not None:
+            # IRuntime::setDLACore: "the DLA core that the deserialized engine must execute on", so it
+            # is set before the plan is deserialized
+            # (https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/c-api/classnvinfer1_1_1_i_runtime.html)
+            self._runtime.DLA_core = int(dla_core)
         with open(plan_path, "rb") as fh:
             self._engine = self._runtime.deserialize_cuda_engine(fh.read())
         if self._engine is None:
@@ -73,6 +158,7 @@ class EngineSession:
         except BaseException:
             self.close()
             raise
+        self._ready = True
 
     def _describe(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
         engine = self._engine
@@ -106,7 +192,11 @@ class EngineSession:
             # (https://docs.nvidia.com/deeplearning/tensorrt-rtx/latest/inference-library/work-with-runtime-cache.html)
             if self._cache is None:
                 self._cache = config.create_runtime_cache()
-            config.set_runtime_cache(self._cache)
+                self._load_cache()
+            if not config.set_runtime_cache(self._cache) and not self._cache_refused:
+                self._cache_refused = True
+                warnings.warn(f"{self.trt.__name__} refused the runtime cache: the engine runs, but compiles its "
+                              "kernels again in every process", RuntimeWarning, stacklevel=2)
             self._configs.append(config)  # kept as long as the context made from it
             context = engine.create_execution_context(config)
         else:
@@ -115,6 +205,44 @@ class EngineSession:
             raise RuntimeError("could not create an execution context (device memory exhausted?)")
         return context
 
+    def _load_cache(self) -> None:
+        """Fill the new runtime cache from :attr:`cache_path` when that file exists.
+
+        TensorRT-RTX checks a cache against this GPU, driver and TensorRT-RTX version and refuses one
+        made elsewhere (IRuntimeCache.deserialize returns False); it is then rebuilt and replaced at close
+        (https://docs.nvidia.com/deeplearning/tensorrt-rtx/latest/inference-library/work-with-runtime-cache.html).
+        """
+        path = self.cache_path
+        if not path or not os.path.isfile(path):
+            return
+        try:
+            with open(path, "rb") as fh:
+                blob = fh.read()
+        except OSError as exc:
+            warnings.warn(f"could not read the runtime cache {path} ({exc.strerror or exc}); kernels are compiled "
+                          "again", RuntimeWarning, stacklevel=3)
+            return
+        if blob and self._cache.deserialize(blob):
+            self._cache_loaded = blob
+        elif blob:
+            warnings.warn(f"the runtime cache {path} was made for another GPU, driver or {self.trt.__name__} version; "
+                          "kernels are compiled again and the file is replaced when the session closes",
+                          RuntimeWarning, stacklevel=3)
+
+    def _save_cache(self) -> None:
+        """Write the runtime cache to :attr:`cache_path` atomically when it holds more than was loaded."""
+        path = self.cache_path
+        if self._cache is None or not path or self._cache_refused:
+            return
+        try:
+            blob = bytes(memoryview(self._cache.serialize()))
+            if blob and blob != self._cache_loaded:
+                write_bytes(path, blob)
+                self._cache_loaded = blob
+        except OSError as exc:  # a read-only bundle folder: the engine ran, only the cache is not kept
+            warnings.warn(f"could not write the runtime cache {path} ({exc.strerror or exc}); kernels are compiled "
+                          "again next time", RuntimeWarning, stacklevel=3)
+
     def submit(self, feeds: dict[str, np.ndarray]) -> int:
         """Start a pass on the next slot (round-robin) and return that slot's index at once.
 
@@ -122,7 +250,8 @@ class EngineSession:
         (they are copied, cast to the engine's dtype, into the slot's pinned memory).
 
         Raises:
-            ValueError: an input is missing, unknown, of the wrong shape, or not castable.
+            ValueError: an input is missing, unknown, of the wrong shape, not castable, or holds values
+                the engine's input dtype cannot represent (e.g. 1e5 for a float16 input).
             RuntimeError: the session is closed, or TensorRT refused to enqueue.
         """
         slots = self._live()
@@ -138,6 +267,7 @@ class EngineSession:
                 raise ValueError(f"input '{name}' must have shape {self.shapes[name]}, got {arr.shape}")
             if not np.can_cast(arr.dtype, self.dtypes[name], "same_kind"):
                 raise ValueError(f"input '{name}': {arr.dtype} cannot be cast to {self.dtypes[name]}")
+            _check_range(name, arr, self.dtypes[name])
         index = self._next
         slot = slots[index]
         slot.event.synchronize()  # its previous pass is done with the buffers
@@ -192,6 +322,10 @@ class EngineSession:
         errors: list[Exception] = []
         for slot in slots:
             errors += _attempt(slot.event and slot.event.synchronize)  # nothing is freed while in use
+        if slots and self._ready and not errors:
+            self._save_cache()
+        self._ready = False
+        for slot in slots:
             slot.context = None  # contexts go before the engine that made them
             for res in [*slot.host.values(), *slot.device.values(), slot.event, slot.stream]:
                 errors += _attempt(res and res.close)
@@ -205,6 +339,24 @@ class EngineSession:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _check_range(name: str, arr: np.ndarray, dtype: np.dtype) -> None:
+    """Refuse values that the cast into the engine's input ``dtype`` would overflow.
+
+    ``same_kind`` lets float64 or float32 into a float16 input and int64 into an int32 one; numpy
+    then turns 1e5 into inf or wraps integers silently. Checked only when the cast is not safe.
+
+    Raises:
+        ValueError: naming the tensor, the values' range and the dtype's.
+    """
+    if arr.size == 0 or dtype.kind == "b" or np.can_cast(arr.dtype, dtype, "safe"):
+        return
+    info = np.finfo(dtype) if dtype.kind == "f" else np.iinfo(dtype)
+    lo, hi = arr.min(), arr.max()  # NaN compares False: it passes, as it would through a float32 input
+    if hi > info.max or lo < info.min:
+        raise ValueError(f"input '{name}': values from {float(lo):.6g} to {float(hi):.6g} do not fit the engine's "
+                         f"{dtype} input (range {float(info.min):.6g} to {float(info.max):.6g}); scale them first")
 
 
 def _attempt(fn) -> list[Exception]:
@@ -234,14 +386,16 @@ class EngineRunner(Runner):
         trt: the imported runtime module (``tensorrt`` or ``tensorrt_rtx``).
         name: the backend name to report (``tensorrt`` or ``tensorrt-rtx``).
         slots: passes that may be in flight (see :meth:`submit`).
+        dla_core, runtime_cache: as :class:`EngineSession`.
 
     Raises:
         RuntimeError, ValueError: as :class:`EngineSession`; ValueError for a multi-input engine.
     """
 
-    def __init__(self, plan: str, trt, *, name: str, slots: int = 2):
-        self.name = name
-        self.session = s = EngineSession(plan, trt, slots=slots)
+    def __init__(self, plan: str, trt, *, name: str, slots: int = 2, dla_core: int | None = None,
+                 runtime_cache: bool | str = True):
+        self.name, self.path = name, plan
+        self.session = s = EngineSession(plan, trt, slots=slots, dla_core=dla_core, runtime_cache=runtime_cache)
         if len(s.inputs) != 1:
             s.close()
             raise ValueError(f"{plan} has inputs {s.inputs}; EngineRunner runs single-input engines")

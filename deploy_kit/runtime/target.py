@@ -13,7 +13,7 @@ from typing import Any
 from .. import backends
 from ..backends import AUTO
 from ..bundle import open_bundle
-from ..errors import UsageError
+from ..errors import DeployKitError, UsageError
 from ..manifest import Manifest, plan_sidecar, read_typed, target_kind
 
 
@@ -35,45 +35,92 @@ class Opened:
 
 
 def bundle_runner(bundle, backend: str = AUTO, **options: Any) -> tuple[Any, str]:
-    """The runner for a bundle, and a note on what was chosen and why.
+    """The runner for a bundle, and a one-line note on what was chosen and why.
 
-    ``auto``: an engine built into the bundle whose runtime can execute here, else ONNX Runtime
-    (CPU, or its CUDA EP) on the bundle's graph. An engine backend by name needs a plan built by
-    ``deploy-kit build BUNDLE --backend NAME`` and a GPU.
+    ``auto`` walks the registry in preference order and takes the first backend that can run this
+    bundle's artifact here (:meth:`~deploy_kit.backends.base.Backend.can_run_artifact`): a plan built
+    into the bundle for this GPU by the installed TensorRT flavour, else ONNX Runtime (CPU, or its CUDA
+    EP) on the bundle's graph; the note names every plan it skipped and why. An engine backend by
+    name needs a plan built by ``deploy-kit build BUNDLE --backend NAME`` that runs here.
 
     Args:
         options: passed to the runner (e.g. ``threads`` for ONNX Runtime).
 
     Raises:
-        UsageError: the asked backend cannot run here (the reason is in the message).
+        UsageError: the asked backend cannot run this bundle here (the reason and what to do).
     """
     if backend not in backends.choices():
         raise UsageError(f"unknown backend '{backend}'; choose one of: {', '.join(backends.choices())}")
-    plans = bundle.engines()
+    plans = [(p, name, read_typed(p + ".json")) for p, name in bundle.engines()]
     if backend != AUTO and backends.get(backend).engine:
-        eng = backends.get(backend)
-        ok, why = eng.can_run()
-        if not ok:
-            raise UsageError(f"cannot run a {backend} engine here: {why}")
-        plan = next((p for p, b in plans if b == backend), None)
-        if plan is None:
-            raise UsageError(f"{bundle.path} has no {backend} engine yet; run: deploy-kit build {bundle.path} --backend {backend}")
-        return eng.open_runner(plan), f"{backend} engine {os.path.basename(plan)}"
+        return _named_engine(bundle, backends.get(backend), plans)
+    skipped: list[str] = []
     if backend == AUTO:
-        for plan, name in plans:
-            eng = backends.REGISTRY.get(name)
-            if eng is not None and eng.can_run()[0]:
-                return eng.open_runner(plan), f"{name} engine {os.path.basename(plan)}"
+        for eng in (backends.get(n) for n in backends.names(engines=True)):
+            for plan, name, manifest in plans:
+                if name != eng.name:
+                    continue
+                ok, why = eng.can_run_artifact(manifest)
+                if ok:
+                    try:
+                        return eng.open_runner(plan, manifest=manifest), f"{name} engine {os.path.basename(plan)}"
+                    except (RuntimeError, ValueError, DeployKitError) as exc:  # fall back, saying why
+                        why = str(exc)
+                skipped.append(f"{name} engine {os.path.basename(plan)} ({_for_bundle(why, bundle.path)})")
+        skipped += [f"{os.path.basename(p)} (its manifest names an unknown engine backend '{n}')"
+                    for p, n, _ in plans if n not in backends.names(engines=True)]
     ort = backends.get(backends.ONNXRUNTIME)
-    ok, why = ort.can_run()
+    ok, why = ort.can_run_artifact()
     if not ok:
-        engines = "; ".join(f"{k}: {v[1]}" for k, v in backends.status().items() if k != ort.name)
+        engines = "; ".join(skipped) or "; ".join(f"{k}: {v[1]}" for k, v in backends.status().items() if k != ort.name)
         raise UsageError(f"nothing can run this bundle here: {why}; {engines}")
     runner = ort.open_runner(bundle.onnx, **options)
     note = f"{ort.name} ({runner.device.upper()}) on {bundle.typed.onnx}"
     if backend == AUTO:
-        note += " - no engine runtime usable here" if not plans else " - no built engine can run here"
+        if skipped:
+            note += " - no built engine can run here; skipped: " + "; ".join(skipped)
+        elif any(backends.get(n).can_run()[0] for n in backends.names(engines=True)):
+            note += f" - no engine built yet (deploy-kit build {bundle.path} builds one here)"
+        else:
+            note += " - no engine runtime usable here"
     return runner, note
+
+
+def _named_engine(bundle, eng, plans) -> tuple[Any, str]:
+    """``--backend NAME`` for an engine: its newest plan in the bundle that runs here.
+
+    Raises:
+        UsageError: the runtime cannot run here, the bundle has no such plan, or none of its plans runs here.
+    """
+    ok, why = eng.can_run()
+    if not ok:
+        raise UsageError(f"cannot run a {eng.name} engine here: {why}")
+    mine = [(p, m) for p, n, m in plans if n == eng.name]
+    if not mine:
+        raise UsageError(f"{bundle.path} has no {eng.name} engine yet; run: deploy-kit build {bundle.path} --backend {eng.name}")
+    reasons = []
+    for plan, manifest in mine:
+        ok, why = eng.can_run_artifact(manifest)
+        if ok:
+            return eng.open_runner(plan, manifest=manifest), f"{eng.name} engine {os.path.basename(plan)}"
+        reasons.append(f"{os.path.basename(plan)}: {_for_bundle(why, bundle.path)}")
+    raise UsageError(f"cannot run a {eng.name} engine here: {'; '.join(reasons)}")
+
+
+def _for_bundle(why: str, path: str) -> str:
+    """A backend's reason with its ``deploy-kit build BUNDLE`` advice naming the bundle at ``path``."""
+    return why.replace("deploy-kit build BUNDLE", f"deploy-kit build {path}")
+
+
+def for_plan(why: str, plan: str, manifest: Manifest) -> str:
+    """A backend's reason about ``plan`` with its ``deploy-kit build BUNDLE`` advice naming what to build
+    from: the bundle the plan lies in, else the ONNX its manifest names beside it."""
+    folder = os.path.dirname(plan) or "."
+    if target_kind(folder) == "bundle":
+        return _for_bundle(why, folder)
+    if manifest.onnx and os.path.isfile(os.path.join(folder, manifest.onnx)):
+        return _for_bundle(why, os.path.join(folder, manifest.onnx))
+    return why
 
 
 def open_sync(opened: Opened, backend: str = AUTO, **options: Any) -> tuple[Any, str]:
@@ -119,5 +166,8 @@ def open_target(target: str, backend: str = AUTO, **options: Any) -> Opened:
         ok, why = eng.can_run()
         if not ok:
             raise UsageError(f"cannot run {target} here: {why}; run a bundle instead to fall back to ONNX Runtime")
-        return Opened(eng.open_runner(target), manifest, f"{name} engine")
+        ok, why = eng.can_run_artifact(manifest)  # another version, GPU or DLA core: rebuild it
+        if not ok:
+            raise UsageError(f"cannot run {target} here: {for_plan(why, target, manifest)}")
+        return Opened(eng.open_runner(target, manifest=manifest), manifest, f"{name} engine")
     raise UsageError(f"{target}: expected a bundle folder or a .plan with its .json manifest")

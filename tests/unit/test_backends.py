@@ -89,3 +89,17 @@ def test_onnxruntime_opens_a_named_runner(tmp_path):
         assert runner.name == backends.ONNXRUNTIME
         out = runner.submit(np.ones((1, 1, 2, 2), np.float32)).wait()[0]
     assert np.array_equal(out, -np.ones((1, 1, 2, 2), np.float32))
+
+
+def test_every_backend_answers_for_an_artifact_as_env_asks():
+    """``can_run_artifact(manifest=None)`` (any artifact: the same as ``can_run``) on every backend, and
+    ``cuda_major()`` on the engine ones: the calls ``deploy-kit env`` makes, on this machine."""
+    import inspect
+
+    for b in backends.REGISTRY.values():
+        params = inspect.signature(b.can_run_artifact).parameters
+        assert list(params) == ["manifest"] and params["manifest"].default is None
+        assert b.can_run_artifact() == b.can_run()
+        if b.engine:
+            major = b.cuda_major()
+            assert major is None or (isinstance(major, int) and major >= 11), (b.name, major)

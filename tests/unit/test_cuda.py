@@ -16,7 +16,7 @@ import types
 import numpy as np
 import pytest
 
-from deploy_kit.runtime import cuda
+from deploy_kit.runtime import cuda, session
 from deploy_kit.runtime.session import EngineRunner, EngineSession
 
 GPU_OK, WHY = cuda.gpu_available()
@@ -152,7 +152,11 @@ class FakeCudart:
         out._obj.value = next(self.handles)
         return 0
 
-    _cudaStreamCreateWithFlags = _cudaEventCreateWithFlags = _create
+    _cudaStreamCreateWithFlags = _create
+
+    def _cudaEventCreateWithFlags(self, out, flags):
+        self.event_flags = getattr(self, "event_flags", []) + [flags]
+        return self._create(out, flags)
 
     def _cudaMemcpyAsync(self, dst, src, nbytes, kind, stream):
         ctypes.memmove(dst, src, nbytes)
@@ -162,15 +166,42 @@ class FakeCudart:
         return b"cudaErrorFake"
 
 
-def fake_trt(io):
+def fake_trt(io, name="faketrt"):
     """A TensorRT-like module whose engine has the I/O tensors ``io`` [(name, shape, dtype name, is_input)]
-    and computes every output as 2 * (first input, cropped to its shape) + 1."""
-    t = types.SimpleNamespace(__name__="faketrt", __version__="0.0")
+    and computes every output as 2 * (first input, cropped to its shape) + 1.
+
+    Its runtime cache accepts only blobs it serialized itself (b"kernels:<n>", n = contexts made
+    with it) and its Runtime records the logger, and the DLA core set when a plan is deserialized.
+    These are test doubles of deploy-kit's own bookkeeping, not claims about TensorRT's behaviour.
+    """
+    t = types.SimpleNamespace(__name__=name, __version__="0.0")
     t.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
     t.TensorFormat = types.SimpleNamespace(LINEAR="linear")
-    t.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
-    t.made = {"contexts": 0, "caches": 0, "configs": []}
-    np_types = {"FLOAT": np.float32, "HALF": np.float16}
+
+    class ILogger:
+        Severity = types.SimpleNamespace(INTERNAL_ERROR=0, ERROR=1, WARNING=2, INFO=3, VERBOSE=4)
+
+        def __init__(self):
+            pass
+
+    t.ILogger = ILogger
+    t.made = {"contexts": 0, "caches": 0, "configs": [], "loggers": [], "dla_at_deserialize": [],
+              "refuse_cache": False, "deserialized": []}
+    np_types = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32}
+
+    class Cache:
+        def __init__(self):
+            self.kernels = 0
+
+        def deserialize(self, blob):
+            t.made["deserialized"].append(bytes(blob))
+            if not bytes(blob).startswith(b"kernels:"):
+                return False
+            self.kernels = int(bytes(blob)[len(b"kernels:"):])
+            return True
+
+        def serialize(self):
+            return b"kernels:%d" % self.kernels
 
     class Context:
         def __init__(self):
@@ -194,11 +225,15 @@ def fake_trt(io):
             return True
 
     class Config:
+        cache = None
+
         def create_runtime_cache(self):
             t.made["caches"] += 1
-            return object()
+            return Cache()
 
         def set_runtime_cache(self, cache):
+            if t.made["refuse_cache"]:
+                return False
             self.cache = cache
             return True
 
@@ -228,16 +263,28 @@ def fake_trt(io):
             return t.made["configs"][-1]
 
         def create_execution_context(self, config=None):
+            if config is not None and config.cache is not None:
+                config.cache.kernels += 1  # the kernels this context compiled
             return Context()
 
-    t.Runtime = type("Runtime", (), {"__init__": lambda self, logger: None,
-                                     "deserialize_cuda_engine": lambda self, data: Engine() if data == b"plan" else None})
+    class Runtime:
+        DLA_core = -1
+
+        def __init__(self, logger):
+            t.made["loggers"].append(logger)
+
+        def deserialize_cuda_engine(self, data):
+            t.made["dla_at_deserialize"].append(self.DLA_core)
+            return Engine() if data == b"plan" else None
+
+    t.Runtime = Runtime
     return t
 
 
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
     lib = FakeCudart()
+    monkeypatch.setattr(session, "_LOGGERS", {})  # each test's fake module gets its own logger
     monkeypatch.setattr(cuda, "_api", lambda: lib)
     monkeypatch.setattr(cuda, "gpu_available", lambda: (True, ""))
     plan = tmp_path / "m.plan"
@@ -351,3 +398,97 @@ def test_cuda_errors_name_the_call(fake):
     with pytest.raises(cuda.CudaError, match=r"cudaHostAlloc failed: cudaErrorFake \(2\)"):
         EngineSession(plan, fake_trt(IO_FP32))
     assert not lib.live  # the half-built session was released
+
+
+def test_events_let_the_waiting_thread_sleep(fake):
+    """cudaEventBlockingSync (0x01) | cudaEventDisableTiming (0x02), as cuda_runtime_api.h defines them:
+    without BlockingSync a thread in cudaEventSynchronize spins a whole CPU core."""
+    lib, plan = fake
+    with EngineSession(plan, fake_trt(IO_FP32), slots=2):
+        assert lib.event_flags == [0x01 | 0x02] * 2
+
+
+def test_values_a_float16_input_cannot_hold_are_refused(fake):
+    _, plan = fake
+    ok = np.linspace(-30000, 30000, 48).reshape(1, 3, 4, 4)  # float64, within float16's range (and 2x + 1 too)
+    with EngineRunner(plan, fake_trt(IO_FP16), name="tensorrt-rtx", slots=1) as r:
+        np.testing.assert_allclose(r.run(ok)[0], 2 * ok.astype(np.float16).astype(np.float32) + 1, rtol=1e-3)
+        for bad in (ok * 3, -ok * 3, np.full((1, 3, 4, 4), 1e300), np.full((1, 3, 4, 4), np.inf, np.float32)):
+            with pytest.raises(ValueError, match=r"^input 'input': values from .* do not fit the engine's float16 input "
+                                                 r"\(range -65504 to 65504\); scale them first$"):
+                r.run(bad)
+        nan = np.full((1, 3, 4, 4), np.nan)
+        assert np.isnan(r.run(nan)[0]).all()  # NaN is not out of range: it passes, as through a float32 input
+
+
+def test_integer_inputs_that_would_wrap_are_refused(fake):
+    _, plan = fake
+    io = [("input", (1, 4), "INT32", True), ("output", (1, 4), "FLOAT", False)]
+    trt = fake_trt(io)
+    with EngineSession(plan, trt, slots=1) as s:
+        np.testing.assert_array_equal(s.run({"input": np.arange(4, dtype=np.int64)[None]})["output"], [[1, 3, 5, 7]])
+        with pytest.raises(ValueError, match="do not fit the engine's int32 input"):
+            s.submit({"input": np.array([[0, 1, 2, 2**40]], np.int64)})
+
+
+def test_runtime_cache_persists_beside_the_plan(fake):
+    _, plan = fake
+    cache = plan + ".rtcache"
+    trt = fake_trt(IO_FP32)
+    with EngineSession(plan, trt, slots=2):
+        assert not os.path.exists(cache) and trt.made["deserialized"] == []
+    assert open(cache, "rb").read() == b"kernels:2"  # written when the session closed
+    assert not [f for f in os.listdir(os.path.dirname(plan)) if f.endswith(".part")]  # atomically
+    with EngineSession(plan, trt, slots=1) as s:
+        assert s.cache_path == cache and trt.made["deserialized"] == [b"kernels:2"]  # loaded, not compiled again
+    assert open(cache, "rb").read() == b"kernels:3"
+    before = os.path.getmtime(cache)
+    with EngineSession(plan, trt, slots=1, runtime_cache=False):
+        pass
+    assert os.path.getmtime(cache) == before and trt.made["deserialized"] == [b"kernels:2"]
+
+
+def test_a_cache_from_elsewhere_is_replaced_with_a_warning(fake):
+    _, plan = fake
+    with open(plan + ".rtcache", "wb") as fh:
+        fh.write(b"made on another GPU")
+    with pytest.warns(RuntimeWarning, match="was made for another GPU, driver or faketrt version"):
+        with EngineSession(plan, fake_trt(IO_FP32), slots=1):
+            pass
+    assert open(plan + ".rtcache", "rb").read() == b"kernels:1"
+
+
+def test_a_refused_runtime_cache_is_a_warning_and_nothing_is_written(fake):
+    _, plan = fake
+    trt = fake_trt(IO_FP32)
+    trt.made["refuse_cache"] = True
+    with pytest.warns(RuntimeWarning, match="faketrt refused the runtime cache"):
+        with EngineSession(plan, trt, slots=2) as s:
+            np.testing.assert_allclose(s.run({"input": np.ones((2, 3, 4, 5), np.float32)})["output"], 3)
+    assert not os.path.exists(plan + ".rtcache")
+
+
+def test_an_unwritable_cache_does_not_fail_the_run(fake, tmp_path):
+    _, plan = fake
+    (tmp_path / "blocker").write_bytes(b"")  # a file where the cache's folder would be
+    with pytest.warns(RuntimeWarning, match="could not write the runtime cache"):
+        with EngineSession(plan, fake_trt(IO_FP32), slots=1, runtime_cache=str(tmp_path / "blocker" / "x.rtcache")):
+            pass
+
+
+def test_a_dla_plan_is_deserialized_on_its_core(fake):
+    _, plan = fake
+    trt = fake_trt(IO_FP32)
+    with EngineRunner(plan, trt, name="tensorrt", dla_core=1):
+        pass
+    with EngineRunner(plan, trt, name="tensorrt"):
+        pass
+    assert trt.made["dla_at_deserialize"] == [1, -1]  # set before deserializing; GPU plans leave it alone
+
+
+def test_sessions_share_the_process_logger(fake):
+    _, plan = fake
+    trt = fake_trt(IO_FP32)
+    with EngineSession(plan, trt, slots=1), EngineSession(plan, trt, slots=1):
+        pass
+    assert len(trt.made["loggers"]) == 2 and trt.made["loggers"][0] is trt.made["loggers"][1] is session.trt_logger(trt)

@@ -48,13 +48,25 @@ def test_rtx_builds_real_engine_ahead_of_time(tiny_onnx, which):
 
     # the plan deserializes only on a GPU; on CPU we check the builder really produced bytes of an engine
     assert eng.major() == "rtx" + trt.__version__.split(".")[0]
+    # what the manifest records for run/verify: the default targets of the support matrix
+    assert res.details["compute_capabilities"] == ["sm86", "sm89", "sm120"] and res.details["default_targets"]
 
 
 @needs_rtx
-def test_rtx_rejects_unknown_compute_capability(tiny_onnx, tmp_path):
-    with pytest.raises(UsageError, match="unknown compute capability"):
-        get_backend("tensorrt-rtx").build(tiny_onnx[0], str(tmp_path / "x.plan"), compute_capabilities=("sm999",))
+@pytest.mark.parametrize("target", ["sm999", "sm80", "sm90"])
+def test_rtx_rejects_what_it_does_not_target(tiny_onnx, tmp_path, target):
+    """sm80 is in tensorrt_rtx 1.7's ComputeCapability enum, but in no TensorRT-RTX support matrix."""
+    with pytest.raises(UsageError, match=f"unknown compute capability '{target}' for TensorRT-RTX .*; choose from sm75, sm86"):
+        get_backend("tensorrt-rtx").build(tiny_onnx[0], str(tmp_path / "x.plan"), compute_capabilities=(target,))
     assert not os.path.exists(tmp_path / "x.plan")
+
+
+@needs_rtx
+def test_rtx_records_the_targets_it_was_built_for(tiny_onnx, tmp_path):
+    eng = get_backend("tensorrt-rtx")
+    res = eng.build(tiny_onnx[1], str(tmp_path / "x.plan"), compute_capabilities=("SM89", "sm120", "sm89"))
+    assert res.details["compute_capabilities"] == ["sm89", "sm120"] and not res.details["default_targets"]
+    assert os.path.getsize(tmp_path / "x.plan") == res.size > 100_000
 
 
 @pytest.mark.skipif(gpu_available()[0], reason="a GPU is present: the no-GPU error path does not apply")

@@ -6,6 +6,7 @@ error handling, which is the runtime's own logic.
 """
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -168,3 +169,60 @@ def test_accumulators_of_many_sizes_are_recycled(graphs):
         kept = [x for v in r._free_accs.values() for x in v]
         assert len(kept) == 2 and all(x is not a for x in kept)
         r.restore(np.zeros((40, 50, 3), np.uint8))
+
+
+class _SlowRunner(Runner):
+    """A test double of an engine runner: a pass takes 0.3 s to finish and its outputs live in the
+    runner's own buffers, which ``close`` frees. A wait that ends after ``close`` counts as a pass
+    whose buffers were freed under it (what a freed pinned buffer would be on a GPU)."""
+
+    slots = 2
+
+    def __init__(self):
+        self.input_shape = (1, 3, TILE, TILE)
+        self.closed, self.freed_in_use = False, 0
+        self.waiting = threading.Event()
+
+    def submit(self, x):
+        runner, out = self, [x.copy()]
+
+        class Slow:
+            def wait(self):
+                runner.waiting.set()
+                time.sleep(0.3)
+                if runner.closed:
+                    runner.freed_in_use += 1
+                return out
+
+        return Slow()
+
+    def run(self, x):
+        return self.submit(x).wait()
+
+    def close(self):
+        self.closed = True
+
+
+def _stage_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("deploy-kit-")]
+
+
+@pytest.mark.parametrize("abandon", ["kept", "closed"])
+def test_close_waits_for_the_stages_before_the_runner_goes(abandon):
+    """``close`` right after a stream was left, its generator kept (``kept``: its ``finally`` has not run)
+    or closed: no stage may still be inside the runner when the runner is released."""
+    runner = _SlowRunner()
+    r = Restorer(runner=runner, manifest=_manifest(1), overlap=8)
+    gen = r.restore_stream([np.zeros((TILE, TILE, 3), np.uint8)] * 8)  # one pass per frame
+    next(gen)
+    runner.waiting.clear()
+    assert runner.waiting.wait(5)  # a stage is inside a pass now
+    if abandon == "closed":
+        gen.close()
+    r.close()
+    assert runner.closed and not [t for t in _stage_threads() if t.name != "deploy-kit-source" and t.is_alive()]
+    time.sleep(0.4)  # a stage still inside the runner would finish its pass now
+    assert runner.freed_in_use == 0
+    gen.close()
+    for t in _stage_threads():
+        t.join(timeout=5)
