@@ -20,7 +20,7 @@ def median_time(fn, repeats: int, warmup: int = 1) -> float:
 
 def ort_session(path: str, threads: int):
     """ONNX Runtime CPU session with a fixed intra-op thread count (same as torch's for ratios);
-    built by the project's one session factory (deploy_kit/runtime/runners.py)."""
-    from deploy_kit.runtime.runners import ort_session as make
+    built by the project's one session factory (deploy_kit/runners/ort.py)."""
+    from deploy_kit.runners.ort import ort_session as make
 
     return make(path, threads=threads)

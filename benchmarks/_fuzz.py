@@ -12,7 +12,7 @@ replays it (so does the same ``--seed`` on the same source).
 Targets:
   checkpoint  ``models.checkpoint.read_state_dict`` on damaged ``.pth`` files (bytes, zip
               structure, pickle inside a valid zip, odd-but-loadable structures, a zip bomb).
-  onnx        ``export.read_metadata`` and ``artifact.artifact_metadata`` on damaged ``.onnx`` files
+  onnx        ``onnxmeta.read_metadata`` and ``artifact.artifact_metadata`` on damaged ``.onnx`` files
               (bytes, protobuf wire, metadata_props values).
   manifest    ``manifest.read_manifest``, ``artifact.artifact_metadata`` (plan sidecar),
               ``bundle.open_bundle`` + ``Bundle.references`` on damaged ``manifest.json`` (bytes,
@@ -599,7 +599,7 @@ class Readers:
 
     def onnx(self, data: bytes) -> None:
         from deploy_kit.artifact import artifact_metadata
-        from deploy_kit.export import read_metadata
+        from deploy_kit.onnxmeta import read_metadata
 
         # the extension varies: onnx.load picks its JSON/text parsers by extension unless told the format
         path = os.path.join(self.dir, "case" + (".onnx", ".json", ".textproto", ".onnxtxt", ".pth", "")[len(data) % 6])

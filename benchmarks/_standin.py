@@ -1,7 +1,7 @@
 """A stand-in engine — NOT TensorRT — for checking deploy-kit's engine runner on a GPU without TensorRT.
 
 :func:`module` returns a small module object with the part of the ``tensorrt`` Python API that
-deploy_kit/runtime/session.py's EngineSession calls: ``ILogger`` with its ``Severity`` (deploy-kit
+deploy_kit/runners/session.py's EngineSession calls: ``ILogger`` with its ``Severity`` (deploy-kit
 subclasses it), ``Logger``, ``Runtime(logger).deserialize_cuda_engine``, the engine's
 ``num_io_tensors`` / ``get_tensor_name`` / ``get_tensor_shape`` / ``get_tensor_dtype`` /
 ``get_tensor_mode`` / ``get_tensor_format`` and ``create_execution_context``, and the context's
@@ -41,7 +41,7 @@ import types
 import numpy as np
 
 from deploy_kit.fsutil import write_text
-from deploy_kit.runtime.runners import Runner
+from deploy_kit.runners.base import Runner
 
 PLAN_FORMAT = "deploy-kit stand-in plan (not a TensorRT engine)"
 MODULE_NAME = "deploy_kit_standin"  # what EngineSession reports as the runtime module's name
@@ -145,7 +145,7 @@ def reference(x: np.ndarray, plan: dict) -> np.ndarray:
 
 
 class ReferenceRunner(Runner):
-    """The stand-in's function as a CPU :class:`~deploy_kit.runtime.runners.Runner` (numpy): the
+    """The stand-in's function as a CPU :class:`~deploy_kit.runners.base.Runner` (numpy): the
     reference the engine runner's outputs are compared with."""
 
     name = "stand-in CPU reference (numpy)"

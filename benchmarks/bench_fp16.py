@@ -1,4 +1,4 @@
-"""FP16 graph census and accuracy for exported artifacts (the README's FP16 tables).
+"""FP16 graph census and accuracy for exported artifacts (docs/precision.md).
 
 For each export folder given: FP32 nodes and Casts in the FP16 graph (Casts at the graph I/O
 counted apart), FP16 PSNR (or cosine) against the FP32 graph on ONNX Runtime (fused CPU kernels)
@@ -46,9 +46,9 @@ def psnr(ref, out, data_range=None) -> float:
 
 def main(dirs: list[str]) -> None:
     from deploy_kit.data.samples import sample_images
-    from deploy_kit.export import read_metadata
+    from deploy_kit.onnxmeta import read_metadata
     from deploy_kit.precision.truefp16 import true_fp16_outputs
-    from deploy_kit.runtime.runners import OrtRunner
+    from deploy_kit.runners.ort import OrtRunner
 
     print("| artifact | FP32 compute nodes | Casts inside / at I/O | FP16 PSNR ORT dB | FP16 PSNR true-FP16 dB |")
     print("|---|---|---|---|---|")

@@ -1,7 +1,7 @@
 """Graph-level range-safe FP16 pass vs the hand-written rewrites, on the built-in families.
 
 For each model (trained demo checkpoints where they ship, deploy_kit/demo/) the FP32 ONNX is
-exported twice with the pipeline's own steps (deploy_kit/pipeline.py stage_export + simplify):
+exported twice with the pipeline's own steps (deploy_kit/pipeline/graph.py stage_export + simplify):
 
 * hand-written: the normal export form (models/rangesafe.py scales chosen from the inputs),
   then ``convert_fp16`` with the model's FP32 islands — what ``deploy-kit export MODEL --fp16``

@@ -41,7 +41,7 @@ H12, W12 = 3000, 4000
 
 sys.path.insert(0, REPO)
 from deploy_kit.manifest import Manifest  # noqa: E402
-from deploy_kit.runtime.runners import Pending, Runner  # noqa: E402
+from deploy_kit.runners.base import Pending, Runner  # noqa: E402
 
 
 class IdentityRunner(Runner):

@@ -11,7 +11,7 @@ Reproduce::
     python benchmarks/bench_sync.py                      # both demos, 1000x1500
     python benchmarks/bench_sync.py --models nafnet --size 1000x1500 --passes 1,2,3,4
 
-Measured: see the table printed by the run, quoted in README.md ("Tiles that equal the full image").
+Measured: see the table printed by the run, quoted in docs/tiling-and-context.md.
 """
 
 from __future__ import annotations

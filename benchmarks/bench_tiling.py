@@ -82,7 +82,7 @@ def seam_table(work: str, size: int, overlaps: list[int], rows: list[str], threa
 
 
 def memory_table(work: str, tiles: int, threads: int) -> None:
-    from deploy_kit.runtime.runners import OrtRunner
+    from deploy_kit.runners.ort import OrtRunner
     from deploy_kit.runtime.tiling import make_plan, tile_run
 
     path = export(work, "nafnet", ["--variant", "tiny-notlc"], 64, 64, "tiny-64")

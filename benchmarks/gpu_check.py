@@ -30,7 +30,7 @@ is a TensorRT figure; every row says "stand-in". Its checks run in one child pro
 
 S1. outputs: 1 and 2 slots in flight equal sequential runs and a CPU reference, bit for bit
 S2. throughput with 1 and 2 slots (a 2 ms kernel on 4x3x256x256 batches), beside the kernel's own time
-S3. CUDA allocations in the steady state: every call through ``deploy_kit.runtime.cuda`` counted over
+S3. CUDA allocations in the steady state: every call through ``deploy_kit.runners.cuda`` counted over
     50 passes and over Restorer frames after the first; allocations, frees and stream/event creations must be 0
 S4. CPU time (``time.thread_time``) of a thread waiting on a 200 ms pass through deploy-kit's event,
     beside CuPy events with default flags and with blocking sync (measured, not assumed)
@@ -198,7 +198,7 @@ ALLOC_CALLS = frozenset({"cudaMalloc", "cudaMallocHost", "cudaHostAlloc", "cudaM
 @contextlib.contextmanager
 def counting_cuda_calls(cuda_mod):
     """Count, by function name, every CUDA runtime call deploy-kit makes through ``cuda_mod._call``
-    (deploy_kit/runtime/cuda.py: every call of that module goes through it) while the block runs.
+    (deploy_kit/runners/cuda.py: every call of that module goes through it) while the block runs.
 
     Yields:
         a Counter, filled as the calls happen; ``cuda_mod._call`` is restored on exit.
@@ -254,7 +254,7 @@ def closing_line(text: str) -> str:
 def environment(rep: Report, entry: dict) -> None:
     import numpy as np
 
-    from deploy_kit.runtime import cuda
+    from deploy_kit.runners import cuda
 
     env = rep.facts.setdefault("env", {})
     ok, why = cuda.gpu_available()
@@ -459,7 +459,7 @@ def engine_bench_child(plan: str, module, name: str, warmup: int = 5, runs: int 
 
     ``module``: the runtime module, or its import name (``tensorrt``, ``tensorrt_rtx``).
     """
-    from deploy_kit.runtime.session import EngineRunner
+    from deploy_kit.runners.session import EngineRunner
 
     trt = importlib.import_module(module) if isinstance(module, str) else module
     out = {}
@@ -633,8 +633,8 @@ def standin_context(work: str, kernel, cuda_mod=None, *, tile=STANDIN_TILE, kern
                     long_ms: float = STANDIN_LONG_MS, frame=FRAME, frames: int = 3, runs: int = 60,
                     steady: int = 50) -> SimpleNamespace:
     """What the stand-in checks run on: the stand-in module over ``kernel``, its plans (written into
-    ``work``), the CUDA module whose calls are counted (deploy_kit.runtime.cuda unless given) and the sizes."""
-    from deploy_kit.runtime import cuda
+    ``work``), the CUDA module whose calls are counted (deploy_kit.runners.cuda unless given) and the sizes."""
+    from deploy_kit.runners import cuda
 
     os.makedirs(work, exist_ok=True)
     return SimpleNamespace(
@@ -655,7 +655,7 @@ def check_outputs(ctx) -> dict:
     """S1: outputs with 1 and 2 slots in flight equal sequential runs and the CPU reference, bit for bit."""
     import numpy as np
 
-    from deploy_kit.runtime.session import EngineRunner
+    from deploy_kit.runners.session import EngineRunner
 
     ref = _standin.ReferenceRunner(_standin.load_plan(ctx.plan))
     xs = _inputs(ref.input_shape, 5, seed=1)
@@ -683,7 +683,7 @@ def check_outputs(ctx) -> dict:
 
 def check_throughput(ctx) -> dict:
     """S2: throughput with 1 and 2 slots, beside the kernel's own time."""
-    from deploy_kit.runtime.session import EngineRunner
+    from deploy_kit.runners.session import EngineRunner
 
     data = {}
     for slots in (1, 2):
@@ -715,7 +715,7 @@ def check_no_alloc(ctx) -> dict:
 
     from deploy_kit.manifest import Manifest
     from deploy_kit.runtime.restorer import Restorer
-    from deploy_kit.runtime.session import EngineRunner
+    from deploy_kit.runners.session import EngineRunner
 
     with counting_cuda_calls(ctx.cuda) as opening:
         runner = EngineRunner(ctx.plan, ctx.trt, name=STANDIN, slots=2)
@@ -749,7 +749,7 @@ def check_no_alloc(ctx) -> dict:
         if allocs(counts):
             problems.append(f"{label}: {allocs(counts)}")
         if not sum(counts.values()):
-            problems.append(f"{label}: the counter saw no CUDA call at all (is deploy_kit.runtime.cuda._call still the path?)")
+            problems.append(f"{label}: the counter saw no CUDA call at all (is deploy_kit.runners.cuda._call still the path?)")
     if not opened:
         problems.append("no allocation counted while opening the runner: the counter does not see deploy-kit's calls")
     if problems:
@@ -768,7 +768,7 @@ def check_wait_cpu(ctx) -> dict:
     with default flags and with blocking sync (what each measures: nothing is assumed)."""
     import numpy as np
 
-    from deploy_kit.runtime.session import EngineSession
+    from deploy_kit.runners.session import EngineSession
 
     with EngineSession(ctx.long_plan, ctx.trt, slots=1) as s:
         feeds = {s.inputs[0]: np.zeros(s.shapes[s.inputs[0]], np.float32)}
@@ -807,7 +807,7 @@ def check_restorer(ctx) -> dict:
 
     from deploy_kit.manifest import Manifest
     from deploy_kit.runtime.restorer import Restorer
-    from deploy_kit.runtime.session import EngineRunner
+    from deploy_kit.runners.session import EngineRunner
 
     plan = _standin.load_plan(ctx.plan)
     ref_runner = _standin.ReferenceRunner(plan)

@@ -19,6 +19,8 @@ _EXTRAS = {
     "onnxsim": ("export", "onnxsim"),
     "onnxconverter_common": ("export", "onnxconverter-common"),
     "skimage": ("export", "scikit-image"),
+    # not a core dependency: a Jetson has JetPack's cv2, which pip cannot see (see opencv() below)
+    "cv2": ("opencv", "opencv-python-headless"),
 }
 
 # what the build-machine commands (export, bundle ARTIFACT, verify ONNX, seam-check) import
@@ -66,3 +68,40 @@ def available(module: str) -> bool:
     except Exception:  # noqa: BLE001 - a broken install counts as unavailable
         return False
     return True
+
+
+def opencv() -> ModuleType:
+    """The ``cv2`` module importable here, whichever distribution provides it: JetPack 6's apt
+    ``nvidia-opencv`` or Ubuntu's ``python3-opencv`` (seen through a venv's --system-site-packages),
+    a self-built OpenCV, or pip's ``opencv-python-headless`` (the ``opencv`` extra). The one place
+    deploy-kit imports OpenCV.
+
+    OpenCV is not a core dependency: pip cannot see an apt cv2 (it ships no dist-info), so requiring
+    a pip OpenCV would put a second cv2, without JetPack's GStreamer
+    (https://github.com/opencv/opencv-python/issues/524), ahead of JetPack's on ``sys.path``.
+
+    Returns:
+        The imported ``cv2`` module (Python caches it, so later calls cost a dictionary look-up).
+
+    Raises:
+        MissingDependencyError: no cv2 is importable, or one is there but fails to import (a numpy-1
+            build under numpy 2 fails with "_ARRAY_API not found"); one line saying what to install.
+    """
+    try:
+        return importlib.import_module("cv2")
+    except ImportError as exc:
+        extra = _EXTRAS["cv2"][0]
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "cv2":
+            raise MissingDependencyError(
+                f"OpenCV (cv2) is not installed; install it with: pip install 'deploy-kit[{extra}]' "
+                "(on a Jetson use the system's instead: sudo apt install nvidia-opencv on JetPack 6, python3-opencv "
+                "on JetPack 7, seen from a venv made with /usr/bin/python3 -m venv --system-site-packages)"
+            ) from exc
+        import numpy
+
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise MissingDependencyError(
+            f"OpenCV (cv2) is installed but does not import under numpy {numpy.__version__} ({detail}); "
+            "a cv2 built for numpy 1 (JetPack's, opencv-python before 4.10) needs pip install 'numpy<2'; "
+            f"otherwise reinstall OpenCV: pip install --force-reinstall 'deploy-kit[{extra}]'"
+        ) from exc

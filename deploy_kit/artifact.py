@@ -1,23 +1,28 @@
-"""What a deploy-kit artifact (ONNX or plan) was made from: its metadata, the request, the PyTorch reference.
+"""What a deploy-kit artifact (ONNX or plan) was made from: its metadata, the request, the PyTorch
+reference, and its parity against that reference (``verify`` of an ONNX or plan).
 
-``verify`` (parity of an artifact), ``bundle`` (reference outputs that travel) and ``seam-check`` read
-artifacts through here. The metadata readers are torch-free; :func:`rebuild_reference` needs the
-export extra.
+Build half: ``verify ARTIFACT.onnx|.plan`` (:func:`verify_artifact`), ``bundle`` (reference outputs
+that travel) and ``seam-check`` read artifacts through here. The metadata readers are torch-free;
+:func:`rebuild_reference` needs the export extra. A bundle is verified on the device without this
+module (:func:`deploy_kit.verify.verify_bundle`): its reference travels inside it.
 """
 
 from __future__ import annotations
 
 import os
 
-from . import parity
+from . import backends
+from .compare import ParityReport, evaluate, run_samples, skipped
 from .errors import UsageError
-from .export import read_metadata
-from .manifest import file_sha256, plan_sidecar, read_manifest, target_kind
+from .manifest import file_sha256, plan_sidecar, read_manifest, read_typed, target_kind
 from .memory import map_large_allocations
-from .models import get_adapter
+from .models import get_adapter, get_spec
+from .onnxmeta import read_metadata
 from .onnxsource import fix_dims
+from .parity import run_onnxruntime
 from .reference import input_labels, reference_outputs
-from .runtime.runners import OrtRunner
+from .runners.ort import OrtRunner
+from .runtime.target import for_plan
 from .specs import ExportRequest, TLCConfig, UserSource, _freeze
 
 
@@ -106,7 +111,7 @@ def rebuild_reference(path: str, samples: int = 2):
         loaded = load_request(adapter, req)
         refs = reference_outputs(adapter, loaded.model, req, inputs)
         label = f"PyTorch {torch.__version__} FP32 eager{adapter.reference_label(req)}"
-    report = parity.ParityReport(req.model, req.variant, list(inputs[0].shape), meta.get("tlc"), label,
+    report = ParityReport(req.model, req.variant, list(inputs[0].shape), meta.get("tlc"), label,
                                  input_labels(len(inputs), adapter.input_degradation(req), req.seed))
     return report, inputs, refs, meta
 
@@ -132,3 +137,41 @@ def source_onnx_outputs(req: ExportRequest, inputs) -> tuple[list, str]:
         with OrtRunner(fixed) as runner:
             refs = runner.run_many(inputs)
     return refs, f"ONNX Runtime {onnxruntime.__version__} FP32 on your graph {os.path.basename(src)}"
+
+
+def verify_artifact(path: str, samples: int = 2):
+    """Parity of one ONNX or plan against the PyTorch reference rebuilt from its metadata.
+
+    Returns:
+        ParityReport (an engine that cannot run on this machine, e.g. without a GPU or on a GPU it was
+        not built for, is reported as skipped, with the reason).
+
+    Raises:
+        UsageError: a plan built by another version of its TensorRT flavour than the one installed.
+    """
+    report, inputs, refs, meta = rebuild_reference(path, samples)
+    precision = meta.get("precision", "fp32")
+    spec = get_spec(meta["model"])
+    req = request_from_metadata(meta, precision)
+
+    adapter = get_adapter(req.model)
+    names, kind = adapter.output_names(req), adapter.output_kind(req)
+    if target_kind(path) == "plan":
+        eng = backends.get(meta["backend"]["name"])
+        manifest = read_typed(plan_sidecar(path, "verify"))
+        ok, why = eng.can_run()
+        if ok:
+            stale = eng.stale(manifest)
+            if stale:  # not a property of this machine: the plan must be rebuilt
+                raise UsageError(f"cannot run {path} here: {for_plan(stale, path, manifest)}")
+            ok, why = eng.can_run_artifact(manifest)
+        if not ok:
+            report.checks.append(skipped(eng.name, precision, path, for_plan(why, path, manifest)))
+            return report
+        with eng.open_runner(path, manifest=manifest) as runner:
+            outs = run_samples(runner, inputs)  # single samples through a batched plan too
+        report.checks.append(evaluate(eng.name, precision, path, names, refs, outs, kind, spec.tolerance))
+        return report
+    outs = run_onnxruntime(path, inputs, adapter.input_names(req)[0], isolated=True)
+    report.checks.append(evaluate(backends.ONNXRUNTIME, precision, path, names, refs, outs, kind, spec.tolerance))
+    return report

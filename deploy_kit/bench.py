@@ -38,13 +38,14 @@ from ._deps import require
 from .bundle import open_bundle
 from .engine import build_engine
 from .errors import UsageError
-from .export import read_metadata
 from .fsutil import write_text
 from .manifest import plan_sidecar, read_typed, target_kind
 from .models import get_adapter
+from .onnxmeta import read_metadata
 from .pipeline import run_export
 from .reference import TorchRunner
-from .runtime.runners import OrtRunner, in_child_process
+from .runners.base import in_child_process
+from .runners.ort import OrtRunner
 
 TORCH_CUDA_MODES = (  # (row, dtype, channels_last, compile)
     ("pytorch-cuda", "float32", False, False),

@@ -426,11 +426,11 @@ def _probe(facts: Facts, jetpack_cuda: int | None) -> Facts:
 
 
 def _probe_gpu(facts: Facts) -> Facts:
-    """CUDA runtime, GPU and DLA cores (deploy_kit/runtime/cuda.py; TensorRT's builder for DLA)."""
+    """CUDA runtime, GPU and DLA cores (deploy_kit/runners/cuda.py; TensorRT's builder for DLA)."""
     try:
-        from .runtime import cuda
+        from .runners import cuda
 
-        # runtime/cuda.py's driver_version where this deploy-kit has it (the same libcuda call)
+        # runners/cuda.py's driver_version where this deploy-kit has it (the same libcuda call)
         facts = replace(facts, driver=cuda.driver_version())
         runtime = cuda.versions().get("runtime")
         ok, why = cuda.gpu_available()
@@ -505,7 +505,7 @@ def check_target(target: str) -> tuple[str, list[ArtifactCheck]]:
         raise UsageError(f"not found: {target}; give env a bundle folder or a .plan with its .json sidecar")
     kind = target_kind(target)
     if kind == "bundle":
-        from .bundle import open_bundle  # bundle.py imports numpy-heavy readers; only with a target
+        from .bundle import open_bundle  # bundle.py imports numpy, which gather() probes as a finding: only with a target
 
         bundle = open_bundle(target)
         checks = []

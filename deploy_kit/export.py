@@ -13,7 +13,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from .errors import ExportError, UsageError
+from .errors import ExportError
 from .fsutil import atomic_target
 from .memory import map_large_allocations
 
@@ -128,35 +128,6 @@ def export_onnx(
     with atomic_target(path) as tmp_path:
         onnx.save(model, tmp_path)
     return ExportInfo(path, len(model.graph.node), counts, biggest, caught)
-
-
-def read_metadata(path: str) -> dict[str, Any]:
-    """``metadata_props`` of an ONNX file, JSON values decoded (without loading weights).
-
-    Raises:
-        UsageError: a missing, unreadable or damaged file (not a protobuf ModelProto).
-    """
-    import json
-
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    try:
-        # binary protobuf whatever the extension (onnx picks JSON/text parsers by extension otherwise)
-        model = onnx.load(path, format="protobuf", load_external_data=False)
-    except FileNotFoundError:
-        raise UsageError(f"ONNX file not found: {path}") from None
-    except (DecodeError, OSError, RecursionError) as exc:  # RecursionError: python protobuf on deep nesting
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise UsageError(f"{path} is not a readable ONNX file ({reason}); pass the .onnx deploy-kit wrote, "
-                         "copied whole") from exc
-    out: dict[str, Any] = {}
-    for p in model.metadata_props:
-        try:
-            out[p.key] = json.loads(p.value)
-        except (ValueError, RecursionError):  # not JSON (or nested past the recursion limit): keep the text
-            out[p.key] = p.value
-    return out
 
 
 def update_metadata(path: str, updates: Mapping[str, Any]) -> None:

@@ -54,7 +54,7 @@ class PeakRss:
     """Peak resident memory of this process *and its children* (summed), sampled in the background.
 
     The export runs ONNX Runtime, the engine build and the true-FP16 check in child processes
-    (runtime/runners.py: in_child_process), so the memory a user needs is the whole tree's at
+    (runners/base.py: in_child_process), so the memory a user needs is the whole tree's at
     its busiest moment, not any one process's ``ru_maxrss`` (which covers one process, and a
     waited-for child's only after it ended). psutil walks the tree and reads each process's
     current RSS (on Linux from ``/proc/PID/statm``, as ``ps`` does); psutil comes with the export

@@ -14,7 +14,7 @@ import numpy as np
 from .errors import UsageError
 from .export import check_graph, update_metadata
 from .fsutil import atomic_target
-from .runtime.runners import OrtRunner
+from .runners.ort import OrtRunner
 
 
 INPUT, OUTPUT = "input", "output"  # the graph I/O names of every deploy-kit export

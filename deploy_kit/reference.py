@@ -1,4 +1,4 @@
-"""The PyTorch FP32 reference as a :class:`~deploy_kit.runtime.runners.Runner` (build machine).
+"""The PyTorch FP32 reference as a :class:`~deploy_kit.runners.base.Runner` (build machine).
 
 Eager form (TLC as upstream computes it, PVT embeddings resized at forward time), so it is an
 independent implementation from the static graph that was exported.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .runtime.runners import Runner
+from .runners.base import Runner
 
 
 class TorchRunner(Runner):
@@ -57,7 +57,7 @@ def input_labels(count: int, degradation: str | None, seed: int) -> list[str]:
 
 
 def batch_labels(members, labels: list[str]) -> list[str]:
-    """One label per stored input of a batched graph (see :func:`deploy_kit.parity.batch_members`).
+    """One label per stored input of a batched graph (see :func:`deploy_kit.compare.batch_members`).
 
     Args:
         members: per stored input, the sample index of each batch element.

@@ -22,15 +22,15 @@ import numpy as np
 from .artifact import artifact_request, source_onnx_outputs
 from .data.samples import available_samples, fit, sample_images
 from .errors import UsageError
-from .export import read_metadata
 from .manifest import output_scale
 from .memory import map_large_allocations
 from .metrics import psnr_from_mse
 from .models import get_adapter
+from .onnxmeta import read_metadata
 from .reference import reference_runner
+from .runners.ort import OrtRunner
 from .runtime.context import graph_fn, parse_context, sync_tile_run
 from .runtime.imageio import read_image, to_model_channels
-from .runtime.runners import OrtRunner
 from .runtime.tiling import DEFAULT_OVERLAP, TilingPlan, make_plan, tile_run
 
 SEAM_BAND = 3  # half-width in pixels of the band measured around each tile boundary

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .export import check_graph
 from .fsutil import atomic_target
-from .runtime.runners import ort_session
+from .runners.ort import ort_session
 
 
 @dataclass

@@ -93,6 +93,9 @@ class ModelSpec:
         licence: licence of the official code/weights (printed so users are not surprised).
         options: model-specific CLI options and their allowed values, e.g. ``{"head": ("cls", "features")}``;
             the first value is the default.
+        image_outputs: the family's graphs output images in [0, 1], scored by PSNR on a data range of 1;
+            False where they never do (PVT: class logits or feature maps), which ``debug-precision``
+            then scores by PSNR on the reference's own range.
     """
 
     name: str
@@ -106,6 +109,7 @@ class ModelSpec:
     tolerance: Tolerance = field(default_factory=Tolerance)
     licence: str = ""
     options: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    image_outputs: bool = True
 
     def variant(self, name: str) -> Variant:
         """Look a variant up by name.

@@ -41,5 +41,7 @@ def test_runtime_pulls_no_torch_onnx_or_click():
 
 def test_device_side_modules_pull_no_torch_or_onnx():
     """What build/verify/run of a bundle import on the device (the core install has no torch/onnx)."""
-    body = "import deploy_kit.manifest, deploy_kit.bundle, deploy_kit.verify, deploy_kit.engine, deploy_kit.parity"
+    body = ("import deploy_kit.manifest, deploy_kit.bundle, deploy_kit.verify, deploy_kit.engine, deploy_kit.compare, "
+            "deploy_kit.onnxmeta, deploy_kit.runners.ort, deploy_kit.runners.session, deploy_kit.runtime.restorer, "
+            "deploy_kit.serving.triton, deploy_kit.doctor, deploy_kit.cli.device")
     assert _heavy(body, HEAVY) == []

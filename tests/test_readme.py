@@ -22,7 +22,7 @@ def test_quick_start_is_two_commands_and_uses_real_cli_options():
     block = readme.split("## Quick start", 1)[1].split("```", 2)[1]
     cmds = [l for l in block.splitlines() if l.strip() and not l.startswith("#") and not l.startswith("bash")]
     assert len(cmds) == 2, cmds
-    from deploy_kit.cli import export
+    from deploy_kit.cli.build import export
 
     known = {o for p in export.params for o in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])}
     for flag in re.findall(r"deploy-kit export \w+((?: --[\w-]+(?: [\w./-]+)?)*)", readme):

@@ -26,8 +26,8 @@ from typing import Any
 from ..errors import EngineBuildError, UsageError
 from ..fsutil import atomic_target
 from ..manifest import Manifest, read_typed
-from ..runtime import cuda
-from ..runtime.session import EngineRunner, trt_logger
+from ..runners import cuda
+from ..runners.session import EngineRunner, trt_logger
 from .base import Backend
 
 
@@ -104,7 +104,7 @@ class EngineBackend(Backend):
     def can_run(self) -> tuple[bool, str]:
         """Whether an engine of this flavour can be executed here (any plan), and why not.
 
-        Checks, in order: installed; a usable GPU (:func:`deploy_kit.runtime.cuda.gpu_available`); the
+        Checks, in order: installed; a usable GPU (:func:`deploy_kit.runners.cuda.gpu_available`); the
         driver supports the CUDA major the flavour was built for; the GPU is one the flavour runs on;
         NVRTC present where the runtime compiles kernels (TensorRT-RTX).
         """
@@ -188,7 +188,7 @@ class EngineBackend(Backend):
         return (True, "") if self.builds_without_gpu else self.can_run()
 
     def open_runner(self, path: str, *, manifest: Manifest | None = None, **options: Any):
-        """An :class:`~deploy_kit.runtime.session.EngineRunner` on the plan at ``path`` (needs a GPU).
+        """An :class:`~deploy_kit.runners.session.EngineRunner` on the plan at ``path`` (needs a GPU).
 
         Args:
             manifest: the plan's sidecar (default: ``<path>.json`` when it exists): the plan is checked
@@ -212,7 +212,7 @@ class EngineBackend(Backend):
 
         The plan is written atomically and never has bytes prepended (trtexec/Triton load it
         as is); a JSON sidecar is the pipeline's job. Messages go through the process's one logger
-        of this TensorRT module (:func:`~deploy_kit.runtime.session.trt_logger`), recorded for this
+        of this TensorRT module (:func:`~deploy_kit.runners.session.trt_logger`), recorded for this
         build only.
 
         Raises:

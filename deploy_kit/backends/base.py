@@ -70,7 +70,7 @@ class Backend:
         return False, f"{self.name} runs graphs; it builds no engine"
 
     def open_runner(self, path: str, **options: Any):
-        """A :class:`deploy_kit.runtime.runners.Runner` on ``path`` (a graph or a plan)."""
+        """A :class:`deploy_kit.runners.base.Runner` on ``path`` (a graph or a plan)."""
         raise NotImplementedError
 
     def build(self, onnx_path: str, plan_path: str, **options: Any):

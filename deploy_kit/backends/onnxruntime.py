@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..runtime.runners import OrtRunner, ort_providers_available
+from ..runners.ort import OrtRunner, ort_providers_available
 from .base import Backend
 
 
 class OnnxRuntime(Backend):
-    """ONNX Runtime (:class:`deploy_kit.runtime.runners.OrtRunner`): the CPU parity reference and the
+    """ONNX Runtime (:class:`deploy_kit.runners.ort.OrtRunner`): the CPU parity reference and the
     runtime's fallback where no engine can run."""
 
     name = "onnxruntime"
@@ -31,6 +31,6 @@ class OnnxRuntime(Backend):
         return True, "CUDA EP available" if "CUDAExecutionProvider" in providers else "CPU"
 
     def open_runner(self, path: str, **options: Any):
-        """An :class:`~deploy_kit.runtime.runners.OrtRunner` (``device`` defaults to ``auto``: its CUDA EP when present)."""
+        """An :class:`~deploy_kit.runners.ort.OrtRunner` (``device`` defaults to ``auto``: its CUDA EP when present)."""
         options.setdefault("device", "auto")
         return OrtRunner(path, name=self.name, **options)

@@ -7,8 +7,8 @@ from typing import Any
 
 from ..errors import EngineBuildError, UsageError
 from ..fsutil import write_bytes
-from ..runtime import cuda
-from ..runtime.session import trt_logger
+from ..runners import cuda
+from ..runners.session import trt_logger
 from ._trt import EngineBackend
 
 

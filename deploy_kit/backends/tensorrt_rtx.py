@@ -55,7 +55,7 @@ class TensorRTRTX(EngineBackend):
 
     def configure(self, trt: ModuleType, builder, config, options: dict[str, Any]) -> dict[str, Any]:
         # ITimingCache has no effect on RTX and forces a GPU query (blocks CPU-only AOT); the
-        # JIT kernels are cached at run time by the runtime cache instead (runtime/session.py).
+        # JIT kernels are cached at run time by the runtime cache instead (runners/session.py).
         asked = [str(t).lower() for t in options.get("compute_capabilities") or ()]
         allowed = self.targets()
         for t in asked:

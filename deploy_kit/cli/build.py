@@ -1,7 +1,11 @@
-"""The ``deploy-kit`` command line. Heavy packages are imported inside command bodies only.
+"""The build machine's commands: ``export``, ``bundle``, ``seam-check``, ``debug-precision``, ``bench``,
+``triton`` and ``list-models``.
 
-Errors caused by the user print one line on stderr and exit 2 (``--debug`` shows the
-traceback); a failed parity gate exits 1.
+Thin shells over the library (:mod:`deploy_kit.pipeline`, :mod:`deploy_kit.bundle_writer`,
+:mod:`deploy_kit.seamcheck`, :mod:`deploy_kit.precision.debug`, :mod:`deploy_kit.bench`,
+:mod:`deploy_kit.serving.triton`, :mod:`deploy_kit.models.registry`): they check the flags, call one
+function and print its result. Heavy packages, and every library module, are imported inside the
+command bodies, so ``--help`` stays light (tests/test_imports.py).
 """
 
 from __future__ import annotations
@@ -12,30 +16,10 @@ import time
 
 import click
 
-from . import __version__, backends
-from .errors import DeployKitError, UsageError
+from .. import backends
+from ..errors import UsageError
 
 DEFAULT_OUT = "deploy-kit-out"
-
-
-class _State:
-    debug = False
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="deploy-kit")
-@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
-def cli(debug: bool) -> None:
-    """Export NAFNet, Restormer and PVT to verified TensorRT engines.
-
-    \b
-    Typical use:
-      deploy-kit list-models
-      deploy-kit export nafnet --fp16                  # ONNX -> FP16 -> engine -> parity
-      deploy-kit export restormer --fp16 --height 720 --width 1280
-      deploy-kit verify deploy-kit-out/<artifact>.onnx
-    """
-    _State.debug = debug
 
 
 def _model_options(scope: str):
@@ -64,11 +48,11 @@ def _model_options(scope: str):
     return apply
 
 
-@cli.command("list-models")
+@click.command("list-models")
 @click.option("--all", "show_all", is_flag=True, help="Also list the tiny test variants.")
 def list_models(show_all: bool) -> None:
     """List models and their variants (no torch import)."""
-    from .models.registry import get_spec, model_names
+    from ..models.registry import get_spec, model_names
 
     for name in model_names():
         spec = get_spec(name)
@@ -84,7 +68,7 @@ def list_models(show_all: bool) -> None:
             click.echo(f"    --{key}: {' | '.join(values)} (default {values[0]})")
 
 
-@cli.command()
+@click.command()
 @click.argument("model", required=False)
 @_model_options("")
 @click.option("--module", "module_ref", metavar="FILE.py:NAME", help="Your own nn.Module instead of MODEL: a class or factory function in a Python file (or package.module:NAME). Importing the file RUNS it, as 'python FILE.py' would: only export code you trust. --weights then takes its checkpoint (strict key match).")
@@ -125,18 +109,18 @@ def export(model, variant, weights, height, width, tlc, module_ref, init_args, c
     global-context model (batch 1) also gets <stem>.<precision>.sync.onnx for 'run --context sync'.
     Exit code 0 when every parity gate passes, 1 when one fails, 2 for bad input.
     """
-    from ._deps import require_export
+    from .._deps import require_export
 
     require_export()
-    from .precision.int8 import Int8Options
-    from .request import resolve_request
+    from ..precision.int8 import Int8Options
+    from ..request import resolve_request
 
     if fp16 and int8:
         raise UsageError("--fp16 and --int8 are mutually exclusive; pick one")
     if not int8 and calib:
         raise UsageError("--calib only applies with --int8")
     if int8:
-        from .precision.calibration import MIN_IMAGES
+        from ..precision.calibration import MIN_IMAGES
 
         if calib_count < MIN_IMAGES:  # before minutes of export work, not at the INT8 stage
             raise UsageError(f"--calib-count must be at least {MIN_IMAGES}; got {calib_count}")
@@ -152,7 +136,7 @@ def export(model, variant, weights, height, width, tlc, module_ref, init_args, c
         for flag, value in (("--variant", variant), ("--head", head)):
             if value is not None:
                 raise UsageError(f"{flag} applies to the built-in models, not to your own")
-        from .request import resolve_user_request
+        from ..request import resolve_user_request
 
         req = resolve_user_request(module_ref or model, module=module_ref is not None, init_args=init_args,
                                    weights=weights, height=height, width=width, channels=channels, scale=scale,
@@ -188,8 +172,8 @@ def _resolve_backend(name: str) -> str | None:
 
 
 def _run_and_summarise(req, out_dir, backend, stop_after, samples, int8, build_options, bundle=False) -> None:
-    from .fsutil import disk_size, human_size
-    from .pipeline import run_export
+    from ..fsutil import disk_size, human_size
+    from ..pipeline import run_export
 
     started = time.perf_counter()
     step = {"n": 0, "t": 0.0}
@@ -229,93 +213,7 @@ def _run_and_summarise(req, out_dir, backend, stop_after, samples, int8, build_o
     click.echo("\nparity: all gates passed")
 
 
-@cli.command()
-@click.argument("target", type=click.Path())
-@click.option("--backend", type=click.Choice([backends.AUTO, *backends.names(engines=True)]), default="auto", show_default=True, help="tensorrt on the device (JetPack, desktop); tensorrt-rtx builds ahead of time, even without a GPU; auto = tensorrt if installed, else tensorrt-rtx.")
-@click.option("--dla-core", type=int, help="Jetson DLA core (tensorrt backend): layers DLA cannot run fall back to the GPU; the run lists which.")
-@click.option("--compute-capability", "compute_capabilities", multiple=True, help="TensorRT-RTX target; repeatable.")
-@click.option("--timing-cache", type=click.Path(dir_okay=False), help="TensorRT timing cache file (read if present, written after the build).")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Plan path (default: next to the ONNX, or inside the bundle).")
-def build(target, backend, dla_core, compute_capabilities, timing_cache, out_path) -> None:
-    """Build a strongly typed engine from TARGET: a bundle (on the device) or an ONNX written by deploy-kit.
-
-    The engine is written with a .json manifest beside it. Needs no torch: on a Jetson the core
-    install plus JetPack's TensorRT is enough. Same builder as 'export'.
-    """
-    from .engine import build_engine
-
-    if not os.path.exists(target):
-        raise UsageError(f"not found: {target}")
-    if backend == "auto":
-        chosen = backends.default_builder(prefer_device=True)
-        if chosen is None:
-            raise UsageError("no engine backend is installed: pip install 'deploy-kit[tensorrt]' (or [rtx]); JetPack brings TensorRT")
-        backend = chosen.name
-    if dla_core is not None and backend != backends.TENSORRT:
-        raise UsageError("--dla-core needs --backend tensorrt (DLA exists on Jetson TensorRT only)")
-    if dla_core is not None and dla_core < 0:
-        raise UsageError(f"--dla-core must be 0 or 1; got {dla_core}")
-    res = build_engine(target, backend, out_path=out_path, dla_core=dla_core,
-                       compute_capabilities=compute_capabilities, timing_cache=timing_cache,
-                       progress=lambda text: click.echo(text, err=True))
-    from .fsutil import human_size
-
-    click.echo(f"engine: {res.plan} ({human_size(res.size)}, {res.seconds:.1f} s); manifest: {res.plan}.json")
-    if os.path.isfile(res.plan + ".json"):  # say at once when this machine cannot run what it built
-        from .manifest import read_typed
-
-        ok, why = backends.get(backend).can_run_artifact(read_typed(res.plan + ".json"))
-        if not ok:
-            click.echo(f"note: it cannot run on this machine: {why.replace('BUNDLE', target)}", err=True)
-    dla = res.details.get("dla_layers")
-    if dla is not None:
-        click.echo(f"DLA core {dla_core}: {len(dla['dla'])} layers on DLA, {len(dla['gpu'])} on the GPU")
-        for name in dla["gpu"][:40]:
-            click.echo(f"  GPU fallback: {name}")
-
-
-@cli.command()
-@click.argument("artifact", type=click.Path())
-@click.option("--backend", type=click.Choice(backends.choices()), default="auto", show_default=True, help="Bundles: what runs the reference inputs; auto = a built engine whose runtime works here, else ONNX Runtime.")
-@click.option("--samples", type=int, default=2, show_default=True, help="ONNX/plan artifacts: sample images (bundles carry their own).")
-def verify(artifact, backend, samples) -> None:
-    """Parity of ARTIFACT against the PyTorch FP32 reference: exit 0 pass, 1 fail, 2 bad input.
-
-    \b
-    ARTIFACT is one of:
-      a bundle folder    on the device, no torch: the reference inputs and PyTorch outputs
-                         travel in the bundle; runs the built engine (or ONNX Runtime)
-      an .onnx / .plan   on the build machine: the reference is rebuilt from the metadata
-    """
-    from .manifest import target_kind
-
-    if not os.path.exists(artifact):
-        raise UsageError(f"artifact not found: {artifact}")
-    if target_kind(artifact) == "bundle":
-        from .verify import verify_bundle
-
-        report, note = verify_bundle(artifact, backend)
-        click.echo(f"verify: {note}", err=True)
-    else:
-        if os.path.isdir(artifact):
-            raise UsageError(f"{artifact} is a folder but not a deploy-kit bundle (no manifest.json)")
-        if backend != "auto":
-            raise UsageError("--backend applies to bundles; an .onnx runs on ONNX Runtime, a .plan on its own runtime")
-        from ._deps import require_export
-
-        require_export()
-        from .verify import verify_artifact
-
-        report = verify_artifact(artifact, samples=samples)
-    click.echo(report.table())
-    failures = report.failures()
-    if failures:
-        click.echo("PARITY FAILED: " + " | ".join(failures), err=True)
-        sys.exit(1)
-    click.echo("parity: all gates passed" if any(c.status == "pass" for c in report.checks) else "parity: nothing could be run here")
-
-
-@cli.command()
+@click.command()
 @click.argument("artifact", type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Bundle folder (default: <artifact stem>.bundle next to it).")
 @click.option("--samples", type=int, default=2, show_default=True, help="Reference inputs (sample photos, degraded as the model's task).")
@@ -323,8 +221,8 @@ def bundle(artifact, out_dir, samples) -> None:
     """Write a device bundle from a deploy-kit ONNX (FP16, INT8 or FP32): the graph to build on the
     target, one manifest (sha256 of every file), reference inputs with their PyTorch FP32 outputs,
     build.sh (trtexec, TensorRT 10/11, GPU or DLA) and a README. Needs the export extra (torch)."""
-    from ._deps import require_export
-    from .bundle import bundle_artifact
+    from .._deps import require_export
+    from ..bundle_writer import bundle_artifact
 
     require_export()
     if not os.path.isfile(artifact):
@@ -336,141 +234,7 @@ def bundle(artifact, out_dir, samples) -> None:
     click.echo(f"next, on the device: deploy-kit build {info.path} --backend tensorrt && deploy-kit verify {info.path}")
 
 
-@cli.command()
-@click.argument("target", type=click.Path())
-@click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder (file names and formats kept).")
-@click.option("--backend", type=click.Choice(backends.choices()), default="auto", show_default=True, help="Bundles: a built engine whose runtime works here, else ONNX Runtime.")
-@click.option("--overlap", type=int, help="Tile overlap in pixels (default: the runtime's measured default, at most a quarter of the engine size).")
-@click.option("--max-pixels", type=int, default=None, help="Refuse images whose header claims more pixels than this (decompression bombs). Default: Pillow's limit, 178956970.")
-@click.option("--codec", default="libx264", show_default=True, help="Videos: FFmpeg encoder of the output (libx264 = H.264; e.g. libx265, mpeg4).")
-@click.option("--crf", type=int, default=18, show_default=True, help="Videos: constant rate factor of x264/x265 (lower = better quality, bigger file).")
-@click.option("--context", "context", default="tile", show_default=True, metavar="tile|sync[:N]", help="Global-context models (NAFNet without TLC, global Restormer): 'tile' normalises each tile by its own statistics; 'sync:N' sums them over the whole image in N passes (default 2) through the bundle's sync graph, so tiles match the full image (README 'Tiles that equal the full image').")
-def run(target, inputs, out_dir, backend, overlap, max_pixels, codec, crf, context) -> None:
-    """Restore images and videos of any size with TARGET (a bundle, or a .plan with its manifest).
-
-    \b
-    INPUTS are image files, video files and folders (their images and videos, not recursive).
-    Images: gray, RGB and RGBA, 8 and 16 bit; each output is written in its input's format and
-      depth (alpha kept). A broken image is reported and skipped; the run ends with a summary
-      and exit code 1.
-    Videos (.mp4 .mov .mkv .avi .webm ...; needs PyAV: pip install 'deploy-kit[video]'): the
-      same frame count, size and frame rate, --codec/--crf, audio copied as is; a corrupt or
-      truncated video stops the run (exit 2) and leaves no output file.
-    An image whose header claims more than --max-pixels stops the run before any work (exit 2).
-    Frames are tiled through the fixed-size engine (N tiles per call for a batched engine) with
-    overlapping, blended tiles; decoding, the model, blending and encoding run concurrently.
-    """
-    from .runtime.imageio import DEFAULT_MAX_PIXELS, image_header
-    from .runtime.restore import collect_inputs, restore_images
-    from .runtime.restorer import Restorer
-    from .runtime.tiling import GLOBAL_CONTEXT_NOTE
-    from .runtime.video import is_video_path
-
-    if max_pixels is not None and max_pixels < 1:
-        raise UsageError(f"--max-pixels must be positive; got {max_pixels}")
-    if crf < 0 or crf > 51:
-        raise UsageError(f"--crf must be between 0 and 51; got {crf}")
-    restorer = Restorer(target, backend, overlap=overlap, context=context)  # a bad or tampered target is reported first
-    try:
-        try:
-            files = collect_inputs(inputs)
-        except FileNotFoundError as exc:
-            raise UsageError(f"input not found: {exc.args[0]}") from None
-        if not files:
-            raise UsageError("no images or videos found in the given inputs (png, jpg, tif, bmp, webp, mp4, mov, mkv, ...)")
-        for f in files:
-            if os.path.abspath(os.path.join(out_dir, os.path.basename(f))) == os.path.abspath(f):
-                raise UsageError(f"--out would overwrite the input {f}; choose another folder")
-        videos = [f for f in files if is_video_path(f)]
-        images = [f for f in files if f not in videos]
-        limit = max_pixels or DEFAULT_MAX_PIXELS
-        for f in images:  # decompression bombs stop the run before any work; broken files are skipped later
-            try:
-                h, w = image_header(f)
-            except (OSError, ValueError):
-                continue
-            if h * w > limit:
-                raise UsageError(f"{f}: {w}x{h} = {w * h} pixels is more than the limit of {limit} (--max-pixels); "
-                                 "raise --max-pixels if the image is genuine")
-        th, tw = restorer.tile
-        click.echo(f"run: {restorer.note}; {len(images)} images, {len(videos)} videos; tiles of {th}x{tw}, "
-                   f"{restorer.batch} per call, overlap {restorer.overlap}", err=True)
-        if restorer.manifest.global_context and restorer.context == "tile":
-            hint = "; this bundle has a sync graph: --context sync makes tiles match the full image" \
-                if restorer.manifest.sync_onnx else ""
-            click.echo(f"note: {GLOBAL_CONTEXT_NOTE}{hint}", err=True)
-        os.makedirs(out_dir, exist_ok=True)
-        failed: list[str] = []
-        if images:
-            started = time.perf_counter()
-            with click.progressbar(length=len(images), label="images", file=sys.stderr) as bar:
-                res = restore_images(restorer, images, out_dir, max_pixels=limit,
-                                     on_error=lambda line: (bar.update(1), click.echo(f"\nskipped: {line}", err=True)),
-                                     on_done=lambda path: bar.update(1))
-            dt = time.perf_counter() - started
-            failed += res.failed
-            n = len(res.written)
-            click.echo(f"restored {n} images ({res.pixels / 1e6:.2f} MP) into {out_dir} in {dt:.1f} s: "
-                       f"{n / dt:.2f} images/s, {res.pixels / 1e6 / dt:.2f} MP/s ({restorer.runner.name})")
-        for v in videos:
-            _run_video(restorer, v, out_dir, codec, crf)
-        if failed:
-            click.echo(f"{len(failed)} of {len(files)} inputs failed:", err=True)
-            for line in failed:
-                click.echo(f"  {line}", err=True)
-            sys.exit(1)
-    finally:
-        restorer.close()
-
-
-def _run_video(restorer, src: str, out_dir: str, codec: str, crf: int) -> None:
-    """Restore one video with ``run``'s progress and closing line.
-
-    Raises:
-        UsageError: the video cannot be read (corrupt, truncated, not a video) or written (a bad --codec);
-            nothing is left at the output path.
-    """
-    from .runtime.video import probe_video, transcode
-
-    dst = os.path.join(out_dir, os.path.basename(src))
-    try:
-        info = probe_video(src)
-        label = f"{os.path.basename(src)} ({info.width}x{info.height}, {float(info.fps):.2f} fps)"
-        with click.progressbar(length=info.frames or 0, label=label, file=sys.stderr, show_pos=True) as bar:
-            stats = transcode(src, dst, restorer.restore_stream, codec=codec, crf=crf,
-                              progress=lambda done, total: bar.update(1), scale=restorer.scale)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    click.echo(f"restored {stats.frames} frames of {src} into {dst} in {stats.seconds:.1f} s: {stats.fps:.2f} frames/s "
-               f"({info.width * info.height * stats.fps / 1e6:.2f} MP/s, {restorer.runner.name})")
-
-
-@cli.command()
-@click.argument("target", required=False, type=click.Path())
-@click.option("--dla-core", type=int, help="Check that this device has DLA core N (what build --dla-core N needs).")
-def env(target, dla_core) -> None:
-    """The device doctor: what this Python sees, which backends can build and run here (and run TARGET,
-    a bundle folder or a .plan with its .json sidecar), and a "trap:" line with the fix for each known
-    installation trap (numpy 2 with a numpy-1 cv2, a pip OpenCV hiding JetPack's, a Jetson venv
-    without system site-packages, a DLA core the device lacks, TensorRT newer than the driver's CUDA).
-    """
-    from . import doctor
-
-    if dla_core is not None and dla_core < 0:
-        raise UsageError(f"--dla-core must be 0 or more; got {dla_core}")
-    described, checks = doctor.check_target(target) if target else (None, [])
-    requests = [("--dla-core", dla_core)] if dla_core is not None else []
-    requests += [(c.label, c.dla_core) for c in checks if c.dla_core is not None]
-    facts = doctor.gather()
-    lines = doctor.machine_lines(facts) + ["packages:"] + doctor.package_lines() + doctor.backend_lines()
-    if described:
-        lines += doctor.target_lines(described, checks)
-    lines += doctor.traps(facts, requests) or ["traps: none found"]
-    click.echo("\n".join(lines))
-
-
-@cli.command("seam-check")
+@click.command("seam-check")
 @click.argument("onnx_path", type=click.Path(dir_okay=False))
 @click.option("--overlap", type=int, multiple=True, help="Tile overlap in pixels; repeatable for a table (default: the runtime's DEFAULT_OVERLAP).")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint to use instead of the path recorded in the ONNX.")
@@ -486,10 +250,10 @@ def seam_check_cmd(onnx_path, overlap, weights, height, width, image, border, mi
     elsewhere, the worst boundary and the times. ONNX Runtime on the CPU. A global-context
     model is measured both ways: tiles with their own statistics, and synchronised (sync:N).
     """
-    from ._deps import require_export
+    from .._deps import require_export
 
     require_export()
-    from .seamcheck import SeamChecker
+    from ..seamcheck import SeamChecker
 
     if not os.path.isfile(onnx_path):
         raise UsageError(f"ONNX file not found: {onnx_path}")
@@ -500,13 +264,13 @@ def seam_check_cmd(onnx_path, overlap, weights, height, width, image, border, mi
         raise UsageError(f"--border must be >= 0; got {border}")
     if image is not None and not os.path.isfile(image):
         raise UsageError(f"image not found: {image}")
-    from .runtime.context import parse_context
+    from ..runtime.context import parse_context
 
     for c in contexts:
         parse_context(c)  # a bad value: one line before the reference is computed
     checker = SeamChecker(onnx_path, weights, height, width, image)
     try:
-        from .runtime.tiling import DEFAULT_OVERLAP
+        from ..runtime.tiling import DEFAULT_OVERLAP
 
         overlaps = overlap or (min(DEFAULT_OVERLAP, min(checker.tile) // 4),)
         for o in overlaps:
@@ -526,7 +290,7 @@ def seam_check_cmd(onnx_path, overlap, weights, height, width, image, border, mi
             sys.exit(1)
 
 
-@cli.command("debug-precision")
+@click.command("debug-precision")
 @click.argument("onnx_path", type=click.Path(dir_okay=False))
 @click.option("--target-psnr", type=float, default=50.0, show_default=True, help="PSNR (dB) the FP16 graph must reach on the true-FP16 check.")
 @click.option("--samples", type=int, default=2, show_default=True, help="Sample photos at the graph's input shape.")
@@ -538,10 +302,10 @@ def debug_precision_cmd(onnx_path, target_psnr, samples, inputs_npz, max_evals, 
     reaches --target-psnr on the true-FP16 check (every FP16 tensor rounded, reductions summed in
     FP16; reference: the FP32 ONNX on ONNX Runtime). Exit 0 when met, 1 when not, 2 bad input.
     """
-    from ._deps import require_export
+    from .._deps import require_export
 
     require_export()
-    from .precision.debug import debug_precision
+    from ..precision.debug import debug_precision
 
     res = debug_precision(onnx_path, target_psnr=target_psnr, samples=samples, max_evals=max_evals,
                           out_path=out_path, inputs_npz=inputs_npz, log=None)
@@ -553,7 +317,7 @@ def debug_precision_cmd(onnx_path, target_psnr, samples, inputs_npz, max_evals, 
         sys.exit(1)
 
 
-@cli.command("bench")
+@click.command("bench")
 @click.argument("target")
 @_model_options("Model targets: ")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True, help="Model targets: precision of the exported graph that ONNX Runtime and the engine run (PyTorch stays FP32).")
@@ -584,7 +348,7 @@ def bench_cmd(target, variant, weights, height, width, tlc, precision, torch_mod
         raise UsageError(f"--warmup must be 0 or more; got {warmup}")
     if threads is not None and threads < 1:
         raise UsageError(f"--threads must be at least 1; got {threads}")
-    from .bench import artifact_target, model_target, run_bench, write_json, write_plot
+    from ..bench import artifact_target, model_target, run_bench, write_json, write_plot
 
     model_flags = {"--variant": variant, "--weights": weights, "--height": height, "--width": width, "--tlc/--no-tlc": tlc,
                    "--precision": None if precision == "fp32" else precision,
@@ -597,9 +361,9 @@ def bench_cmd(target, variant, weights, height, width, tlc, precision, torch_mod
                              f"{target} is an artifact")
         bench_target = artifact_target(target)
     else:
-        from ._deps import require_export
-        from .models.registry import get_spec
-        from .request import resolve_request
+        from .._deps import require_export
+        from ..models.registry import get_spec
+        from ..request import resolve_request
 
         get_spec(target)  # an unknown model: one line before the export chain is checked
         require_export()
@@ -629,7 +393,7 @@ def bench_cmd(target, variant, weights, height, width, tlc, precision, torch_mod
     click.echo(f"wrote {json_path} and {plot_path}")
 
 
-@cli.command("triton")
+@click.command("triton")
 @click.argument("source", type=click.Path())
 @click.option("--repo", required=True, type=click.Path(file_okay=False), help="Triton model repository folder (created if missing; other models in it are left alone).")
 @click.option("--name", help="Base model name (default: the bundle's graph name, e.g. nafnet-tiny-64x64-tlc-fp16).")
@@ -651,7 +415,7 @@ def triton_cmd(source, repo, name, instances, threads, tiles_through, overlap, c
     Every value comes from the manifest and the graph. NAME_tiled needs deploy-kit installed in
     the Python that runs Triton's python backend.
     """
-    from .serving.triton import write_repository
+    from ..serving.triton import write_repository
 
     info = write_repository(source, repo, name=name, instances=instances, threads=threads, tiles_through=tiles_through,
                             overlap=overlap, context=context)
@@ -659,36 +423,4 @@ def triton_cmd(source, repo, name, instances, threads, tiles_through, overlap, c
         click.echo(f"model: {model.path} ({model.kind}; {model.note})")
     for note in info.notes:
         click.echo(f"note: {note}", err=True)
-    click.echo(f"serve: tritonserver --model-repository={info.repo}   (README 'Serving with Triton': the container command)")
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user errors become one line + exit 2."""
-    try:
-        cli.main(args=argv, prog_name="deploy-kit", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.UsageError as exc:
-        if _State.debug:
-            raise
-        hint = f" (see 'deploy-kit {exc.ctx.command_path.split(' ', 1)[1]} --help')" if exc.ctx and " " in exc.ctx.command_path else " (see 'deploy-kit --help')"
-        click.echo(f"error: {exc.format_message()}{hint}", err=True)
-        sys.exit(2)
-    except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
-        sys.exit(2)
-    except DeployKitError as exc:
-        if _State.debug:
-            raise
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+    click.echo(f"serve: tritonserver --model-repository={info.repo}   (docs/triton.md: the container command)")

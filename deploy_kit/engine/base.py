@@ -12,8 +12,8 @@ from ..backends import get
 from ..backends._trt import BuildResult
 from ..bundle import open_bundle
 from ..errors import UsageError
-from ..export import read_metadata
 from ..manifest import ManifestError, plan_manifest, target_kind, write_manifest
+from ..onnxmeta import read_metadata
 
 
 def build_engine(target: str, backend: str, *, out_path: str | None = None, progress=None, **options: Any) -> BuildResult:

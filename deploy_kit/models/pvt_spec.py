@@ -132,6 +132,7 @@ PVT = ModelSpec(
     ),
     licence="Apache-2.0 (whai362/PVT)",
     options=(("head", ("cls", "features")),),
+    image_outputs=False,  # class logits or the four stage feature maps, whichever --head
 )
 
 register(PVT)

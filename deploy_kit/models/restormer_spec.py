@@ -42,7 +42,7 @@ V = Variant.make
 # (``degradation``, parsed by precision/calibration.py) so they match the task's inputs. Deraining
 # and defocus have no synthetic stand-in there and use clean crops; real denoising uses Gaussian
 # noise as a stand-in for sensor noise. The denoisers need it: their BiasFree network is
-# ill-conditioned on exactly black flat regions, which noisy inputs never have (see pipeline.py).
+# ill-conditioned on exactly black flat regions, which noisy inputs never have (see deploy_kit/pipeline/graph.py).
 _GAUSS25 = {"noise_sigma": 25, "degradation": "noise:25"}
 
 RESTORMER = ModelSpec(

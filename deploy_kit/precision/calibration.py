@@ -44,10 +44,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..compare import batch_members, stack_batches
 from ..data.degrade import degradation_scale, degrade, parse_degradation
 from ..data.samples import load_image, sample_dir, to_channels
 from ..errors import CalibrationError
-from ..parity import batch_members, stack_batches
 
 #: Fewest distinct usable images a calibration set may come from. NVIDIA recommends ~500 samples
 #: for classification nets; a restoration net sees many positions per crop, and the package-shipped

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from ..errors import InvalidGraphError, MissingDependencyError
-from ..runtime.runners import ort_session
+from ..runners.ort import ort_session
 
 
 def check_loads(model, stage: str) -> None:

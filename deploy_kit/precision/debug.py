@@ -26,12 +26,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..compare import batch_members, stack_batches
 from ..data.samples import sample_images
 from ..errors import UsageError
-from ..export import read_metadata, update_metadata
+from ..export import update_metadata
 from ..fsutil import write_text
 from ..manifest import _json_safe
-from ..parity import batch_members, stack_batches
+from ..models.registry import get_spec, model_names
+from ..onnxmeta import read_metadata
 from .fp16 import convert_fp16
 from .truefp16 import BACKEND, is_fp16_graph, psnr_of, reference_outputs, true_fp16_check
 
@@ -121,7 +123,7 @@ def load_inputs(path: str, shape: Sequence[int]) -> list[np.ndarray]:
     """Arrays of an ``.npz``, split along the batch axis into inputs of ``shape``.
 
     The samples are regrouped into batches of the graph's ``shape[0]``, the last one filled up by
-    repeating samples from the first (:func:`deploy_kit.parity.batch_members`).
+    repeating samples from the first (:func:`deploy_kit.compare.batch_members`).
     """
     if not os.path.isfile(path):
         raise UsageError(f"inputs file not found: {path}")
@@ -273,7 +275,8 @@ def debug_precision(onnx_path: str, *, target_psnr: float = 50.0, samples: int =
         inputs = [np.repeat(x, dims[0], axis=0) for x in sample_images(samples, dims[1], dims[2], dims[3], degradation=degradation)]
         inputs_text = f"{samples} sample photos {dims[2]}x{dims[3]}" + (f" ({degradation})" if degradation else "")
     out_shape = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
-    kind = "features" if meta.get("model") == "pvt" or out_shape != dims else "image"
+    family = get_spec(meta["model"]) if meta.get("model") in model_names() else None  # its spec says; else the shapes
+    kind = "features" if (family is not None and not family.image_outputs) or out_shape != dims else "image"
     cands = candidate_nodes(model)
     refs = reference_outputs(onnx_path, inputs)
     say = log or (lambda _m: None)

@@ -70,7 +70,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..fsutil import atomic_target
-from ..runtime.runners import OrtRunner
+from ..runners.ort import OrtRunner
 from .debug import _fmt, candidate_nodes, exact_pattern, load_fp32_graph, search
 from .fp16 import convert_fp16
 from .truefp16 import psnr_of, reference_outputs, true_fp16_check
@@ -526,7 +526,7 @@ def convert_fp16_safe(src: str, inputs: Sequence[np.ndarray], dst: str, *, targe
         dst: the FP16 ONNX to write (atomically), FP32 graph I/O.
         target_psnr: worst-output true-FP16 PSNR to reach (dB; data range 1 for ``image``, the
             reference's range otherwise).
-        kind: ``image`` | ``features`` | ``logits`` (as :func:`deploy_kit.parity.evaluate`).
+        kind: ``image`` | ``features`` | ``logits`` (as :func:`deploy_kit.compare.evaluate`).
         max_evals: true-FP16 checks the islands search may run.
         log: progress lines (e.g. ``print``); None for silence.
 

@@ -46,7 +46,7 @@ import numpy as np
 
 from ..errors import CalibrationError, UsageError
 from ..fsutil import atomic_target, write_text
-from ..runtime.runners import ort_session
+from ..runners.ort import ort_session
 from .calibration import CalibrationSet
 from .check import check_loads
 from .fp16 import convert_fp16

@@ -13,6 +13,15 @@ onnxruntime on the CPU:
 * ``restoration_drop``: FP32 restoration PSNR minus this precision's (positive = worse).
 
 All values are means of per-pair PSNR (dB).
+
+The graphs run without ONNX Runtime's graph optimisations, so an INT8 graph's QuantizeLinear /
+DequantizeLinear pairs run as written (exact Q/DQ arithmetic, as TensorRT's int32 accumulation
+computes it) instead of being fused into ONNX Runtime's own int8 kernels. On x86-64 CPUs with AVX2
+but without VNNI those kernels multiply with VPMADDUBSW, which saturates
+(https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html, "When and why do I
+need to try U8U8?"): measured on the demo NAFNet, 0.47 dB of restoration lost on an AVX2-only
+EPYC against 0.005 dB for the Q/DQ arithmetic itself. The table judges the graph, not the CPU that
+happens to check it; the parity rows still run ONNX Runtime's int8 kernels.
 """
 
 from __future__ import annotations
@@ -22,17 +31,18 @@ from typing import Sequence
 
 import numpy as np
 
+from ..compare import run_samples
 from ..data.degrade import resize_bicubic
 from ..errors import UsageError
 from ..metrics import psnr
-from ..parity import run_samples
-from ..runtime.runners import OrtRunner
+from ..runners.ort import OrtRunner
 
 
 def _outputs(path: str, pairs, input_name: str, threads: int) -> list[np.ndarray]:
-    """First output of ``path`` for each pair's degraded input (ONNX Runtime CPU); a graph of
-    batch N > 1 gets the inputs N at a time (:func:`deploy_kit.parity.run_samples`)."""
-    with OrtRunner(path, threads=threads, input_name=input_name) as runner:
+    """First output of ``path`` for each pair's degraded input (ONNX Runtime CPU, unoptimised: see the
+    module's docstring); a graph of batch N > 1 gets the inputs N at a time
+    (:func:`deploy_kit.compare.run_samples`)."""
+    with OrtRunner(path, threads=threads, input_name=input_name, optimize=False) as runner:
         return [outs[0] for outs in run_samples(runner, [x for x, _ in pairs])]
 
 

@@ -41,8 +41,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..parity import Gate, evaluate
-from ..runtime.runners import OrtRunner
+from ..compare import Gate, evaluate
+from ..runners.ort import OrtRunner
 from ..specs import Tolerance
 from .fp16 import convert_fp16
 
@@ -288,7 +288,7 @@ def true_fp16_outputs(onnx_path: str, inputs: Sequence[np.ndarray], *, reduction
         onnx_path: an FP32 ONNX (converted here to an all-FP16 copy, no islands, in a temp dir)
             or an FP16 graph (used as is, islands included).
         fp16_path: an FP16 graph to run instead of converting ``onnx_path``.
-        reductions, threads: see :func:`emulation_model`, :func:`deploy_kit.runtime.runners.ort_session`.
+        reductions, threads: see :func:`emulation_model`, :func:`deploy_kit.runners.ort.ort_session`.
     """
     import onnx
 
@@ -325,13 +325,13 @@ def true_fp16_check(onnx_fp32_path: str, inputs: Sequence[np.ndarray], *, fp16_p
 
     Args:
         refs: reference outputs per input (default: the FP32 ONNX on ONNX Runtime).
-        kind: ``image`` | ``features`` | ``logits`` (as :func:`deploy_kit.parity.evaluate`).
+        kind: ``image`` | ``features`` | ``logits`` (as :func:`deploy_kit.compare.evaluate`).
         tol: a :class:`deploy_kit.specs.Tolerance` (default: the default FP16 gates).
         min_psnr: also gate feature/logit outputs on PSNR (data range = the reference's range);
             the spec's FP16 gates for them are cosine only.
 
     Returns:
-        A :class:`deploy_kit.parity.Check` (backend :data:`BACKEND`, precision ``fp16``) with
+        A :class:`deploy_kit.compare.Check` (backend :data:`BACKEND`, precision ``fp16``) with
         PSNR and non-finite counts per output.
     """
     if refs is None:

@@ -3,28 +3,22 @@
 Parity, ``verify``, the INT8 quality table, the seam check and the runtime all run models
 through a :class:`Runner`:
 
-* :class:`OrtRunner` — ONNX Runtime (CPU; the CUDA execution provider when installed and asked
-  for). This module is the only place in deploy-kit that builds an ``InferenceSession``.
-* :class:`deploy_kit.runtime.session.EngineRunner` — a TensorRT / TensorRT-RTX plan (needs a CUDA GPU).
+* :class:`deploy_kit.runners.ort.OrtRunner` — ONNX Runtime (CPU; the CUDA execution provider when
+  installed and asked for);
+* :class:`deploy_kit.runners.session.EngineRunner` — a TensorRT / TensorRT-RTX plan (needs a CUDA GPU);
 * ``deploy_kit.reference.TorchRunner`` — the PyTorch FP32 reference (build machine only; it
-  lives outside the runtime because the runtime never imports torch).
+  lives outside the device half because the device never imports torch).
 
-numpy only at import time; onnxruntime and tensorrt are imported when a runner is opened.
+numpy only at import time.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Sequence
 
 import numpy as np
 
-from .._deps import require
-from ..errors import UsageError
 from ..memory import map_large_allocations, release_memory
-
-ORT_MODULE = "onnxruntime"  # the Python package (the backend's name is the registry's: deploy_kit.backends)
-ORT_PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
 class Runner:
@@ -84,86 +78,6 @@ class Pending:
         return self._outputs
 
 
-def ort_session(model, *, threads: int = 0, optimize: bool = True, arena: bool = True, providers: str = "cpu"):
-    """An ONNX Runtime session (the single place one is built).
-
-    Args:
-        model: an ONNX path or serialized model bytes.
-        threads: intra-op threads (0 = ONNX Runtime's default); inter-op is then 1.
-        optimize: False disables every graph optimisation (no fused kernels: each node runs as
-            written, which is what load checks and the INT8 calibrator want).
-        arena: False turns the CPU memory arena off, so peak memory is not kept alive between
-            runs of a one-shot session.
-        providers: ``cpu`` or ``cuda`` (CUDA EP first, CPU fallback).
-
-    Raises:
-        MissingDependencyError: onnxruntime is not installed (names the extra).
-    """
-    ort = require(ORT_MODULE)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    if not optimize:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.enable_cpu_mem_arena = arena
-    return ort.InferenceSession(model, opts, providers=ORT_PROVIDERS[providers])
-
-
-def ort_providers_available() -> list[str]:
-    """Execution providers of the installed onnxruntime ([] when it is not installed)."""
-    try:
-        ort = importlib.import_module(ORT_MODULE)
-    except Exception:  # noqa: BLE001 - a broken install counts as missing
-        return []
-    return list(ort.get_available_providers())
-
-
-class OrtRunner(Runner):
-    """ONNX Runtime on one ONNX file.
-
-    Args:
-        path: ONNX file.
-        device: ``cpu``, ``cuda`` or ``auto`` (CUDA EP when this onnxruntime has it).
-        threads, optimize, arena: see :func:`ort_session`.
-        input_name: which input takes the image (default: the first).
-        name: the backend name reported (the registry, :mod:`deploy_kit.backends`, passes its own).
-    """
-
-    def __init__(self, path: str, *, device: str = "cpu", threads: int = 0, optimize: bool = True,
-                 arena: bool = True, input_name: str | None = None, name: str = ""):
-        self.name = name
-        if device == "auto":
-            device = "cuda" if "CUDAExecutionProvider" in ort_providers_available() else "cpu"
-        self.device = device
-        self.path = path
-        self.session = ort_session(path, threads=threads, optimize=optimize, arena=arena, providers=device)
-        ins = self.session.get_inputs()
-        chosen = next((i for i in ins if i.name == input_name), None) if input_name else ins[0]
-        if chosen is None:
-            raise UsageError(f"{path} has no input named '{input_name}' (inputs: {', '.join(i.name for i in ins)})")
-        self.input_name = chosen.name
-        self._half = chosen.type == "tensor(float16)"
-        self.input_shape = tuple(d if isinstance(d, int) else -1 for d in chosen.shape)
-        self.output_names = [o.name for o in self.session.get_outputs()]
-
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
-        feed = np.ascontiguousarray(x, dtype=np.float16 if self._half else np.float32)
-        outs = self.session.run(None, {self.input_name: feed})
-        return [np.asarray(o, dtype=np.float32) for o in outs]
-
-    def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """One pass of a graph with several inputs, fed by name (each cast to its input's float type)."""
-        types = {i.name: i.type for i in self.session.get_inputs()}
-        feed = {k: np.ascontiguousarray(v, dtype=np.float16 if types.get(k) == "tensor(float16)" else np.float32)
-                for k, v in feeds.items()}
-        return [np.asarray(o, dtype=np.float32) for o in self.session.run(None, feed)]
-
-    def close(self) -> None:
-        self.session = None
-
-
 def in_child_process(fn, *args, lean: bool = True):
     """``fn(*args)`` in a fresh (spawned) process; returns its result (``fn`` must be importable).
 
@@ -186,17 +100,3 @@ def in_child_process(fn, *args, lean: bool = True):
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                              initializer=map_large_allocations if lean else None) as pool:
         return pool.submit(fn, *args).result()
-
-
-def run_isolated(path: str, inputs: Sequence[np.ndarray], threads: int = 0) -> list[list[np.ndarray]]:
-    """ONNX Runtime CPU outputs per input, computed in a fresh process (:func:`in_child_process`),
-    with the arena off (one-shot session)."""
-    return in_child_process(_run_ort_once, path, list(inputs), threads)
-
-
-def _run_ort_once(path: str, inputs: list, threads: int) -> list[list[np.ndarray]]:
-    runner = OrtRunner(path, threads=threads, arena=False)
-    try:
-        return runner.run_many(inputs)
-    finally:
-        runner.close()

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..fsutil import write_bytes
 from . import cuda
-from .runners import Pending, Runner
+from .base import Pending, Runner
 
 _DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64, "INT8": np.int8,
            "UINT8": np.uint8, "BOOL": np.bool_}
@@ -379,7 +379,7 @@ class _EnginePending(Pending):
 
 
 class EngineRunner(Runner):
-    """A TensorRT / TensorRT-RTX plan as a :class:`~deploy_kit.runtime.runners.Runner`.
+    """A TensorRT / TensorRT-RTX plan as a :class:`~deploy_kit.runners.base.Runner`.
 
     Args:
         plan: the ``.plan`` file.

@@ -4,6 +4,11 @@ PNG, JPEG and TIFF pixels go through OpenCV (``cv2``: JetPack ships it on a Jets
 writes 16-bit colour, which Pillow cannot, and writes a 12 MP PNG ~10x faster than Pillow's default;
 see benchmarks/bench_imageio.py). Headers, other formats and modes, and the few files OpenCV gets
 wrong go through Pillow. Both are imported inside the functions so importing the runtime is cheap.
+
+OpenCV is whichever ``cv2`` is importable (``_deps.opencv``: JetPack's apt build or the ``opencv``
+extra's pip wheel); it is not a core dependency. Without one, :func:`decode_image` and
+:func:`encode_image` fail on their first call, whatever the format, with one line saying what to
+install, so a folder of mixed formats never stops half-way through for want of it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._deps import opencv
 from ..fsutil import atomic_target
 
 #: Largest pixel count :func:`decode_image` accepts unless told otherwise: the size above which
@@ -157,7 +163,7 @@ def _opencv_layout(im, path: str) -> tuple[int, bool] | None:
 
 
 def _cv_decode(path: str, colour: int, alpha: bool) -> np.ndarray:
-    import cv2
+    cv2 = opencv()
 
     try:  # imdecode of the bytes, not imread, which cannot open non-ASCII paths on Windows
         arr = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
@@ -225,8 +231,10 @@ def decode_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> t
         ValueError: not an image, a corrupt or truncated file, more pixels than ``max_pixels``, or a
             mode this function does not know (e.g. 32-bit float); always one line naming the file.
         OSError: the file cannot be opened.
+        MissingDependencyError: no OpenCV (``cv2``) imports here (``_deps.opencv``).
     """
     path = os.fspath(path)
+    opencv()  # one line naming what to install when there is no cv2, before any file is read
     im = _open(path)
     try:
         w, h = im.size
@@ -287,9 +295,11 @@ def encode_image(path: str | os.PathLike, arr: np.ndarray, info: ImageInfo) -> s
     Raises:
         ValueError: wrong dtype or channel count, or a format that cannot hold the image (alpha or
             16 bits in JPEG; 16-bit gray+alpha or RGBA outside PNG; 16-bit RGB outside PNG/TIFF).
+        MissingDependencyError: no OpenCV (``cv2``) imports here (``_deps.opencv``).
     """
     from PIL import Image
 
+    cv2 = opencv()  # before any check: without cv2 no format is written (one line naming what to install)
     path = os.fspath(path)
     arr = np.asarray(arr)
     arr = arr[..., None] if arr.ndim == 2 else arr
@@ -311,8 +321,6 @@ def encode_image(path: str | os.PathLike, arr: np.ndarray, info: ImageInfo) -> s
                          f"(16-bit RGB also as TIFF); got {fmt}")
     with atomic_target(path) as tmp:
         if use_cv:
-            import cv2
-
             bgr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR if c == 3 else cv2.COLOR_RGBA2BGRA) if c >= 3 else arr
             # no PNG parameter: passing any level makes OpenCV drop its Sub filter + Z_RLE speed
             # settings (modules/imgcodecs/src/grfmt_png.cpp in https://github.com/opencv/opencv)

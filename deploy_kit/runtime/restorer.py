@@ -28,6 +28,7 @@ from ..errors import UsageError
 from ..manifest import Manifest
 from .context import graph_fn, pad_like_model, parse_context, run_passes
 from .imageio import LUMA
+from .target import open_sync, open_target
 from .tiling import TileGrid, tiling_defaults
 
 _DONE = object()
@@ -115,8 +116,6 @@ class Restorer:
                  sync_runner=None, **runner_options: Any):
         self.context, self.passes = parse_context(context)
         if runner is None:
-            from .target import open_sync, open_target  # the backend registry imports this package: opened on use
-
             opened = open_target(target, backend, **runner_options)
             runner, manifest, self.note = opened.runner, opened.manifest, opened.note
             if self.context == "sync":

@@ -22,7 +22,7 @@ class Opened:
     """A runner with the manifest of what it runs.
 
     Attributes:
-        runner: a :class:`~deploy_kit.runtime.runners.Runner`.
+        runner: a :class:`~deploy_kit.runners.base.Runner`.
         manifest: the bundle's or the plan's manifest, typed (one schema).
         note: what was chosen and why, for the user.
         bundle: the opened bundle, when the target was one.

@@ -105,6 +105,16 @@ class VideoStats:
     output: str
 
 
+
+def _av_open(av, path: str):
+    """``av.open(path)`` for reading. PyAV before 19 decodes metadata strictly unless told to replace
+    bad text (``metadata_errors``: a tag in a broken text encoding must not make the video
+    unreadable); PyAV 19 dropped that keyword (https://github.com/PyAV-Org/PyAV/blob/main/CHANGELOG.rst)."""
+    try:
+        return av.open(path, "r", metadata_errors="replace")
+    except TypeError:  # PyAV >= 19: no such keyword
+        return av.open(path, "r")
+
 def is_video_path(path) -> bool:
     """True when ``path`` has a video file extension (``.mp4 .mov .mkv .avi .webm .m4v .ts .mts``).
 
@@ -272,8 +282,7 @@ def _open_input(av, path: str):
     if os.path.isdir(path):
         raise ValueError(f"{path}: is a folder, not a video file")
     try:
-        # metadata_errors: a tag in a broken text encoding must not make the video unreadable
-        return av.open(path, "r", metadata_errors="replace")
+        return _av_open(av, path)
     except av.error.FFmpegError as exc:
         raise ValueError(f"{path}: FFmpeg cannot open it as a video ({_reason(exc)}): not a video, "
                          f"or truncated or corrupt") from exc
@@ -562,9 +571,11 @@ def _display_matrix(av, path: str, index: int) -> list[int] | None:
     """The display matrix (rotation/flip, 9 int32 in FFmpeg's layout) of video stream ``index``, read
     from its first decoded frame (PyAV exposes it on frames, not streams); None when there is none."""
     try:
-        with av.open(path, "r", metadata_errors="replace") as container:
+        with _av_open(av, path) as container:
             for frame in container.decode(container.streams[index]):
-                for side in frame.side_data:
+                for entry in frame.side_data:
+                    # PyAV < 19 iterates the side data; 19 made it a mapping, iterated by type
+                    side = entry if hasattr(entry, "type") else frame.side_data[entry]
                     if getattr(side.type, "name", "") == "DISPLAYMATRIX":
                         raw = bytes(memoryview(side))
                         return np.frombuffer(raw[:36], dtype="<i4").tolist() if len(raw) >= 36 else None

@@ -37,11 +37,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import __version__, backends
-from ..bundle import graph_io, open_bundle
+from ..bundle import open_bundle
 from ..errors import UsageError
 from ..fsutil import replace_dir
 from ..manifest import (Manifest, ManifestError, TensorInfo, is_bundle, read_manifest, target_kind, validate,
                         write_manifest)
+from ..onnxmeta import graph_io
 from ..runtime.context import parse_context
 from ..runtime.tiling import GLOBAL_CONTEXT_NOTE, tiling_defaults
 

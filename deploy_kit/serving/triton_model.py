@@ -3,17 +3,17 @@
 It serves images of any size through the fixed-size graph with the runtime's own tiling and
 blending (:func:`deploy_kit.runtime.tiling.tile_run`, what ``deploy-kit run`` uses), so a served
 image equals ``deploy-kit run``'s output for it (``scale`` times its size for a super-resolution
-graph). Each tile goes through a :class:`~deploy_kit.runtime.runners.Runner`:
+graph). Each tile goes through a :class:`~deploy_kit.runners.base.Runner`:
 
 * ``tiles_through: bls`` — :class:`TritonModelRunner`, a BLS request to the fixed-size model
   ``tile_model`` in the same server (the TensorRT plan on a GPU server: one engine in GPU memory,
   scheduled by Triton across every instance and request, with its own statistics);
-* ``tiles_through: in-process`` — deploy-kit's :class:`~deploy_kit.runtime.runners.OrtRunner` in
+* ``tiles_through: in-process`` — deploy-kit's :class:`~deploy_kit.runners.ort.OrtRunner` in
   this process (CPU nodes, or a server without the onnxruntime backend).
 
 ``context: sync:N`` (a global-context model whose bundle has a sync graph, copied into the version
 folder as ``sync_onnx``) replaces both: the tiles run N passes through the sync graph on an
-:class:`~deploy_kit.runtime.runners.OrtRunner` in this process
+:class:`~deploy_kit.runners.ort.OrtRunner` in this process
 (:func:`deploy_kit.runtime.context.sync_tile_run`, what ``deploy-kit run --context sync:N`` uses), so
 every tile is normalised by the whole image's statistics. ``context: tile`` (the default) is the above.
 
@@ -31,8 +31,9 @@ import numpy as np
 
 from .. import __version__
 from ..errors import UsageError
+from ..runners.base import Runner
+from ..runners.ort import OrtRunner
 from ..runtime.context import graph_fn, parse_context, sync_tile_run
-from ..runtime.runners import OrtRunner, Runner
 from ..runtime.tiling import tile_run
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from deploy_kit._deps import available
-from deploy_kit.runtime.cuda import gpu_available
+from deploy_kit.runners.cuda import gpu_available
 
 GPU_OK, WHY = gpu_available()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not GPU_OK, reason=f"needs a GPU: {WHY}"),

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from deploy_kit._deps import available
-from deploy_kit.runtime import cuda
-from deploy_kit.runtime.session import EngineRunner, EngineSession
+from deploy_kit.runners import cuda
+from deploy_kit.runners.session import EngineRunner, EngineSession
 
 GPU_OK, WHY = cuda.gpu_available()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not GPU_OK, reason=f"needs a GPU: {WHY}")]
@@ -77,7 +77,7 @@ def build_plan(trt, onnx_path, plan_path):
 
 
 def ort_outputs(onnx_path, x):
-    from deploy_kit.runtime.runners import OrtRunner
+    from deploy_kit.runners.ort import OrtRunner
 
     runner = OrtRunner(onnx_path)
     return dict(zip(runner.output_names, runner.run(x)))

@@ -19,7 +19,7 @@ RTX = available("tensorrt_rtx")
 needs_rtx = pytest.mark.skipif(not RTX, reason="tensorrt-rtx not installed")
 TINY = ["--variant", "tiny", "--height", 64, "--width", 64, "--train-size", 32]
 # the samples are clean photos; noise keeps a random tiny model away from exactly flat regions,
-# where FP32 rounding is amplified (README "How correctness is established")
+# where FP32 rounding is amplified (docs/correctness.md)
 NOISE = ["--degradation", "noise:10"]
 
 
@@ -87,7 +87,7 @@ def test_fp32_batch2_graph_manifest_and_per_element_parity(made):
     ops = {n.op_type for n in onnx.load(str(onnx_b2)).graph.node}
     assert "AveragePool" in ops and not ops & {"CumSum", "Loop", "If", "ScatterND"}  # TLC pooling, static
 
-    from deploy_kit.export import read_metadata
+    from deploy_kit.onnxmeta import read_metadata
 
     meta = read_metadata(str(onnx_b2))
     assert meta["batch"] == 2 and meta["input_shape"] == [2, 3, 64, 64]
@@ -216,7 +216,7 @@ def test_manifest_batch_field_old_manifests_read_as_1(made):
 
 
 def test_batch_members_cycle_to_fill_the_last_batch():
-    from deploy_kit.parity import batch_members
+    from deploy_kit.compare import batch_members
 
     assert batch_members(2, 1) == [[0], [1]]
     assert batch_members(2, 2) == [[0, 1]]

@@ -11,7 +11,7 @@ from PIL import Image
 
 from deploy_kit._deps import available
 from deploy_kit.fsutil import disk_size, human_size
-from deploy_kit.runtime.cuda import gpu_available
+from deploy_kit.runners.cuda import gpu_available
 
 needs_rtx = pytest.mark.skipif(not available("tensorrt_rtx"), reason="tensorrt-rtx not installed")
 GPU_OK, GPU_WHY = gpu_available()
@@ -26,7 +26,7 @@ def bundles(tmp_path_factory):
     made = {}
     for prec, extra in (("fp16", []), ("int8", ["--calib-count", "8"])):
         # noisy inputs: a random tiny model on an exactly flat dark region is ill-conditioned in FP32
-        # (its LayerNorms amplify rounding; README "How correctness is established")
+        # (its LayerNorms amplify rounding; docs/correctness.md)
         r = run_cli("export", "nafnet", "--variant", "tiny", "--height", 64, "--width", 64, "--train-size", 32,
                     "--degradation", "noise:10",
                     f"--{prec}", *extra, "--bundle", "--backend", "none", "--samples", 2, "--out", out)
@@ -181,8 +181,10 @@ def test_run_bad_inputs_are_one_line(cli, bundles, tmp_path):
 def test_bundle_names_the_checkpoint_and_records_the_graph_io(bundles, tmp_path):
     """manifest.json names the checkpoint by file name and sha256 (no build-machine path), while the ONNX keeps
     the path bundle/verify re-load it from; the graph's I/O is recorded for the device."""
-    from deploy_kit.bundle import open_bundle, write_bundle
-    from deploy_kit.export import read_metadata, update_metadata
+    from deploy_kit.bundle import open_bundle
+    from deploy_kit.bundle_writer import write_bundle
+    from deploy_kit.export import update_metadata
+    from deploy_kit.onnxmeta import read_metadata
     from deploy_kit.manifest import file_sha256
 
     onnx_path = tmp_path / "nafnet-tiny-64x64-tlc.fp16.onnx"

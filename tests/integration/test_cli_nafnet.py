@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from deploy_kit._deps import available
-from deploy_kit.export import read_metadata
+from deploy_kit.onnxmeta import read_metadata
 
 needs_rtx = pytest.mark.skipif(not available("tensorrt_rtx"), reason="tensorrt-rtx not installed")
 TINY = ["--variant", "tiny", "--height", "72", "--width", "100", "--train-size", "32"]
@@ -127,7 +127,7 @@ def test_stop_after_simplified_ends_after_the_fp32_parity_and_the_model_is_freed
     PyTorch model lives only in the first stages' frame: none is alive when ONNX Runtime runs."""
     import gc
 
-    from deploy_kit.cli import export
+    from deploy_kit.cli.build import export
     from deploy_kit.errors import UsageError
     from deploy_kit.pipeline import STOP_POINTS, run_export
     from deploy_kit.specs import ExportRequest
@@ -179,7 +179,7 @@ def test_engine_that_runs_here_gets_its_parity_row_and_manifest(tmp_path, monkey
     from deploy_kit.backends._trt import BuildResult, EngineBackend
     from deploy_kit.pipeline import run_export
     from deploy_kit.precision.truefp16 import BACKEND as TRUE_FP16
-    from deploy_kit.runtime.runners import OrtRunner
+    from deploy_kit.runners.ort import OrtRunner
     from deploy_kit.specs import ExportRequest
 
     class StandIn(EngineBackend):

@@ -101,7 +101,7 @@ def test_super_resolution_is_compared_in_output_space(tmp_path):
 
     pytest.importorskip("onnx")
     from deploy_kit.errors import UsageError
-    from deploy_kit.runtime.runners import OrtRunner
+    from deploy_kit.runners.ort import OrtRunner
     from deploy_kit.runtime.tiling import make_plan
     from deploy_kit.seamcheck import tiled_vs_full
 

@@ -126,7 +126,8 @@ def test_bundle_records_the_graph_io(bundle, tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from deploy_kit.bundle import graph_io, open_bundle
+    from deploy_kit.bundle import open_bundle
+    from deploy_kit.onnxmeta import graph_io
 
     def expected(path):
         g = onnx.load(str(path), load_external_data=False).graph
@@ -288,9 +289,9 @@ def _sr_bundle(tmp_path: Path, scale: int, recorded: int | None = None, tile: in
     from onnx import TensorProto, helper, numpy_helper
 
     from deploy_kit import __version__
-    from deploy_kit.bundle import write_bundle
+    from deploy_kit.bundle_writer import write_bundle
     from deploy_kit.manifest import input_conventions
-    from deploy_kit.runtime.runners import OrtRunner
+    from deploy_kit.runners.ort import OrtRunner
 
     rng = np.random.default_rng(scale)
     w = (rng.random((3 * scale * scale, 3, 3, 3)) / 27).astype(np.float32)
@@ -343,7 +344,7 @@ def test_super_resolution_bundle_serves_s_times_the_image(tmp_path, monkeypatch,
     images ``scale`` times larger, equal to the runtime's own tiling of them."""
     pytest.importorskip("onnx")
     from deploy_kit.manifest import read_typed
-    from deploy_kit.runtime.runners import OrtRunner
+    from deploy_kit.runners.ort import OrtRunner
     from deploy_kit.runtime.tiling import tile_run, tiling_defaults
     from deploy_kit.serving.triton import write_repository
 
@@ -601,7 +602,7 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from deploy_kit.runtime.runners import OrtRunner
+from deploy_kit.runners.ort import OrtRunner
 
 
 class TritonPythonModel:
@@ -662,7 +663,7 @@ def _infer(client, model: str, x: np.ndarray) -> np.ndarray:
 def _runtime_tiled(bundle: Path, image: np.ndarray) -> np.ndarray:
     """deploy-kit's own runtime on the same image: OrtRunner + tile_run, as 'deploy-kit run' tiles a 64x64 engine."""
     from deploy_kit.bundle import open_bundle
-    from deploy_kit.runtime.runners import OrtRunner
+    from deploy_kit.runners.ort import OrtRunner
     from deploy_kit.runtime.tiling import tile_run
     from deploy_kit.runtime.tiling import tiling_defaults
 
@@ -692,7 +693,7 @@ def test_server_parses_the_tensorrt_and_onnxruntime_configs(served):
 
 @pytest.mark.parametrize("model", ["naf_tiled", "bls_tiled"])
 def test_served_reference_inputs_pass_the_manifest_tolerance(served, model):
-    from deploy_kit import parity
+    from deploy_kit import compare
     from deploy_kit.bundle import open_bundle
     from deploy_kit.specs import Tolerance
 
@@ -700,8 +701,8 @@ def test_served_reference_inputs_pass_the_manifest_tolerance(served, model):
     m = b.manifest
     inputs, refs = b.references()
     outs = [[_infer(served.client, model, x)] for x in inputs]
-    check = parity.evaluate(model, m["precision"], model, m["output_names"], refs, outs, m["output_kind"],
-                            Tolerance(**m["tolerance"]))
+    check = compare.evaluate(model, m["precision"], model, m["output_names"], refs, outs, m["output_kind"],
+                             Tolerance(**m["tolerance"]))
     worst = max(float(np.abs(o[0] - r[0]).max()) for o, r in zip(outs, refs))
     print(f"\n{model}: {len(inputs)} reference inputs {inputs[0].shape}, max |served - PyTorch FP32| = {worst:.3g}, "
           f"PSNR {min(o.psnr for o in check.outputs):.1f} dB (gate: {m['precision']} {m['tolerance']['fp16_min_psnr']} dB)")

@@ -4,12 +4,19 @@ outside the source tree.
 * The wheel is built once per session from a snapshot of the source tree. It must carry every
   file of the package, the calibration manifests (top-level ``calibration/`` → package data
   ``deploy_kit/calibration/``) and the demo checkpoints, declare a torch-free core, and hold no tests.
-* ``core_venv``: ``pip install WHEEL[ort]`` into a fresh venv (no system site-packages). No torch,
-  onnx or scikit-image may arrive; the CLI, ``env`` and ``deploy_kit.runtime`` work. Reusable by
-  later tests: ``core_venv.run("deploy-kit", "verify", bundle, cwd=tmp_path)``.
+* ``core_venv``: ``pip install WHEEL[ort,opencv,video]`` into a fresh venv (no system site-packages):
+  a desktop or server. No torch, onnx or scikit-image may arrive; the CLI, ``env`` and
+  ``deploy_kit.runtime`` work. Reusable by later tests: ``core_venv.run("deploy-kit", "verify",
+  bundle, cwd=tmp_path)``.
 * ``export_venv``: torch first (``DEPLOY_KIT_WHEEL_TORCH_SPEC``, default ``torch==2.13.0``, the CPU
   wheel here), then ``WHEEL[export,rtx]``; INT8 exports run from a temporary directory and must
   find the default calibration set and the demo checkpoint in the installed package.
+* Jetson-like installs (the last section): the wheel on Python 3.10 beside a JetPack 6-like set (a
+  numpy-1 OpenCV that pip cannot see, numpy 1.26.4, onnxruntime 1.19) and beside JetPack 6's apt
+  numpy 1.21.5; on Python 3.12; a cv2 already there is neither replaced nor shadowed; the wheel's
+  requirements evaluated for JetPack 6 and 7 (aarch64) and resolved against aarch64 wheels. Python
+  3.10 and 3.12 come from ``DEPLOY_KIT_PY310`` / ``DEPLOY_KIT_PY312``, else pyenv, else ``PATH``
+  (skipped with the reason when absent).
 
 Everything here needs pip to reach the package index (onnxruntime, onnx, ...): the ``pip_index``
 fixture probes it with ``pip download onnxruntime`` and skips with the reason when that fails.
@@ -29,6 +36,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.install
@@ -124,10 +132,12 @@ class Venv:
         return Path(out.stdout.strip())
 
 
-def _make_venv(root: Path) -> Venv:
+def _make_venv(root: Path, python: str | os.PathLike = sys.executable) -> Venv:
     # no --system-site-packages: only what the wheel and its extras bring may be importable
-    _check(subprocess.run([sys.executable, "-m", "venv", str(root)], capture_output=True, text=True, timeout=300),
-           "python -m venv")
+    proc = subprocess.run([str(python), "-m", "venv", str(root)], capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0 and str(python) != sys.executable:
+        pytest.skip(f"{python} cannot make a venv (no venv/ensurepip module?): {_tail(proc, 2)}")
+    _check(proc, f"{python} -m venv")
     cfg = (root / "pyvenv.cfg").read_text()
     assert re.search(r"include-system-site-packages\s*=\s*false", cfg), cfg
     return Venv(root)
@@ -196,12 +206,14 @@ def built_wheel(pip_index, tmp_path_factory) -> BuiltWheel:
 
 @pytest.fixture(scope="session")
 def core_venv(built_wheel, tmp_path_factory):
-    """A fresh venv with ``pip install WHEEL[ort,video]``: the torch-free core plus onnxruntime and PyAV.
+    """A fresh venv with ``pip install WHEEL[ort,opencv,video]``: the torch-free core plus onnxruntime,
+    pip's OpenCV and PyAV (a desktop or server; a Jetson uses JetPack's OpenCV, see the last section).
 
     Reusable: ``core_venv.run("deploy-kit", "run", bundle, "photo.png", cwd=tmp_path)``.
     """
     venv = _make_venv(tmp_path_factory.mktemp("core") / "venv")
-    _check(venv.pip("install", "-q", "--no-compile", f"{built_wheel.path}[ort,video]"), "pip install WHEEL[ort,video]")
+    _check(venv.pip("install", "-q", "--no-compile", f"{built_wheel.path}[ort,opencv,video]"),
+           "pip install WHEEL[ort,opencv,video]")
     yield venv
     shutil.rmtree(venv.root, ignore_errors=True)
 
@@ -256,9 +268,9 @@ def test_wheel_carries_the_package_its_data_and_no_tests(built_wheel):
 def test_wheel_core_requirements_are_torch_free(built_wheel):
     reqs = [l.split(":", 1)[1].strip() for l in built_wheel.metadata().splitlines() if l.startswith("Requires-Dist:")]
     core = {_norm(re.split(r"[ <>=!~;\[(]", r, 1)[0]) for r in reqs if "extra ==" not in r}
-    assert core == {"click", "numpy", "opencv-python-headless", "pillow"}, core
+    assert core == {"click", "numpy", "pillow"}, core  # no OpenCV: see test_wheel_requirements_on_jetpack
     extras = {m.group(1) for r in reqs for m in [re.search(r"extra == ['\"]([\w-]+)['\"]", r)] if m}
-    assert {"export", "ort", "rtx", "tensorrt", "video", "polygraphy", "test", "all"} <= extras, extras
+    assert {"export", "ort", "opencv", "rtx", "tensorrt", "video", "polygraphy", "test", "all"} <= extras, extras
     torch_in = {m.group(1) for r in reqs if _norm(r).startswith("torch") and not _norm(r).startswith("torchvision")
                 for m in [re.search(r"extra == ['\"]([\w-]+)['\"]", r)] if m}
     assert torch_in == {"export", "all"}, torch_in
@@ -438,3 +450,484 @@ def test_device_run_folder_video_and_api_without_torch(core_venv, device_bundles
     proc = core_venv.run("python", script, device_bundles["fp16"], tmp_path / "in" / "clip.mp4", cwd=tmp_path)
     _check(proc, "Restorer loop (core install)")
     assert proc.stdout.split()[:2] == ["False", "8"], proc.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Jetson-like installs: Python 3.10 and 3.12, a cv2 pip cannot see, numpy 1
+# ---------------------------------------------------------------------------------------------
+#: JetPack 6 ships OpenCV 4.8.0 built against its apt numpy 1.21.5 (its cv2.getBuildInformation(),
+#: https://github.com/ultralytics/ultralytics/pull/22010). This wheel is built against numpy 1 as well:
+#: like JetPack's, it fails to import under numpy 2, so a numpy 2 slipping in shows up. 4.7, not 4.8:
+#: the 4.8 wheels' cv2.typing needs numpy >= 1.22 (https://github.com/opencv/opencv/issues/23822)
+#: and JetPack 6's apt numpy is 1.21.5.
+JETPACK_OPENCV = "opencv-python-headless==4.7.0.72"
+#: a cv2 built for numpy 1 and 2, for the default Python, where the core may bring numpy 2
+ANY_OPENCV = "opencv-python-headless==4.10.0.84"
+#: JetPack 6 after `pip install deploy-kit[ort]`: onnxruntime needs numpy >= 1.21.6, so pip puts the
+#: newest numpy < 2 (1.26.4, also JetPack 7's apt numpy) beside apt's 1.21.5; onnxruntime 1.19, a
+#: release from before the 1.24 cut of Python 3.10 wheels
+JETPACK6_SET = ("numpy==1.26.4", "onnxruntime==1.19.2")
+#: JetPack 6's apt numpy (Ubuntu 22.04), the core's lowest, and the lowest onnxruntime accepts
+JETPACK6_APT_NUMPY, ORT_LOWEST_NUMPY = "1.21.5", "1.21.6"
+#: pip options of every install below: the local indexes carry no Requires-Python data, so only
+#: wheels tagged for the venv's Python may be picked
+BINARY = ("-q", "--no-compile", "--only-binary=:all:")
+#: marker environments of the JetPack Pythons (packaging's names; the rest is the running interpreter's)
+JETPACK_ENVS = {
+    "JetPack 6": {"platform_machine": "aarch64", "python_version": "3.10", "python_full_version": "3.10.12",
+                  "sys_platform": "linux", "platform_system": "Linux", "implementation_name": "cpython"},
+    "JetPack 7": {"platform_machine": "aarch64", "python_version": "3.12", "python_full_version": "3.12.3",
+                  "sys_platform": "linux", "platform_system": "Linux", "implementation_name": "cpython"},
+}
+
+
+def _python(version: str) -> str:
+    """An interpreter of ``version`` ("3.10"): ``DEPLOY_KIT_PY310``-style variable, else the newest
+    pyenv one (``pyenv root``, else ``$PYENV_ROOT`` or ~/.pyenv), else ``python3.10`` on PATH; skips
+    with the reason when there is none."""
+    var = "DEPLOY_KIT_PY" + version.replace(".", "")
+    exe = os.environ.get(var)
+    if not exe:
+        try:
+            root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, timeout=60).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            root = ""
+        root = root or os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
+        found = sorted(Path(root, "versions").glob(f"{version}.*/bin/python"),
+                       key=lambda p: [int(v) if v.isdigit() else -1 for v in p.parts[-3].split(".")])
+        exe = str(found[-1]) if found else shutil.which(f"python{version}")
+    if not exe:
+        pytest.skip(f"no Python {version} here: set {var} to one, or `pyenv install {version}`")
+    if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
+        pytest.fail(f"{var}={exe} is not an executable Python {version}")
+    proc = subprocess.run([exe, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == version, f"{exe} ({var}) is not Python {version}: {_tail(proc)}"
+    return exe
+
+
+def _hide_opencv(spec: str, where: Path) -> Path:
+    """Install ``spec`` into ``where`` as apt puts python3-opencv into /usr/lib/python3/dist-packages:
+    importable, but with no dist-info, so pip neither sees nor satisfies a requirement with it."""
+    cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", *BINARY, "--no-deps",
+           "--target", str(where), spec]
+    _check(subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT), f"pip install --target {spec}")
+    for info in where.glob("*.dist-info"):
+        shutil.rmtree(info)
+    assert (where / "cv2" / "__init__.py").is_file()
+    return where
+
+
+def _see_system_dir(venv: Venv, system: Path) -> None:
+    """What --system-site-packages gives a venv made from /usr/bin/python3: ``system`` on sys.path
+    after the venv's own site-packages (a .pth line is appended, as the system folder is)."""
+    (venv.site_packages() / "zz-system-site-packages.pth").write_text(f"{system}\n")
+
+
+def _cv2_file(venv: Venv, cwd: Path) -> Path:
+    """The file ``import cv2`` would load (found, not imported: cv2 needs a numpy, which a fresh venv lacks)."""
+    proc = _check(venv.py("import importlib.util; print(importlib.util.find_spec('cv2').origin)", cwd=cwd), "find cv2")
+    return Path(proc.stdout.strip().splitlines()[-1]).resolve()
+
+
+def _opencv_dists(venv: Venv) -> set[str]:
+    return {d for d in venv.dists() if d.startswith("opencv")}
+
+
+@pytest.fixture(scope="session")
+def jetson_bundle(built_wheel, tmp_path_factory) -> Path:
+    """A bundle of a global-context model with a sync graph (the trained demo NAFNet without TLC, FP16,
+    64x64), exported once in this (dev) environment: only the bundle travels to the venvs below. A
+    trained denoiser, not random weights: its outputs are photos that H.264 keeps, and an input that
+    differs by a level (another PyAV's YUV->RGB rounding) gives an output that differs by about as much."""
+    pytest.importorskip("torch", reason="the dev environment has no torch to export the test bundle (export extra)")
+    import deploy_kit
+    from tests.conftest import run_cli
+
+    work = tmp_path_factory.mktemp("jetson-export")
+    weights = Path(deploy_kit.__file__).parent / "demo" / DEMO_NAFNET
+    _check(run_cli("export", "nafnet", "--weights", weights, "--height", "64", "--width", "64", "--no-tlc", "--fp16",
+                   "--bundle", "--backend", "none", "--samples", "2", "--out", work / "O", cwd=work),
+           "deploy-kit export nafnet --weights <demo> --no-tlc --fp16 --bundle")
+    bundle = work / "O" / "nafnet-demo-w16-64x64.fp16.bundle"
+    assert (bundle / "nafnet-demo-w16-64x64.fp16.sync.onnx").is_file(), "the bundle carries no sync graph"
+    return bundle
+
+
+@dataclass(frozen=True)
+class JetsonInputs:
+    photo: Path  # a noisy 150x200 photo, PNG (3x4 tiles of 64x64)
+    clip: Path  # 6 frames of 128x96 H.264 with an AAC track
+    api: Path  # the Restorer script
+
+
+JETSON_API = """
+import sys, numpy as np
+from deploy_kit._deps import opencv
+from deploy_kit.runtime import Restorer
+from deploy_kit.runtime.imageio import decode_image
+from deploy_kit.runtime.video import read_frames
+bundle, photo, clip, out = sys.argv[1:5]
+image, _ = decode_image(photo)
+frames = list(read_frames(clip))
+with Restorer(bundle) as r:
+    one = r.restore(image)
+    serial = [r.restore(f) for f in frames]
+    piped = list(r.restore_stream(iter(frames)))
+with Restorer(bundle, context="sync:2") as r:
+    synced = r.restore(image)
+    synced_frames = [r.restore(f) for f in frames]
+assert len(piped) == len(frames) and all(a.tobytes() == b.tobytes() for a, b in zip(serial, piped))
+np.savez(out, one=one, synced=synced, inputs=np.stack(frames), frames=np.stack(synced_frames))
+print("torch" in sys.modules, np.__version__, opencv().__file__)
+"""
+
+
+@pytest.fixture(scope="session")
+def jetson_inputs(tmp_path_factory) -> JetsonInputs:
+    pytest.importorskip("av", reason="PyAV is not installed here to write the test clip (pip install 'deploy-kit[video]')")
+    from PIL import Image
+
+    from deploy_kit.data.samples import sample_images
+    from tests.media import make_clip
+
+    d = tmp_path_factory.mktemp("jetson-inputs")
+    noisy = sample_images(1, 3, 150, 200, "noise:25", 0)[0][0].transpose(1, 2, 0)
+    Image.fromarray((np.clip(noisy, 0, 1) * 255 + 0.5).astype(np.uint8)).save(d / "photo.png")
+    make_clip(str(d / "clip.mp4"), frames=6, width=128, height=96, fps=24, audio=True)
+    (d / "api.py").write_text(JETSON_API)
+    return JetsonInputs(d / "photo.png", d / "clip.mp4", d / "api.py")
+
+
+def _device_runs(run, bundle: Path, inputs: JetsonInputs, work: Path) -> dict[str, Path]:
+    """verify, run a photo, run a clip with --context sync:2 and the Restorer script, through ``run``
+    (``run("deploy-kit", ...)`` / ``run("python", ...)`` in one environment); returns the outputs."""
+    work.mkdir(parents=True, exist_ok=True)
+    b = shutil.copytree(bundle, work / bundle.name)  # verify writes its report into the bundle
+    proc = _check(run("deploy-kit", "verify", b), "deploy-kit verify <bundle>")
+    assert "parity: all gates passed" in proc.stdout and "onnxruntime" in proc.stdout, proc.stdout
+    _check(run("deploy-kit", "run", b, inputs.photo, "--out", work / "photo"), "deploy-kit run <bundle> photo.png")
+    proc = _check(run("deploy-kit", "run", b, inputs.clip, "--context", "sync:2", "--out", work / "clip"),
+                  "deploy-kit run <bundle> clip.mp4 --context sync:2")
+    assert "restored 6 frames" in proc.stdout and "2 passes" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    proc = _check(run("python", inputs.api, b, inputs.photo, inputs.clip, work / "api.npz"), "the Restorer script")
+    return {"photo": work / "photo" / "photo.png", "clip": work / "clip" / "clip.mp4", "api": work / "api.npz",
+            "api_out": proc.stdout.split()}
+
+
+@pytest.fixture(scope="session")
+def dev_runs(jetson_bundle, jetson_inputs, tmp_path_factory) -> dict[str, Path]:
+    """The same runs in this (dev) environment: numpy 2, pip's newest OpenCV, onnxruntime and PyAV."""
+    pytest.importorskip("onnxruntime", reason="the dev environment has no onnxruntime (pip install 'deploy-kit[ort]')")
+    cli = [sys.executable, "-c", "from deploy_kit.cli import main; main()"]
+    work = tmp_path_factory.mktemp("jetson-dev")
+
+    def run(*args):
+        cmd = [*(cli if args[0] == "deploy-kit" else [sys.executable]), *map(str, args[1:])]
+        return subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+
+    return _device_runs(run, jetson_bundle, jetson_inputs, work)
+
+
+def _png(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im, dtype=np.int16)
+
+
+def _clip_frames(path: Path) -> np.ndarray:
+    from deploy_kit.runtime.video import read_frames
+
+    return np.stack(list(read_frames(str(path)))).astype(np.int16)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255 ** 2 / mse))
+
+
+def _assert_like_dev(got: dict, ref: dict, bundle: Path) -> None:
+    """Outputs of one environment against the dev environment's: photos (``run`` and the Restorer,
+    tiled and ``sync:2``) within one 8-bit level. Video frames are decoded by each environment's PyAV,
+    and PyAV < 18 (Python 3.10) converts YUV->RGB without swscale's exact rounding (a few levels
+    apart here), so the Restorer's ``sync:2`` frames are checked against this environment restoring
+    the very frames the other one decoded (within one level), and ``run``'s H.264 output against the
+    dev one's by PSNR: both are lossy encodes (x264, 4:2:0) by different FFmpeg builds of frames
+    decoded by them (measured 40 dB on Python 3.10, each ~36 dB from its own unencoded frames)."""
+    from deploy_kit.runtime import Restorer
+
+    diff = np.abs(_png(got["photo"]) - _png(ref["photo"])).max()
+    assert diff <= 1, f"run photo.png differs from the dev environment's by {diff} levels"
+    a, b = np.load(got["api"]), np.load(ref["api"])
+    for key in ("one", "synced"):
+        diff = np.abs(a[key].astype(np.int16) - b[key].astype(np.int16)).max()
+        assert diff <= 1, f"the Restorer ({key}) differs from the dev environment's by {diff} levels"
+    with Restorer(str(bundle), context="sync:2") as r:
+        here = np.stack([r.restore(f) for f in a["inputs"]])
+    diff = np.abs(here.astype(np.int16) - a["frames"]).max()
+    assert diff <= 1, f"the Restorer's sync:2 video frames differ from the dev environment's by {diff} levels"
+    mine, theirs = _clip_frames(got["clip"]), _clip_frames(ref["clip"])
+    assert mine.shape == theirs.shape == a["frames"].shape, (mine.shape, theirs.shape, a["frames"].shape)
+    assert _psnr(mine, theirs) > 35, f"run clip.mp4: {_psnr(mine, theirs):.1f} dB from the dev environment's output"
+
+
+@pytest.fixture(scope="session")
+def jetpack_opencv_dir(pip_index, tmp_path_factory) -> Path:
+    """JetPack's /usr/lib/python3/dist-packages stand-in: a numpy-1 OpenCV pip cannot see."""
+    return _hide_opencv(JETPACK_OPENCV, tmp_path_factory.mktemp("jetpack-system") / "dist-packages")
+
+
+@pytest.fixture(scope="session")
+def jetpack6_venv(built_wheel, jetpack_opencv_dir, tmp_path_factory):
+    """Python 3.10 with a JetPack 6-like set (numpy 1.26.4, onnxruntime 1.19, a numpy-1 OpenCV pip
+    cannot see), then ``pip install --only-binary=:all: WHEEL[ort,video]``. Yields (venv, before, after):
+    the installed distributions and cv2's file before and after deploy-kit's install."""
+    py = _python("3.10")
+    root = tmp_path_factory.mktemp("jetpack6")
+    venv = _make_venv(root / "venv", py)
+    _check(venv.pip("install", *BINARY, *JETPACK6_SET), f"pip install {' '.join(JETPACK6_SET)}")
+    _see_system_dir(venv, jetpack_opencv_dir)
+    before = (venv.dists(), _cv2_file(venv, root))
+    _check(venv.pip("install", *BINARY, f"{built_wheel.path}[ort,video]"), "pip install WHEEL[ort,video] (Python 3.10)")
+    yield venv, before, (venv.dists(), _cv2_file(venv, root))
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_jetpack6_install_keeps_numpy_onnxruntime_and_the_system_cv2(jetpack6_venv, jetpack_opencv_dir):
+    """On Python 3.10, without --ignore-requires-python: the wheel installs beside a JetPack 6-like
+    set and changes none of it: numpy and onnxruntime stay, no pip OpenCV arrives, cv2 is still the
+    system one."""
+    venv, (dists0, cv2_0), (dists1, cv2_1) = jetpack6_venv
+    assert "deploy-kit" in dists1 and "deploy-kit" not in dists0
+    assert dists1["numpy"] == dists0["numpy"] == "1.26.4", dists1["numpy"]
+    assert dists1["onnxruntime"] == dists0["onnxruntime"] == "1.19.2", dists1["onnxruntime"]
+    assert {d for d in dists1 if d.startswith("opencv")} == set(), "the install brought a pip OpenCV"
+    assert cv2_1 == cv2_0 and jetpack_opencv_dir.resolve() in cv2_1.parents, (cv2_0, cv2_1)
+    assert int(dists1["av"].split(".")[0]) < 18, dists1["av"]  # PyAV 18 needs Python 3.11
+    assert HEAVY_DISTS & set(dists1) == set(), sorted(HEAVY_DISTS & set(dists1))
+
+
+def test_jetpack6_runs_like_the_dev_environment(jetpack6_venv, jetpack_opencv_dir, jetson_bundle, jetson_inputs,
+                                                dev_runs, tmp_path):
+    """verify, run (photo; clip with --context sync:2) and the Restorer API on Python 3.10 with numpy 1.26
+    and a JetPack-like numpy-1 OpenCV: the same outputs as the dev environment's (numpy 2) within one level."""
+    venv = jetpack6_venv[0]
+    got = _device_runs(lambda *a: venv.run(*a, cwd=tmp_path), jetson_bundle, jetson_inputs, tmp_path / "w")
+    torch_loaded, numpy_version, cv2_file = got["api_out"][-3:]
+    assert torch_loaded == "False" and numpy_version == "1.26.4", got["api_out"]
+    assert jetpack_opencv_dir.resolve() in Path(cv2_file).resolve().parents, cv2_file  # deploy-kit used that cv2
+    _assert_like_dev(got, dev_runs, jetson_bundle)
+
+
+@pytest.fixture(scope="session")
+def py312_venv(built_wheel, tmp_path_factory):
+    """Python 3.12 (JetPack 7's), fresh: ``pip install --only-binary=:all: WHEEL[ort,opencv,video]``."""
+    py = _python("3.12")
+    root = tmp_path_factory.mktemp("py312")
+    venv = _make_venv(root / "venv", py)
+    _check(venv.pip("install", *BINARY, f"{built_wheel.path}[ort,opencv,video]"),
+           "pip install WHEEL[ort,opencv,video] (Python 3.12)")
+    yield venv
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_python312_install_runs_like_the_dev_environment(py312_venv, jetson_bundle, jetson_inputs, dev_runs, tmp_path):
+    """On Python 3.12, without --ignore-requires-python: the core with the ort, opencv and video extras
+    verifies and runs the bundle as the dev environment does (photos within one level)."""
+    dists = py312_venv.dists()
+    assert "opencv-python-headless" in dists and "onnxruntime" in dists, dists
+    assert "av" in dists, dists  # the newest PyAV pip serves Python 3.12 (19.x here): its av.open and side data differ
+    assert HEAVY_DISTS & set(dists) == set(), sorted(HEAVY_DISTS & set(dists))
+    got = _device_runs(lambda *a: py312_venv.run(*a, cwd=tmp_path), jetson_bundle, jetson_inputs, tmp_path / "w")
+    assert got["api_out"][-3] == "False", got["api_out"]  # no torch
+    _assert_like_dev(got, dev_runs, jetson_bundle)
+
+
+IMAGE_ROUND_TRIP = """
+import sys, numpy as np
+from deploy_kit._deps import opencv
+from deploy_kit.runtime.imageio import ImageInfo, decode_image, encode_image
+a = np.arange(48 * 64 * 3, dtype=np.uint16).reshape(48, 64, 3) * 7
+encode_image("c16.png", a, ImageInfo("PNG", 3, False, 16))  # 16-bit colour: OpenCV's path, not Pillow's
+b, info = decode_image("c16.png")
+assert np.array_equal(a, b) and info.bits == 16, info
+print(opencv().__file__)
+"""
+
+
+def test_installed_cv2_is_neither_replaced_nor_shadowed(built_wheel, jetson_bundle, jetson_inputs, tmp_path):
+    """A venv (this Python) whose cv2 pip cannot see, as a Jetson's apt OpenCV through
+    --system-site-packages: installing the core and then ``[ort]`` leaves that cv2 the one imported,
+    brings no pip OpenCV, and deploy-kit's image I/O runs through it. Without that folder (no cv2
+    at all) ``run`` on a photo is one line naming what to install, exit 2."""
+    venv = _make_venv(tmp_path / "venv")
+    system = _hide_opencv(ANY_OPENCV, tmp_path / "dist-packages")
+    _see_system_dir(venv, system)
+    cv2_file = _cv2_file(venv, tmp_path)
+    assert system.resolve() in cv2_file.parents and _opencv_dists(venv) == set()
+    for extras in ("", "[ort]"):
+        _check(venv.pip("install", *BINARY, f"{built_wheel.path}{extras}"), f"pip install WHEEL{extras}")
+        assert _opencv_dists(venv) == set(), f"WHEEL{extras} brought {_opencv_dists(venv)}"
+        assert _cv2_file(venv, tmp_path) == cv2_file, f"WHEEL{extras} shadowed the installed cv2"
+    proc = _check(venv.py(IMAGE_ROUND_TRIP, cwd=tmp_path), "deploy-kit image I/O through the installed cv2")
+    assert Path(proc.stdout.split()[-1]).resolve() == cv2_file, proc.stdout
+    (venv.site_packages() / "zz-system-site-packages.pth").unlink()  # no cv2 anywhere now
+    proc = venv.run("deploy-kit", "run", jetson_bundle, jetson_inputs.photo, "--out", tmp_path / "o", cwd=tmp_path)
+    last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
+    assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr, _tail(proc)
+    assert last.startswith("error: OpenCV (cv2) is not installed") and "deploy-kit[opencv]" in last, _tail(proc)
+    assert not (tmp_path / "o" / "photo.png").exists()
+
+
+def _requires(built_wheel: BuiltWheel):
+    """(Requires-Python, [Requires-Dist]) of the wheel, parsed by ``packaging``."""
+    pytest.importorskip("packaging", reason="packaging is not installed (pip comes with a copy; pip install packaging)")
+    from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
+
+    meta = built_wheel.metadata()
+    python = SpecifierSet(re.search(r"^Requires-Python: *(.+)$", meta, re.M).group(1).strip())
+    return python, [Requirement(l.split(":", 1)[1].strip()) for l in meta.splitlines() if l.startswith("Requires-Dist:")]
+
+
+def _needed(reqs, env: dict, extras=()) -> list:
+    """The requirements that apply in marker environment ``env`` with ``extras`` (marker dropped)."""
+    import copy
+
+    out = []
+    for r in reqs:
+        if r.marker is None or any(r.marker.evaluate({**env, "extra": e}) for e in ("", *extras)):
+            r = copy.copy(r)
+            r.marker = None
+            out.append(r)
+    return out
+
+
+def _numpy_spec(reqs):
+    from packaging.specifiers import SpecifierSet
+
+    return SpecifierSet(",".join(str(r.specifier) for r in reqs if _norm(r.name) == "numpy"))
+
+
+def test_wheel_requirements_on_jetpack(built_wheel):
+    """The wheel's metadata evaluated for JetPack 6 (aarch64, Python 3.10) and JetPack 7 (aarch64,
+    3.12): Python admitted, numpy < 2 required, JetPack 6's apt numpy 1.21.5 accepted, no OpenCV in
+    the core; elsewhere (x86-64, aarch64 on 3.13) numpy 2 stays allowed."""
+    python, reqs = _requires(built_wheel)
+    assert all(v in python for v in ("3.10.12", "3.11.7", "3.12.3", "3.13.0")) and "3.9.18" not in python, python
+    for name, env in JETPACK_ENVS.items():
+        core = _needed(reqs, env)
+        numpy = _numpy_spec(core)
+        assert "1.21.5" in numpy and "1.26.4" in numpy and "2.0.0" not in numpy, f"{name}: numpy {numpy}"
+        assert not [r for r in core if _norm(r.name).startswith("opencv")], f"{name}: the core requires OpenCV"
+        assert [r for r in _needed(reqs, env, ["opencv"]) if _norm(r.name) == "opencv-python-headless"], name
+    for env in ({"platform_machine": "x86_64", "python_version": "3.10"},
+                {"platform_machine": "x86_64", "python_version": "3.12"},
+                {"platform_machine": "aarch64", "python_version": "3.13"}):  # numpy 1 has no 3.13 wheels
+        assert "2.2.6" in _numpy_spec(_needed(reqs, env)), env
+        assert not [r for r in _needed(reqs, env) if _norm(r.name).startswith("opencv")], env
+    for extra in ("opencv", "export", "test", "all"):
+        only = [r for r in reqs if r.marker is not None and "extra" in str(r.marker)
+                and r.marker.evaluate({"extra": extra}) and _norm(r.name) == "opencv-python-headless"]
+        assert only, f"the {extra} extra does not bring pip's OpenCV"
+
+
+#: (marker environment, Python, glibc of the Ubuntu release, extras) of the dry-run resolutions
+JETPACK_RESOLVE = {"JetPack 6": ("3.10", 35, ("ort", "video")), "JetPack 7": ("3.12", 39, ("ort", "opencv", "video"))}
+
+
+@pytest.mark.parametrize("jetpack", sorted(JETPACK_RESOLVE))
+def test_wheel_requirements_resolve_to_aarch64_wheels(built_wheel, tmp_path, jetpack):
+    """What the wheel requires on a JetPack (its markers evaluated for aarch64 and that Python, as in
+    test_wheel_requirements_on_jetpack), resolved by pip against the index's aarch64 wheels for that
+    Python: every requirement has a wheel, numpy stays 1.x, onnxruntime has a wheel for Python 3.10,
+    PyAV for the Python. pip itself evaluates markers for the Python running it, not for --platform /
+    --python-version (https://github.com/pypa/pip/issues/11664), hence the evaluation here first."""
+    version, glibc, extras = JETPACK_RESOLVE[jetpack]
+    _, reqs = _requires(built_wheel)
+    wanted = [str(r) for r in _needed(reqs, JETPACK_ENVS[jetpack], extras)]
+    platforms = [a for g in range(glibc, 16, -1) for a in ("--platform", f"manylinux_2_{g}_aarch64")]
+    report = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q", "--dry-run",
+           "--ignore-installed", "--report", str(report), "--target", str(tmp_path / "t"), *platforms,
+           "--platform", "manylinux2014_aarch64", "--python-version", version, "--implementation", "cp",
+           "--only-binary=:all:", *wanted]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT)
+    if proc.returncode != 0 and "from versions: none" in proc.stdout + proc.stderr:
+        pytest.skip(f"the package index here has no aarch64 wheels for Python {version}: {_tail(proc, 2)}")
+    _check(proc, f"pip install --dry-run --platform manylinux_2_{glibc}_aarch64 --python-version {version} {wanted}")
+    got = {_norm(i["metadata"]["name"]): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]}
+    major = {k: int(v.split(".")[0]) for k, v in got.items()}
+    assert major["numpy"] == 1, got["numpy"]
+    assert "onnxruntime" in got and major["av"] < (18 if version == "3.10" else 19), got
+    assert ("opencv-python-headless" in got) == ("opencv" in extras), got
+    assert HEAVY_DISTS & set(got) == set(), got
+    if version == "3.10":
+        assert tuple(int(v) for v in got["onnxruntime"].split(".")[:2]) <= (1, 23), got["onnxruntime"]
+
+
+CORE_NUMPY_RUNNER = """
+import sys, numpy as np
+from deploy_kit._deps import opencv
+from deploy_kit.manifest import Manifest
+from deploy_kit.runtime import Restorer, Runner
+from deploy_kit.runtime.restore import restore_images
+
+class Affine(Runner):
+    name = "numpy"
+
+    def run(self, x):
+        return [x * np.float32(0.5) + np.float32(0.25)]
+
+out, files = sys.argv[1], sys.argv[2:]
+with Restorer(runner=Affine(), manifest=Manifest.for_runner((2, 3, 32, 32))) as r:
+    done = restore_images(r, files, out)
+assert not done.failed and len(done.written) == len(files), done
+print("torch" in sys.modules, "onnxruntime" in sys.modules, np.__version__, opencv().__file__)
+"""
+
+
+def test_jetpack6_apt_numpy_core_then_onnxruntime(built_wheel, jetpack_opencv_dir, jetson_bundle, jetson_inputs,
+                                                  dev_runs, tmp_path):
+    """Python 3.10 with JetPack 6's apt numpy 1.21.5 and a numpy-1 OpenCV pip cannot see: the core
+    install keeps both, and deploy-kit's own tiling, blending, pipelining and image I/O (8- and 16-bit
+    PNG) run under numpy 1.21.5. The model there is a test double, a numpy runner (x / 2 + 1/4): it
+    checks deploy-kit's code under that numpy, not a backend (JetPack's TensorRT takes numpy 1.21.5
+    as it is; onnxruntime needs 1.21.6). Then numpy 1.21.6 and onnxruntime 1.19: verify and run the
+    bundle, the photo within one level of the dev environment's."""
+    from PIL import Image
+
+    venv = _make_venv(tmp_path / "venv", _python("3.10"))
+    _check(venv.pip("install", *BINARY, f"numpy=={JETPACK6_APT_NUMPY}"), f"pip install numpy=={JETPACK6_APT_NUMPY}")
+    _see_system_dir(venv, jetpack_opencv_dir)
+    _check(venv.pip("install", *BINARY, str(built_wheel.path)), "pip install WHEEL (Python 3.10, numpy 1.21.5)")
+    dists = venv.dists()
+    assert dists["numpy"] == JETPACK6_APT_NUMPY and not _opencv_dists(venv) and "onnxruntime" not in dists, dists
+    c16 = (np.arange(70 * 90 * 3, dtype=np.uint16).reshape(70, 90, 3) * 9).astype(np.uint16)
+    import cv2
+
+    assert cv2.imwrite(str(tmp_path / "c16.png"), c16[..., ::-1].copy())
+    script = tmp_path / "core.py"
+    script.write_text(CORE_NUMPY_RUNNER)
+    proc = _check(venv.run("python", script, tmp_path / "out", jetson_inputs.photo, tmp_path / "c16.png", cwd=tmp_path),
+                  "Restorer + restore_images on numpy 1.21.5")
+    torch_loaded, ort_loaded, numpy_version, cv2_file = proc.stdout.split()[-4:]
+    assert (torch_loaded, ort_loaded, numpy_version) == ("False", "False", JETPACK6_APT_NUMPY), proc.stdout
+    assert jetpack_opencv_dir.resolve() in Path(cv2_file).resolve().parents, cv2_file
+    for src, scale in ((jetson_inputs.photo, 255), (tmp_path / "c16.png", 65535)):
+        want = np.round((_png(src).astype(np.float64) / scale * 0.5 + 0.25) * scale) if scale == 255 else \
+            np.round((c16.astype(np.float64) / scale * 0.5 + 0.25) * scale)
+        out = tmp_path / "out" / src.name
+        got = np.asarray(Image.open(out), np.float64) if scale == 255 else cv2.imread(str(out), cv2.IMREAD_UNCHANGED)[..., ::-1]
+        assert got.shape == want.shape and np.abs(got - want).max() <= 1, (src.name, np.abs(got - want).max())
+    # onnxruntime's lowest numpy, and a real model
+    _check(venv.pip("install", *BINARY, f"numpy=={ORT_LOWEST_NUMPY}", JETPACK6_SET[1]),
+           f"pip install numpy=={ORT_LOWEST_NUMPY} {JETPACK6_SET[1]}")
+    b = shutil.copytree(jetson_bundle, tmp_path / jetson_bundle.name)
+    proc = _check(venv.run("deploy-kit", "verify", b, cwd=tmp_path), "deploy-kit verify (numpy 1.21.6)")
+    assert "parity: all gates passed" in proc.stdout, proc.stdout
+    _check(venv.run("deploy-kit", "run", b, jetson_inputs.photo, "--out", tmp_path / "ort", cwd=tmp_path),
+           "deploy-kit run photo.png (numpy 1.21.6)")
+    diff = np.abs(_png(tmp_path / "ort" / "photo.png") - _png(dev_runs["photo"])).max()
+    assert diff <= 1, f"run photo.png on numpy {ORT_LOWEST_NUMPY} differs from the dev environment's by {diff} levels"

@@ -12,7 +12,7 @@ from deploy_kit.errors import UsageError
 PKG = os.path.dirname(deploy_kit.__file__)
 # Python package names that equal a backend name: the optional-dependency table (_deps.py) and the
 # ONNX Runtime session factory import the package by that name, which is not a backend name's use.
-PACKAGE_NAME_USES = {("_deps.py", "tensorrt"), ("_deps.py", "onnxruntime"), ("runtime/runners.py", "onnxruntime")}
+PACKAGE_NAME_USES = {("_deps.py", "tensorrt"), ("_deps.py", "onnxruntime"), ("runners/ort.py", "onnxruntime")}
 
 
 def _string_constants(path):

@@ -16,8 +16,8 @@ import types
 import numpy as np
 import pytest
 
-from deploy_kit.runtime import cuda, session
-from deploy_kit.runtime.session import EngineRunner, EngineSession
+from deploy_kit.runners import cuda, session
+from deploy_kit.runners.session import EngineRunner, EngineSession
 
 GPU_OK, WHY = cuda.gpu_available()
 no_gpu_here = pytest.mark.skipif(GPU_OK, reason="this machine has a GPU: the no-driver path cannot be seen")

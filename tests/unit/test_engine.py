@@ -10,7 +10,7 @@ from deploy_kit.export import export_onnx
 from deploy_kit.models import get_adapter
 from deploy_kit.models.checkpoint import load_model
 from deploy_kit.precision.fp16 import convert_fp16
-from deploy_kit.runtime.cuda import gpu_available
+from deploy_kit.runners.cuda import gpu_available
 from deploy_kit.specs import ExportRequest, TLCConfig
 
 needs_rtx = pytest.mark.skipif(not available("tensorrt_rtx"), reason="tensorrt-rtx not installed (pip install 'deploy-kit[rtx]')")
@@ -115,7 +115,7 @@ def cascade_box_onnx(tmp_path_factory):
 def test_cascade_box_mean_runs_in_onnx_runtime(cascade_box_onnx):
     import numpy as np
 
-    from deploy_kit.runtime.runners import ort_session
+    from deploy_kit.runners.ort import ort_session
 
     src, dst, x, ref = cascade_box_onnx
     for path, tol in ((src, 1e-5), (dst, 2e-3)):  # measured 1.1e-7 and 1.6e-4 (max |output| 0.46)

@@ -1,6 +1,6 @@
 """The engine path's decisions: which plan runs on which machine, and what ``auto`` says when it skips one.
 
-There is no GPU here. The GPU, its driver and NVRTC are a fake probe (deploy_kit.runtime.cuda's
+There is no GPU here. The GPU, its driver and NVRTC are a fake probe (deploy_kit.runners.cuda's
 gpu_available / device_info / driver_version / nvrtc monkeypatched): each test checks deploy-kit's own
 decision for a described machine, not TensorRT's behaviour. The installed tensorrt_rtx package itself
 is real (its version, its ComputeCapability enum, its distribution name); a fake TensorRT flavour
@@ -15,13 +15,13 @@ import types
 import numpy as np
 import pytest
 
-from deploy_kit import backends, manifest, parity
+from deploy_kit import backends, compare, manifest
 from deploy_kit.backends import tensorrt_rtx as rtx_module
 from deploy_kit.backends._trt import BuildResult, EngineBackend
 from deploy_kit.bundle import open_bundle
 from deploy_kit.errors import EngineBuildError, UsageError
 from deploy_kit.manifest import Manifest, ManifestError, make_manifest, plan_manifest, write_manifest
-from deploy_kit.runtime import cuda, session
+from deploy_kit.runners import cuda, session
 from deploy_kit.runtime.target import bundle_runner, open_target
 
 RTX = backends.get(backends.TENSORRT_RTX)
@@ -409,8 +409,8 @@ def test_auto_without_plans_on_a_gpu_says_how_to_build_one(monkeypatch, tmp_path
 # --------------------------------------------------------------------------- export: the engine parity row
 @needs_rtx
 def test_export_parity_row_of_a_plan_this_gpu_cannot_run_is_skipped_with_what_to_use(monkeypatch):
-    """``pipeline._engine_parity`` with a stand-in job (only its precision is read before the decision)."""
-    from deploy_kit.pipeline import _engine_parity
+    """``pipeline.shipping._engine_parity`` with a stand-in job (only its precision is read before the decision)."""
+    from deploy_kit.pipeline.shipping import _engine_parity
 
     job = types.SimpleNamespace(req=types.SimpleNamespace(precision="fp16"))
     machine(monkeypatch, gpu=H100)
@@ -425,4 +425,4 @@ def test_export_parity_row_of_a_plan_this_gpu_cannot_run_is_skipped_with_what_to
     check = _engine_parity(job, None, RTX, "out/x.fp16.rtx1.plan", _sidecar())
     assert check.status == "skipped"
     assert check.reason == "no CUDA device present; check it on a GPU it was built for: deploy-kit verify x.fp16.rtx1.plan"
-    assert isinstance(check, parity.Check)
+    assert isinstance(check, compare.Check)

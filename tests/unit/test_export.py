@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from deploy_kit.errors import ExportError
-from deploy_kit.export import export_onnx, read_metadata
+from deploy_kit.export import export_onnx
+from deploy_kit.onnxmeta import read_metadata
 from deploy_kit.models import get_adapter
 from deploy_kit.models.checkpoint import load_model
 from deploy_kit.simplify import simplify

@@ -125,7 +125,7 @@ def test_child_allocator_lean_for_one_shot_runs_default_for_timing():
     import inspect
 
     from deploy_kit import bench
-    from deploy_kit.runtime.runners import in_child_process
+    from deploy_kit.runners.base import in_child_process
 
     try:
         ctypes.CDLL("libc.so.6").mallinfo2

@@ -4,7 +4,7 @@ Two test doubles, both fakes of CUDA that check deploy-kit's and the script's ow
 not a GPU, not TensorRT:
 
 * ``FakeCudart`` from tests/unit/test_cuda.py: a fake libcudart whose "device" memory is host
-  memory and whose streams run at once, put behind the real deploy_kit.runtime.cuda;
+  memory and whose streams run at once, put behind the real deploy_kit.runners.cuda;
 * the stand-in's ``HostKernel``: its function (input * scale + offset) in numpy on host addresses,
   in place of the CuPy kernel the GPU path launches.
 
@@ -27,8 +27,8 @@ import types
 import numpy as np
 import pytest
 
-from deploy_kit.runtime import cuda
-from deploy_kit.runtime.session import EngineSession
+from deploy_kit.runners import cuda
+from deploy_kit.runners.session import EngineSession
 from tests.unit.test_cuda import FakeCudart
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -42,7 +42,7 @@ TILE = (2, 3, 32, 32)
 
 @pytest.fixture
 def fake_gpu(monkeypatch, tmp_path):
-    """deploy_kit.runtime.cuda over the host-memory fake libcudart, and a stand-in context whose
+    """deploy_kit.runners.cuda over the host-memory fake libcudart, and a stand-in context whose
     kernel is the numpy HostKernel (small sizes: the checks' logic, not their timings)."""
     lib = FakeCudart()
     monkeypatch.setattr(cuda, "_api", lambda: lib)

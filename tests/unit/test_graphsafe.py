@@ -12,7 +12,7 @@ from deploy_kit.models.rangesafe import plain_layernorm_channels
 from deploy_kit.precision.fp16 import convert_fp16
 from deploy_kit.precision.graphsafe import convert_fp16_safe, range_safe, range_safe_model
 from deploy_kit.precision.truefp16 import psnr_of, true_fp16_check
-from deploy_kit.runtime.runners import OrtRunner
+from deploy_kit.runners.ort import OrtRunner
 
 
 def _gen(seed=0):

@@ -2,6 +2,7 @@
 and bad files (bombs, truncated, not images) fail as one line naming the file."""
 
 import struct
+import sys
 import time
 import tracemalloc
 import warnings
@@ -333,3 +334,69 @@ def test_not_an_image_and_corrupt_data(tmp_path):
     assert str(err.value).startswith(f"{p}: ") and "\n" not in str(err.value)
     with pytest.raises(FileNotFoundError):
         decode_image(tmp_path / "missing.png")
+
+
+# --- which OpenCV: deploy_kit._deps.opencv, the one place cv2 is imported ----------------------
+
+
+def test_no_opencv_is_one_line_naming_what_to_install(tmp_path, monkeypatch):
+    """No cv2 importable (``sys.modules["cv2"] = None`` makes Python's import fail as for a missing
+    module): decoding and encoding, of any format, fail before touching a file with one line naming
+    the ``opencv`` extra and the Jetson's system OpenCV; a folder run stops (exit 2 in the CLI) rather
+    than skipping each image as unreadable."""
+    from deploy_kit.errors import MissingDependencyError
+    from deploy_kit.manifest import Manifest
+    from deploy_kit.runtime import Restorer, Runner
+    from deploy_kit.runtime.restore import restore_images
+
+    for name, fmt in (("a.png", "PNG"), ("a.bmp", "BMP")):
+        Image.fromarray(_u8(3)).save(tmp_path / name, format=fmt)
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    for call in (lambda: decode_image(tmp_path / "a.png"), lambda: decode_image(tmp_path / "a.bmp"),
+                 lambda: encode_image(tmp_path / "out.bmp", _u8(3), ImageInfo("BMP", 3, False, 8))):
+        with pytest.raises(MissingDependencyError) as err:
+            call()
+        msg = str(err.value)
+        assert "\n" not in msg and msg.startswith("OpenCV (cv2) is not installed"), msg
+        assert "pip install 'deploy-kit[opencv]'" in msg and "--system-site-packages" in msg, msg
+        assert "nvidia-opencv on JetPack 6" in msg and "python3-opencv on JetPack 7" in msg, msg
+    assert not (tmp_path / "out.bmp").exists()
+
+    class Half(Runner):  # a test double (numpy model): restore_images' error handling is under test
+        def run(self, x):
+            return [x * np.float32(0.5)]
+
+    with Restorer(runner=Half(), manifest=Manifest.for_runner((1, 3, 16, 16))) as r:
+        skipped = []
+        with pytest.raises(MissingDependencyError):
+            restore_images(r, [str(tmp_path / "a.bmp"), str(tmp_path / "a.png")], str(tmp_path / "out"),
+                           on_error=skipped.append)
+    assert skipped == [], skipped  # not "unreadable image" lines: the run stops
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_cv2_that_fails_to_import_says_why(tmp_path, monkeypatch):
+    """A fake cv2 package whose import fails as a numpy-1 build's does under numpy 2 (a test double: it
+    checks deploy-kit's message, not OpenCV): one line with the import error, the numpy version and the
+    fix."""
+    from deploy_kit._deps import opencv
+    from deploy_kit.errors import MissingDependencyError
+
+    (tmp_path / "cv2").mkdir()
+    (tmp_path / "cv2" / "__init__.py").write_text("raise ImportError('numpy.core.multiarray failed to import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m == "cv2" or m.startswith("cv2.")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(MissingDependencyError) as err:
+        opencv()
+    msg = str(err.value)
+    assert "\n" not in msg and "does not import under numpy " + np.__version__ in msg, msg
+    assert "numpy.core.multiarray failed to import" in msg and "pip install 'numpy<2'" in msg, msg
+
+
+def test_the_importable_cv2_is_the_one_used():
+    """Whatever cv2 is importable is the one deploy-kit uses (JetPack's apt build on a Jetson, pip's
+    wheel elsewhere): _deps.opencv hands back that very module."""
+    from deploy_kit._deps import _EXTRAS, opencv
+
+    assert opencv() is cv2 and _EXTRAS["cv2"] == ("opencv", "opencv-python-headless")

@@ -2,7 +2,8 @@ import math
 
 import numpy as np
 
-from deploy_kit.parity import ParityReport, evaluate, metrics, skipped, write_heatmap
+from deploy_kit.compare import ParityReport, evaluate, metrics, skipped
+from deploy_kit.parity import write_heatmap
 from deploy_kit.specs import Tolerance
 
 

@@ -6,7 +6,8 @@ import torch
 from deploy_kit.export import export_onnx
 from deploy_kit.models import get_adapter
 from deploy_kit.models.checkpoint import load_model
-from deploy_kit.parity import metrics, run_onnxruntime
+from deploy_kit.compare import metrics
+from deploy_kit.parity import run_onnxruntime
 from deploy_kit.precision.fp16 import convert_fp16
 from deploy_kit.specs import ExportRequest, TLCConfig
 

@@ -8,10 +8,10 @@ from deploy_kit.export import export_onnx
 from deploy_kit.models import get_adapter
 from deploy_kit.models.checkpoint import load_model
 from deploy_kit.models.rangesafe import apply_scales, record_ranges, set_range_safe
-from deploy_kit.parity import metrics
+from deploy_kit.compare import metrics
 from deploy_kit.precision.fp16 import convert_fp16
 from deploy_kit.precision.truefp16 import true_fp16_outputs
-from deploy_kit.runtime.runners import OrtRunner
+from deploy_kit.runners.ort import OrtRunner
 from deploy_kit.simplify import simplify
 from deploy_kit.specs import ExportRequest, TLCConfig
 

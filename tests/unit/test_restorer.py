@@ -16,7 +16,8 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from deploy_kit.manifest import Manifest  # noqa: E402
 from deploy_kit.runtime.restorer import Restorer  # noqa: E402
-from deploy_kit.runtime.runners import OrtRunner, Runner  # noqa: E402
+from deploy_kit.runners.base import Runner  # noqa: E402
+from deploy_kit.runners.ort import OrtRunner  # noqa: E402
 
 TILE = 32
 

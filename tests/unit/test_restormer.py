@@ -417,7 +417,7 @@ def test_parity_inputs_are_degraded_as_the_task_sees_them():
 
 def test_fp32_failure_diagnosis_tells_export_errors_from_the_input():
     """A real export difference is blamed on the export: the float64 re-run agrees with FP32."""
-    from deploy_kit.pipeline import _fp32_failure_diagnosis
+    from deploy_kit.pipeline.graph import _fp32_failure_diagnosis
     from deploy_kit.reference import reference_outputs
 
     req = ExportRequest("restormer", "tiny", H, W, tlc=SMALL_TLC)

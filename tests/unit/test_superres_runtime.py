@@ -23,7 +23,7 @@ from deploy_kit.manifest import (Manifest, ManifestError, make_manifest, output_
                                  validate, write_manifest)
 from deploy_kit.runtime.restore import restore_images  # noqa: E402
 from deploy_kit.runtime.restorer import Restorer  # noqa: E402
-from deploy_kit.runtime.runners import OrtRunner  # noqa: E402
+from deploy_kit.runners.ort import OrtRunner  # noqa: E402
 from deploy_kit.runtime.tiling import TileGrid, make_plan, tile_run  # noqa: E402
 
 TILE = 24

@@ -8,11 +8,11 @@ from onnx import TensorProto, helper
 
 from deploy_kit.export import export_onnx
 from deploy_kit.models.nafnet import LayerNorm2d
-from deploy_kit.parity import metrics
+from deploy_kit.compare import metrics
 from deploy_kit.precision.fp16 import convert_fp16
 from deploy_kit.models.rangesafe import channel_layernorm as range_safe_layernorm_channels, fp32_change
 from deploy_kit.precision.truefp16 import BACKEND, psnr_of, true_fp16_check, true_fp16_outputs
-from deploy_kit.runtime.runners import OrtRunner, ort_session
+from deploy_kit.runners.ort import OrtRunner, ort_session
 
 
 class _Norm(torch.nn.Module):

@@ -1,0 +1,5 @@
+"""``python -m deploy_kit.cli``: the ``deploy-kit`` command."""
+
+from . import main
+
+main()
