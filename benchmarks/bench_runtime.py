@@ -266,6 +266,7 @@ def _export(work: str, batch: int, size: int = TILE) -> str:
 
 
 def section_ort_batch(work: str, threads: int) -> None:
+    from deploy_kit.backends import OrtRunOptions
     from deploy_kit.runtime.restorer import Restorer
 
     print(f"\n### 4. ONNX Runtime (CPU, {threads} threads) MP/s, demo NAFNet-w16 at 256x256, by static batch\n")
@@ -273,7 +274,7 @@ def section_ort_batch(work: str, threads: int) -> None:
     print("|---|---|---|")
     for batch in (1, 2, 4, 8):
         bundle = _export(work, batch)
-        with Restorer(bundle, "onnxruntime", threads=threads) as r:
+        with Restorer(bundle, "onnxruntime", run_options=OrtRunOptions(threads=threads)) as r:
             x = np.random.default_rng(0).random((batch, 3, TILE, TILE)).astype(np.float32)
             r.runner.run(x)
             times = [_timed(lambda: r.runner.run(x)) for _ in range(5)]
@@ -282,6 +283,7 @@ def section_ort_batch(work: str, threads: int) -> None:
 
 
 def section_video_ort(work: str, threads: int, frames: int = 6) -> None:
+    from deploy_kit.backends import OrtRunOptions
     from deploy_kit.runtime.restorer import Restorer
 
     clip = _clip(work)
@@ -295,7 +297,7 @@ def section_video_ort(work: str, threads: int, frames: int = 6) -> None:
 
         make_clip(short, frames=frames, width=1920, height=1080, fps=24, audio=True)
     bundle = _export(work, 4)
-    with Restorer(bundle, "onnxruntime", threads=threads) as r:
+    with Restorer(bundle, "onnxruntime", run_options=OrtRunOptions(threads=threads)) as r:
         stats = transcode(short, os.path.join(work, "ort-out.mp4"), r.restore_stream)
     print(f"\n### 5. 1080p video through ONNX Runtime (CPU, {threads} threads), demo NAFNet-w16 256x256 batch 4\n")
     print(f"{stats.frames} frames in {stats.seconds:.1f} s: {stats.fps:.3f} frames/s "

@@ -75,6 +75,7 @@ def main() -> int:
     args = ap.parse_args()
     import torch
 
+    from deploy_kit.backends import OrtRunOptions
     from deploy_kit.data.samples import sample_images
     from deploy_kit.metrics import psnr
     from deploy_kit.runtime.restorer import Restorer
@@ -94,7 +95,7 @@ def main() -> int:
             print(f"{'mode':<8} {'PSNR vs full dB':>16} {'max abs':>9} {'time s':>8} {'x tile':>7}")
             base = None
             for mode in ["tile"] + [f"sync:{p}" for p in passes]:
-                with Restorer(bundle, "onnxruntime", context=mode, threads=args.threads) as r:
+                with Restorer(bundle, "onnxruntime", context=mode, run_options=OrtRunOptions(threads=args.threads)) as r:
                     times, out = [], None
                     for _ in range(args.repeats):
                         t0 = time.perf_counter()

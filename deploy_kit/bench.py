@@ -16,7 +16,7 @@ Rows, in order (a backend that cannot run here is a ``skipped`` row with the rea
 Every backend runs in its own spawned process (:func:`in_child_process`, with the allocator left
 as glibc sets it, as in a user's process), so its peak host memory is its own: the process's
 resident-set high-water mark is reset after the imports and read after the last run
-(``/proc/self/status`` VmHWM; ``getrusage`` elsewhere). Latency is the
+(:func:`deploy_kit.memory.reset_peak_rss`, :func:`~deploy_kit.memory.peak_rss_mib`). Latency is the
 wall time of :meth:`Runner.run` (numpy in, numpy out: host/device copies included for GPU rows)
 over ``runs`` calls after ``warmup`` untimed ones. CPU backends all get the same thread count.
 """
@@ -40,12 +40,12 @@ from .engine import build_engine
 from .errors import UsageError
 from .fsutil import write_text
 from .manifest import plan_sidecar, read_typed, target_kind
+from .memory import peak_rss_mib, reset_peak_rss
 from .models import get_adapter
 from .onnxmeta import read_metadata
 from .pipeline import run_export
 from .reference import TorchRunner
 from .runners.base import in_child_process
-from .runners.ort import OrtRunner
 
 TORCH_CUDA_MODES = (  # (row, dtype, channels_last, compile)
     ("pytorch-cuda", "float32", False, False),
@@ -383,44 +383,6 @@ def _ratios(rows: list[Row]) -> None:
 
 # --------------------------------------------------------------------------- child processes
 
-def _status_kib(field_name: str) -> int | None:
-    """A ``/proc/self/status`` figure in KiB (VmRSS, VmHWM); None where there is no /proc."""
-    try:
-        with open("/proc/self/status") as fh:
-            return next((int(line.split()[1]) for line in fh if line.startswith(field_name + ":")), None)
-    except OSError:
-        return None
-
-
-def _maxrss_kib() -> int:
-    """``ru_maxrss`` in KiB: the high-water mark where /proc is missing (it cannot be reset there)."""
-    import resource
-    import sys
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak // 1024 if sys.platform == "darwin" else peak  # macOS counts bytes, Linux and BSD KiB
-
-
-def _reset_peak() -> int:
-    """Reset the resident-set high-water mark where Linux allows it; returns the current RSS (KiB).
-
-    psutil would read the current RSS too, but neither a peak nor its reset; the core install (where
-    ``bench`` of a bundle runs) has no psutil, so this stays on /proc and ``resource``.
-    """
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0, proc(5))
-    except OSError:
-        pass
-    rss = _status_kib("VmRSS")
-    return _maxrss_kib() if rss is None else rss
-
-
-def _peak() -> int:
-    hwm = _status_kib("VmHWM")
-    return _maxrss_kib() if hwm is None else hwm
-
-
 def _time(runner, x: np.ndarray, runs: int, warmup: int, sync=None) -> list[float]:
     for _ in range(warmup):
         runner.run(x)
@@ -434,10 +396,10 @@ def _time(runner, x: np.ndarray, runs: int, warmup: int, sync=None) -> list[floa
     return times
 
 
-def _figures(times: list[float], shape, base_kib: int) -> dict[str, Any]:
+def _figures(times: list[float], shape, base_mib: float) -> dict[str, Any]:
     ms = np.asarray(times) * 1e3
     median = float(np.median(ms))
-    peak = _peak()
+    peak = peak_rss_mib()
     return {
         "runs": len(times),
         "median_ms": round(median, 4),
@@ -445,8 +407,8 @@ def _figures(times: list[float], shape, base_kib: int) -> dict[str, Any]:
         "mean_ms": round(float(ms.mean()), 4),
         "min_ms": round(float(ms.min()), 4),
         "megapixels_per_s": round(shape[-2] * shape[-1] / 1e6 / (median / 1e3), 4),
-        "peak_rss_mib": round(peak / 1024, 1),
-        "peak_rss_delta_mib": round(max(peak - base_kib, 0) / 1024, 1),
+        "peak_rss_mib": round(peak, 1),
+        "peak_rss_delta_mib": round(max(peak - base_mib, 0), 1),
     }
 
 
@@ -466,7 +428,7 @@ def _child_torch(req, form: str, device: str, dtype: str, channels_last: bool, c
     except RuntimeError:
         pass
     x = _input(shape)
-    base = _reset_peak()
+    base = reset_peak_rss()
     adapter = get_adapter(req.model)
     loaded = load_request(adapter, req)
     module = adapter.wrap(loaded.model, req, static=form == "static").eval()
@@ -513,8 +475,9 @@ def _child_ort(path: str, device: str, shape, runs: int, warmup: int, threads: i
     import onnxruntime
 
     x = _input(shape)
-    base = _reset_peak()
-    runner = OrtRunner(path, device=device, threads=threads)
+    base = reset_peak_rss()
+    ort = backends.get(backends.ONNXRUNTIME)
+    runner = ort.open_runner(path, ort.run_options(device=device, threads=threads))
     try:
         times = _time(runner, x, runs, warmup)
         figures = _figures(times, shape, base)
@@ -528,7 +491,7 @@ def _child_ort(path: str, device: str, shape, runs: int, warmup: int, threads: i
 
 def _child_engine(plan: str, backend: str, shape, runs: int, warmup: int, threads: int) -> dict[str, Any]:
     x = _input(shape)
-    base = _reset_peak()
+    base = reset_peak_rss()
     runner = backends.get(backend).open_runner(plan)
     try:
         times = _time(runner, x, runs, warmup)

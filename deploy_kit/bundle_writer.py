@@ -23,7 +23,7 @@ from .errors import UsageError
 from .fsutil import disk_size, human_size, replace_dir
 from .manifest import Manifest, file_sha256, input_batch, is_bundle, make_manifest, parity_summary, write_manifest
 from .onnxmeta import graph_io, read_metadata
-from .precision.int8 import legacy_cache_path
+from .precision.legacy_cache import legacy_cache_path
 from .reference import batch_labels
 
 
@@ -52,18 +52,7 @@ def write_bundle(onnx_path: str, inputs: Sequence[np.ndarray], refs: Sequence[Se
     Raises:
         UsageError: the ONNX has no deploy-kit metadata, or an input is not of its input shape.
     """
-    meta = read_metadata(onnx_path)
-    quant = meta.pop("deploy_kit.int8", None)  # how the Q/DQ graph was calibrated (int8.py)
-    meta = _graph_manifest(meta, onnx_path)
-    meta["graph_io"] = graph_io(onnx_path)  # the device reads the graph's I/O here, without onnx
-    if meta.get("weights"):
-        # the ONNX keeps the build machine's path (bundle/verify re-load the weights from it there);
-        # what travels names the checkpoint only, with its sha256
-        meta["weights"] = os.path.basename(meta["weights"])
-    ref = meta["source"].get("ref") if isinstance(meta.get("source"), dict) else None
-    if isinstance(ref, str) and (ref.endswith(".onnx") or ".py:" in ref):  # likewise a user's ONNX or Python file
-        where, sep, attr = ref.rpartition(".py:")
-        meta["source"] = {**meta["source"], "ref": os.path.basename(where) + sep + attr if sep else os.path.basename(ref)}
+    meta, quant = _bundle_metadata(onnx_path)
     onnx_name = os.path.basename(onnx_path)
     typed = Manifest.from_dict(make_manifest(meta, onnx=onnx_name), onnx_path)
     for x in inputs:
@@ -75,37 +64,15 @@ def write_bundle(onnx_path: str, inputs: Sequence[np.ndarray], refs: Sequence[Se
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", suffix=".part", dir=parent)
     try:
         shutil.copyfile(onnx_path, os.path.join(tmp, onnx_name))
-        arrays = {f"input_{i}": np.asarray(x, np.float32) for i, x in enumerate(inputs)}
-        for i, outs in enumerate(refs):
-            for name, o in zip(typed.output_names, outs):
-                arrays[f"output_{i}_{name}"] = np.asarray(o, np.float32)
-        np.savez_compressed(os.path.join(tmp, REFERENCE), **arrays)
-        int8 = None
-        if typed.precision == "int8":
-            fp32 = onnx_path[: -len(".int8.onnx")] + ".fp32.onnx" if onnx_path.endswith(".int8.onnx") else None
-            cache = legacy_cache_path(fp32) if fp32 else None
-            if fp32 and os.path.isfile(fp32) and cache and os.path.isfile(cache):
-                os.makedirs(os.path.join(tmp, "int8"))
-                shutil.copyfile(fp32, os.path.join(tmp, "int8", os.path.basename(fp32)))
-                shutil.copyfile(cache, os.path.join(tmp, "int8", os.path.basename(cache)))
-                int8 = {"fp32_onnx": f"int8/{os.path.basename(fp32)}", "calibration_cache": f"int8/{os.path.basename(cache)}",
-                        "quantization": quant}
-        context = None
-        sync_path = onnx_path[: -len(".onnx")] + ".sync.onnx"
-        if os.path.isfile(sync_path):  # a global-context model's sync graph (pipeline.stage_sync)
-            shutil.copyfile(sync_path, os.path.join(tmp, os.path.basename(sync_path)))
-            sync = read_metadata(sync_path).get("sync") or {}
-            context = {"sync": {"onnx": os.path.basename(sync_path), **{k: sync.get(k) for k in ("stats", "sites", "pad", "multiple")}}}
+        _write_references(tmp, inputs, refs, typed.output_names)
+        int8 = _copy_int8_sources(tmp, onnx_path, quant) if typed.precision == "int8" else None
+        context = _copy_sync_graph(tmp, onnx_path)
         with open(os.path.join(tmp, "build.sh"), "w", encoding="utf-8") as fh:
             fh.write(build_script(onnx_name, int8))
         os.chmod(os.path.join(tmp, "build.sh"), 0o755)
         with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as fh:
             fh.write(_readme(typed, meta, len(inputs)))
-        files = {}
-        for root, _, names in os.walk(tmp):
-            for name in sorted(names):
-                full = os.path.join(root, name)
-                files[os.path.relpath(full, tmp).replace(os.sep, "/")] = file_sha256(full)
+        files = _file_digests(tmp)
         manifest = make_manifest(
             meta,
             onnx=onnx_name,
@@ -123,6 +90,72 @@ def write_bundle(onnx_path: str, inputs: Sequence[np.ndarray], refs: Sequence[Se
         raise
 
     return BundleInfo(out, disk_size(out), files)
+
+
+def _bundle_metadata(onnx_path: str) -> tuple[dict, dict | None]:
+    """(the manifest fields from the graph's metadata and I/O, how its Q/DQ graph was calibrated or None).
+
+    Raises:
+        UsageError: the ONNX has no deploy-kit metadata.
+    """
+    meta = read_metadata(onnx_path)
+    quant = meta.pop("deploy_kit.int8", None)  # how the Q/DQ graph was calibrated (precision/int8.py)
+    meta = _graph_manifest(meta, onnx_path)
+    meta["graph_io"] = graph_io(onnx_path)  # the device reads the graph's I/O here, without onnx
+    if meta.get("weights"):
+        # the ONNX keeps the build machine's path (bundle/verify re-load the weights from it there);
+        # what travels names the checkpoint only, with its sha256
+        meta["weights"] = os.path.basename(meta["weights"])
+    ref = meta["source"].get("ref") if isinstance(meta.get("source"), dict) else None
+    if isinstance(ref, str) and (ref.endswith(".onnx") or ".py:" in ref):  # likewise a user's ONNX or Python file
+        where, sep, attr = ref.rpartition(".py:")
+        meta["source"] = {**meta["source"], "ref": os.path.basename(where) + sep + attr if sep else os.path.basename(ref)}
+    return meta, quant
+
+
+def _write_references(tmp: str, inputs: Sequence[np.ndarray], refs: Sequence[Sequence[np.ndarray]],
+                      output_names: Sequence[str]) -> None:
+    """``reference.npz``: ``input_<i>`` and its PyTorch outputs ``output_<i>_<name>``, float32."""
+    arrays = {f"input_{i}": np.asarray(x, np.float32) for i, x in enumerate(inputs)}
+    for i, outs in enumerate(refs):
+        for name, o in zip(output_names, outs):
+            arrays[f"output_{i}_{name}"] = np.asarray(o, np.float32)
+    np.savez_compressed(os.path.join(tmp, REFERENCE), **arrays)
+
+
+def _copy_int8_sources(tmp: str, onnx_path: str, quant: dict | None) -> dict | None:
+    """The FP32 graph and legacy calibration cache beside an INT8 graph, copied into ``int8/`` (TensorRT
+    <= 10's implicit INT8, build.sh's legacy-int8); the manifest's ``int8`` section, or None without them."""
+    fp32 = onnx_path[: -len(".int8.onnx")] + ".fp32.onnx" if onnx_path.endswith(".int8.onnx") else None
+    cache = legacy_cache_path(fp32) if fp32 else None
+    if not (fp32 and os.path.isfile(fp32) and cache and os.path.isfile(cache)):
+        return None
+    os.makedirs(os.path.join(tmp, "int8"))
+    shutil.copyfile(fp32, os.path.join(tmp, "int8", os.path.basename(fp32)))
+    shutil.copyfile(cache, os.path.join(tmp, "int8", os.path.basename(cache)))
+    return {"fp32_onnx": f"int8/{os.path.basename(fp32)}", "calibration_cache": f"int8/{os.path.basename(cache)}",
+            "quantization": quant}
+
+
+def _copy_sync_graph(tmp: str, onnx_path: str) -> dict | None:
+    """A global-context model's sync graph beside the graph (pipeline.stage_sync), copied; the manifest's
+    ``context`` section, or None when there is none."""
+    sync_path = onnx_path[: -len(".onnx")] + ".sync.onnx"
+    if not os.path.isfile(sync_path):
+        return None
+    shutil.copyfile(sync_path, os.path.join(tmp, os.path.basename(sync_path)))
+    sync = read_metadata(sync_path).get("sync") or {}
+    return {"sync": {"onnx": os.path.basename(sync_path), **{k: sync.get(k) for k in ("stats", "sites", "pad", "multiple")}}}
+
+
+def _file_digests(tmp: str) -> dict[str, str]:
+    """sha256 of every file under ``tmp``, by its ``/``-separated path there."""
+    files = {}
+    for root, _, names in os.walk(tmp):
+        for name in sorted(names):
+            full = os.path.join(root, name)
+            files[os.path.relpath(full, tmp).replace(os.sep, "/")] = file_sha256(full)
+    return files
 
 
 def bundle_artifact(artifact: str, out: str | None = None, samples: int = 2) -> BundleInfo:

@@ -1,6 +1,15 @@
-"""Process memory hygiene for full-resolution exports (glibc heap behaviour; no-ops elsewhere).
+"""Memory: the one place deploy-kit measures it, and process memory hygiene for full-resolution exports.
 
-glibc serves an allocation above its mmap threshold with its own mapping, returned to the OS on
+Measuring (core install: /proc and ``resource``; psutil only for a process tree):
+
+* :func:`reset_peak_rss` / :func:`peak_rss_mib` — this process's resident-set high-water mark, reset
+  where Linux allows it (``/proc/self/clear_refs``), read from ``/proc/self/status`` (VmHWM), else
+  ``getrusage``'s ``ru_maxrss`` (which cannot be reset). ``bench`` runs each backend in a process of
+  its own and reads these there; they need no psutil, so ``bench`` of a bundle works on the core install.
+* :class:`PeakRss` — the peak of this process *and its children* (the export runs ONNX Runtime and the
+  engine build in child processes), sampled with psutil where it is installed (the export extra).
+
+Hygiene (glibc heap behaviour; no-ops elsewhere): glibc serves an allocation above its mmap threshold with its own mapping, returned to the OS on
 free; below it, from a heap that rarely shrinks. The threshold starts at 128 KiB but *rises* to
 the size of every mapped block freed (up to 32 MiB), so after the first few activations of a
 forward pass most of them live on the heap and freed ones pile up there. Measured on the
@@ -17,6 +26,54 @@ import gc
 
 _M_MMAP_THRESHOLD = -3  # mallopt parameter number, glibc malloc.h
 LARGE_ALLOCATION = 1 << 20
+
+
+def _status_kib(field_name: str) -> int | None:
+    """A ``/proc/self/status`` figure in KiB (VmRSS, VmHWM); None where there is no /proc."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next((int(line.split()[1]) for line in fh if line.startswith(field_name + ":")), None)
+    except OSError:
+        return None
+
+
+def _maxrss_kib() -> int:
+    """``ru_maxrss`` in KiB: the high-water mark where /proc is missing (it cannot be reset there)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak  # macOS counts bytes, Linux and BSD KiB
+
+
+def reset_peak_rss() -> float:
+    """Reset this process's resident-set high-water mark where Linux allows it, so that
+    :func:`peak_rss_mib` covers what happens from now on.
+
+    Writing ``5`` to ``/proc/self/clear_refs`` resets VmHWM to the current RSS (Linux >= 4.0, proc(5));
+    without /proc nothing is reset (``ru_maxrss`` stays the whole process's peak). psutil reads the
+    current RSS too, but neither a peak nor its reset, so this stays on /proc and ``resource``.
+
+    Returns:
+        MiB: the current RSS (where /proc is missing: ``ru_maxrss``, the peak so far).
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+    rss = _status_kib("VmRSS")
+    return (_maxrss_kib() if rss is None else rss) / 1024
+
+
+def peak_rss_mib() -> float:
+    """This process's resident-set high-water mark (since the last :func:`reset_peak_rss` where it took).
+
+    Returns:
+        MiB: VmHWM from ``/proc/self/status``, else ``ru_maxrss``.
+    """
+    hwm = _status_kib("VmHWM")
+    return (_maxrss_kib() if hwm is None else hwm) / 1024
 
 
 def _libc():

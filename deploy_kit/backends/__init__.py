@@ -8,8 +8,12 @@ Each backend is one module of this package and declares its name there, once:
 
 A backend says whether it can run here and why not (:meth:`Backend.can_run`), whether it can
 build here (:meth:`Backend.can_build`), builds (engines) and opens a runner
-(:meth:`Backend.open_runner`). The CLI choices, ``env``, ``bench``, ``verify``, ``run``, ``build``,
-``triton`` and the export pipeline read this registry; nothing else spells a backend's name.
+(:meth:`Backend.open_runner`), each with its typed, frozen options declared in its own module
+(:class:`~.tensorrt.TensorRTBuildOptions`, :class:`~.tensorrt_rtx.RTXBuildOptions`,
+:class:`~.onnxruntime.OrtRunOptions`, :class:`~._trt.EngineRunOptions`), made from flags by
+:meth:`Backend.build_options` / :meth:`Backend.run_options`. The CLI choices, ``env``, ``bench``,
+``verify``, ``run``, ``build``, ``triton`` and the export pipeline read this registry; nothing else
+spells a backend's name.
 Importing it is light (no numpy, onnxruntime or TensorRT): each backend imports its package when
 asked.
 """
@@ -17,10 +21,11 @@ asked.
 from __future__ import annotations
 
 from ..errors import UsageError
-from .base import Backend
-from .onnxruntime import OnnxRuntime
-from .tensorrt import TensorRT
-from .tensorrt_rtx import TensorRTRTX
+from ._trt import EngineRunOptions
+from .base import Backend, BuildOptions, RunOptions, RunOptionsArg, as_run_options
+from .onnxruntime import OnnxRuntime, OrtRunOptions
+from .tensorrt import TensorRT, TensorRTBuildOptions
+from .tensorrt_rtx import RTXBuildOptions, TensorRTRTX
 
 _ALL: tuple[Backend, ...] = (TensorRTRTX(), TensorRT(), OnnxRuntime())
 REGISTRY: dict[str, Backend] = {b.name: b for b in _ALL}
@@ -73,4 +78,5 @@ def default_builder(*, prefer_device: bool = False) -> Backend | None:
 
 
 __all__ = ["Backend", "REGISTRY", "AUTO", "choices", "ONNXRUNTIME", "TENSORRT", "TENSORRT_RTX", "names", "get", "status", "builders",
-           "default_builder"]
+           "default_builder", "BuildOptions", "RunOptions", "RunOptionsArg", "as_run_options", "EngineRunOptions",
+           "OrtRunOptions", "TensorRTBuildOptions", "RTXBuildOptions"]

@@ -4,7 +4,9 @@ routine and the decision whether a plan can run on this machine.
 Every build is strongly typed: precision comes from the ONNX graph (Casts for FP16, Q/DQ for
 INT8), which is the only path TensorRT 11 and TensorRT-RTX accept and also works on TensorRT 10.
 Flavour differences (compute capabilities on RTX; timing cache and DLA on TensorRT) are the
-subclasses' ``configure`` hooks and class attributes; dispatch is by the real installed version.
+subclasses' typed build options, their ``configure`` and ``after_build`` hooks and class attributes;
+dispatch is by the real installed version. Every flavour opens its plans with
+:class:`EngineRunOptions`.
 
 Whether a plan runs here (:meth:`EngineBackend.can_run_artifact`) is decided before it is opened,
 so ``auto`` can fall back to ONNX Runtime and say why: the package imports, a GPU is present, the
@@ -28,7 +30,28 @@ from ..fsutil import atomic_target
 from ..manifest import Manifest, read_typed
 from ..runners import cuda
 from ..runners.session import EngineRunner, trt_logger
-from .base import Backend
+from .base import Backend, BuildOptions, RunOptions
+
+
+@dataclass(frozen=True)
+class EngineRunOptions(RunOptions):
+    """How a plan of any TensorRT flavour is opened (:class:`~deploy_kit.runners.session.EngineRunner`).
+
+    Attributes:
+        slots: passes that may be in flight at once (2 lets the copies and the host's work overlap the kernels).
+        runtime_cache: TensorRT-RTX: True keeps the kernels compiled at run time in ``<plan>.rtcache``,
+            a path keeps them there, False in memory only (:class:`~deploy_kit.runners.session.EngineSession`).
+
+    Raises:
+        UsageError: fewer than one slot (one line).
+    """
+
+    slots: int = 2
+    runtime_cache: bool | str = True
+
+    def __post_init__(self) -> None:
+        if int(self.slots) < 1:
+            raise UsageError(f"slots must be at least 1; got {self.slots}")
 
 
 @dataclass
@@ -65,9 +88,28 @@ class EngineBackend(Backend):
         """Major version used in plan names: ``rtx1``, ``trt10``, ``trt11``."""
         raise NotImplementedError
 
-    def configure(self, trt: ModuleType, builder, config, options: dict[str, Any]) -> dict[str, Any]:
+    build_options_type = BuildOptions  # a flavour with options of its own declares their class
+    run_options_type = EngineRunOptions
+
+    def configure(self, trt: ModuleType, builder, config, options: BuildOptions) -> dict[str, Any]:
         """Flavour-specific builder-config settings; returns what it set (for the manifest)."""
         return {}
+
+    def after_build(self, config, options: BuildOptions) -> None:
+        """What a flavour keeps of a successful build beyond the plan (TensorRT: its timing cache),
+        read from the builder config the plan was built with; called once the plan is written."""
+        return None
+
+    def run_options(self, *, slots: int | None = None, runtime_cache: bool | str | None = None,
+                    **refused: object) -> EngineRunOptions:
+        """:class:`EngineRunOptions` from flag or keyword values (None: the default).
+
+        Raises:
+            UsageError: a bad value, or a flag an engine does not take (one line).
+        """
+        self.refuse(refused)
+        return EngineRunOptions(slots=2 if slots is None else int(slots),
+                                runtime_cache=True if runtime_cache is None else runtime_cache)
 
     def runnable_targets(self) -> tuple[str, ...] | None:
         """The GPUs (``sm86``, ...) this flavour's runtime runs on; None: any GPU (TensorRT builds on the
@@ -187,27 +229,31 @@ class EngineBackend(Backend):
             return False, self.missing()
         return (True, "") if self.builds_without_gpu else self.can_run()
 
-    def open_runner(self, path: str, *, manifest: Manifest | None = None, **options: Any):
+    def open_runner(self, path: str, options: EngineRunOptions | None = None, *, manifest: Manifest | None = None):
         """An :class:`~deploy_kit.runners.session.EngineRunner` on the plan at ``path`` (needs a GPU).
 
         Args:
+            options: :class:`EngineRunOptions` (default: two slots, the runtime cache beside the plan).
             manifest: the plan's sidecar (default: ``<path>.json`` when it exists): the plan is checked
                 against this machine (:meth:`can_run_artifact`) and a DLA plan opened on its core.
-            options: passed to the runner (``slots``, ``runtime_cache``).
 
         Raises:
-            UsageError: this machine cannot run the plan (the reason and what to do are in the message).
+            UsageError: this machine cannot run the plan (the reason and what to do are in the message),
+                or another backend's run options.
             ManifestError: a damaged sidecar.
         """
+        opts = self.check_run_options(options)
         if manifest is None and os.path.isfile(path + ".json"):
             manifest = read_typed(path + ".json")
         ok, why = self.can_run_artifact(manifest)
         if not ok:
             raise UsageError(f"cannot run a {self.name} engine here: {why}")
         dla = manifest.dla_core if manifest is not None else None
-        return EngineRunner(path, self.trt(), name=self.name, dla_core=dla, **options)
+        return EngineRunner(path, self.trt(), name=self.name, dla_core=dla, slots=opts.slots,
+                            runtime_cache=opts.runtime_cache)
 
-    def build(self, onnx_path: str, plan_path: str, *, workspace_gib: float = 4.0, **options: Any) -> BuildResult:
+    def build(self, onnx_path: str, plan_path: str, options: BuildOptions | None = None, *,
+              workspace_gib: float = 4.0) -> BuildResult:
         """Parse ``onnx_path`` into a strongly typed network and serialize the engine.
 
         The plan is written atomically and never has bytes prepended (trtexec/Triton load it
@@ -215,10 +261,16 @@ class EngineBackend(Backend):
         of this TensorRT module (:func:`~deploy_kit.runners.session.trt_logger`), recorded for this
         build only.
 
+        Args:
+            options: this flavour's build options (:attr:`build_options_type`; None: its defaults).
+            workspace_gib: the builder's workspace memory pool.
+
         Raises:
             MissingDependencyError: the backend's package is not installed.
+            UsageError: another backend's build options, or a setting this machine or version refuses.
             EngineBuildError: the parser or builder rejected the network (messages included).
         """
+        options = self.check_build_options(options)
         trt = self.trt()
         logger = trt_logger(trt)
         with logger.capture() as log:
@@ -241,5 +293,7 @@ class EngineBackend(Backend):
         with atomic_target(plan_path) as tmp:
             with open(tmp, "wb") as fh:
                 fh.write(memoryview(serialized))
+        seconds = time.perf_counter() - start
+        self.after_build(config, options)
         details["warnings"] = log.warnings[-5:]
-        return BuildResult(plan_path, time.perf_counter() - start, os.path.getsize(plan_path), self.name, self.version(), details)
+        return BuildResult(plan_path, seconds, os.path.getsize(plan_path), self.name, self.version(), details)

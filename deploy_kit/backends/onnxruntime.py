@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
-from ..runners.ort import OrtRunner, ort_providers_available
-from .base import Backend
+from ..errors import UsageError
+from ..runners.ort import ORT_PROVIDERS, OrtRunner, ort_providers_available
+from .base import Backend, RunOptions
+
+DEVICES = ("auto", *ORT_PROVIDERS)  # auto: its CUDA EP when this onnxruntime has one, else the CPU
+
+
+@dataclass(frozen=True)
+class OrtRunOptions(RunOptions):
+    """How ONNX Runtime runs a graph (:class:`~deploy_kit.runners.ort.OrtRunner`).
+
+    Attributes:
+        threads: intra-op threads (0: ONNX Runtime's default); inter-op is then 1.
+        device: ``auto`` (its CUDA execution provider where this onnxruntime has it), ``cpu`` or ``cuda``.
+
+    Raises:
+        UsageError: a negative thread count or an unknown device (one line).
+    """
+
+    threads: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if int(self.threads) < 0:
+            raise UsageError(f"threads must be 0 (ONNX Runtime's default) or more; got {self.threads}")
+        if self.device not in DEVICES:
+            raise UsageError(f"unknown ONNX Runtime device '{self.device}'; choose one of: {', '.join(DEVICES)}")
 
 
 class OnnxRuntime(Backend):
@@ -16,6 +41,7 @@ class OnnxRuntime(Backend):
     module = "onnxruntime"
     extra = "ort"
     distributions = ("onnxruntime", "onnxruntime-gpu")
+    run_options_type = OrtRunOptions
 
     def providers(self) -> list[str]:
         """Execution providers of the installed onnxruntime ([] when it is not installed)."""
@@ -30,7 +56,24 @@ class OnnxRuntime(Backend):
             return False, self.missing()
         return True, "CUDA EP available" if "CUDAExecutionProvider" in providers else "CPU"
 
-    def open_runner(self, path: str, **options: Any):
-        """An :class:`~deploy_kit.runners.ort.OrtRunner` (``device`` defaults to ``auto``: its CUDA EP when present)."""
-        options.setdefault("device", "auto")
-        return OrtRunner(path, name=self.name, **options)
+    def run_options(self, *, threads: int | None = None, device: str | None = None, **refused: object) -> OrtRunOptions:
+        """:class:`OrtRunOptions` from flag or keyword values (None: the default).
+
+        Raises:
+            UsageError: a bad value, or a flag ONNX Runtime does not take (one line).
+        """
+        self.refuse(refused)
+        return OrtRunOptions(threads=0 if threads is None else int(threads), device=device or "auto")
+
+    def open_runner(self, path: str, options: OrtRunOptions | None = None, *, manifest=None) -> OrtRunner:
+        """An :class:`~deploy_kit.runners.ort.OrtRunner` on the graph at ``path``.
+
+        Args:
+            options: :class:`OrtRunOptions` (default: ONNX Runtime's thread count, its CUDA EP when present).
+            manifest: unused (a graph runner runs any graph it can run at all).
+
+        Raises:
+            UsageError: another backend's run options.
+        """
+        opts = self.check_run_options(options)
+        return OrtRunner(path, name=self.name, device=opts.device, threads=opts.threads)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -9,7 +11,29 @@ from ..errors import EngineBuildError, UsageError
 from ..fsutil import write_bytes
 from ..runners import cuda
 from ..runners.session import trt_logger
-from ._trt import EngineBackend
+from ._trt import BuildResult, EngineBackend
+from .base import BuildOptions
+
+
+@dataclass(frozen=True)
+class TensorRTBuildOptions(BuildOptions):
+    """What a TensorRT build takes beyond its graph.
+
+    Attributes:
+        timing_cache: a timing cache file: read if present, written after a successful build.
+        dla_core: the Jetson DLA core to build for (layers the DLA cannot run fall back to the GPU);
+            None builds for the GPU.
+
+    Raises:
+        UsageError: a negative DLA core (one line).
+    """
+
+    timing_cache: str | None = None
+    dla_core: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.dla_core is not None and int(self.dla_core) < 0:
+            raise UsageError(f"--dla-core must be 0 or 1; got {self.dla_core}")
 
 
 class TensorRT(EngineBackend):
@@ -19,6 +43,8 @@ class TensorRT(EngineBackend):
     module = "tensorrt"
     extra = "tensorrt"
     distributions = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12")
+    build_options_type = TensorRTBuildOptions
+    refused_hints = {"compute_capability": "a TensorRT plan is built for the GPU it is built on"}
 
     def missing(self) -> str:
         return f"{self.module} is not installed (pip install 'deploy-kit[{self.extra}]', or JetPack's TensorRT on a Jetson)"
@@ -26,22 +52,32 @@ class TensorRT(EngineBackend):
     def major(self) -> str:
         return "trt" + self.version().split(".")[0]
 
-    def configure(self, trt: ModuleType, builder, config, options: dict[str, Any]) -> dict[str, Any]:
+    def build_options(self, *, timing_cache: str | None = None, dla_core: int | None = None,
+                      **refused: object) -> TensorRTBuildOptions:
+        """:class:`TensorRTBuildOptions` from flag values (None: not given).
+
+        Raises:
+            UsageError: a bad value, or a flag TensorRT does not take (one line).
+        """
+        self.refuse(refused)
+        return TensorRTBuildOptions(timing_cache=timing_cache or None,
+                                    dla_core=None if dla_core is None else int(dla_core))
+
+    def configure(self, trt: ModuleType, builder, config, options: TensorRTBuildOptions) -> dict[str, Any]:
         out: dict[str, Any] = {}
         # a TensorRT plan runs on the GPU kind it was built on: recorded, so run/verify can tell
         gpu = cuda.sm(cuda.device_info())
         if gpu:
             out["compute_capabilities"] = [gpu]
-        cache_path = options.get("timing_cache")
-        if cache_path:
-            import os
-
-            blob = open(cache_path, "rb").read() if os.path.exists(cache_path) else b""
-            cache = config.create_timing_cache(blob)
-            config.set_timing_cache(cache, ignore_mismatch=False)
-            out["timing_cache"] = cache_path
-            options["_timing_cache_obj"] = cache
-        dla = options.get("dla_core")
+        if options.timing_cache:
+            path = options.timing_cache
+            blob = open(path, "rb").read() if os.path.exists(path) else b""
+            # the config keeps the cache alive (keep_alive on set_timing_cache in TensorRT's Python
+            # bindings, python/src/infer/pyCore.cpp of https://github.com/NVIDIA/TensorRT); after_build
+            # gets it back from the config, so nothing is kept in the options
+            config.set_timing_cache(config.create_timing_cache(blob), ignore_mismatch=False)
+            out["timing_cache"] = path
+        dla = options.dla_core
         if dla is not None:
             if builder.num_DLA_cores == 0:
                 raise UsageError("--dla-core was given but this device has no DLA (Jetson Orin/Xavier only)")
@@ -53,19 +89,24 @@ class TensorRT(EngineBackend):
             out["dla_core"] = int(dla)
         return out
 
-    def build(self, onnx_path: str, plan_path: str, **options: Any):
+    def after_build(self, config, options: TensorRTBuildOptions) -> None:
+        """Write the timing cache the build used and extended (IBuilderConfig.get_timing_cache: the one
+        set in :meth:`configure`), for the next build."""
+        if options.timing_cache:
+            write_bytes(options.timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+
+    def build(self, onnx_path: str, plan_path: str, options: TensorRTBuildOptions | None = None, *,
+              workspace_gib: float = 4.0) -> BuildResult:
         ok, why = self.can_run()
         if not ok:
             raise EngineBuildError(
                 f"the tensorrt backend builds on the target GPU and none is usable here ({why}); "
                 "use --backend tensorrt-rtx for an ahead-of-time build, or build on the device"
             )
-        result = super().build(onnx_path, plan_path, **options)
-        if options.get("dla_core") is not None:
-            result.details["dla_layers"] = dla_report(self.trt(), plan_path, options.get("dla_core"))
-        cache = options.get("_timing_cache_obj")
-        if cache is not None:
-            write_bytes(options["timing_cache"], bytes(memoryview(cache.serialize())))
+        options = self.check_build_options(options)
+        result = super().build(onnx_path, plan_path, options, workspace_gib=workspace_gib)
+        if options.dla_core is not None:
+            result.details["dla_layers"] = dla_report(self.trt(), plan_path, options.dla_core)
         return result
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Iterable
 
 from ..errors import UsageError
 from ._trt import EngineBackend
+from .base import BuildOptions
 
 # The GPUs TensorRT-RTX runs on: the compute capabilities its support matrix lists, 7.5, 8.6, 8.9
 # and 12.0 (1.0 to 1.7), and 12.1 (GB10) from 1.5
@@ -18,6 +20,23 @@ RTX_TARGETS = {"sm75": "SM75", "sm86": "SM86", "sm89": "SM89", "sm120": "SM120",
 # what a build that names no target covers: "portable across devices with compute capabilities 8.6,
 # 8.9, and 12.0"; Turing (7.5) only when asked for (the same support matrix's notes)
 DEFAULT_TARGETS = ("sm86", "sm89", "sm120")
+
+
+@dataclass(frozen=True)
+class RTXBuildOptions(BuildOptions):
+    """What a TensorRT-RTX build takes beyond its graph.
+
+    Attributes:
+        compute_capabilities: the GPUs to build for (``sm86``, ``sm120``, ...; any case, duplicates
+            dropped); empty: :data:`DEFAULT_TARGETS`. Checked against the installed version's
+            targets when the build starts.
+    """
+
+    compute_capabilities: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # any iterable of names in, a tuple out: the dataclass stays hashable and immutable
+        object.__setattr__(self, "compute_capabilities", tuple(str(t) for t in self.compute_capabilities))
 
 
 class TensorRTRTX(EngineBackend):
@@ -35,6 +54,9 @@ class TensorRTRTX(EngineBackend):
     label = "TensorRT-RTX"
     wheel = "tensorrt-rtx"
     needs_nvrtc = True  # kernels are compiled on the device when a model runs (JIT)
+    build_options_type = RTXBuildOptions
+    refused_hints = {"timing_cache": "TensorRT-RTX keeps the kernels it compiles in a runtime cache instead",
+                     "dla_core": "DLA exists on Jetson TensorRT only: --backend tensorrt"}
 
     def major(self) -> str:
         return "rtx" + self.version().split(".")[0]
@@ -53,10 +75,20 @@ class TensorRTRTX(EngineBackend):
     def rebuild_hint(self, gpu: str) -> str:
         return f"rebuild it with deploy-kit build BUNDLE --backend {self.name} --compute-capability {gpu}"
 
-    def configure(self, trt: ModuleType, builder, config, options: dict[str, Any]) -> dict[str, Any]:
+    def build_options(self, *, compute_capability: Iterable[str] | None = None, **refused: object) -> RTXBuildOptions:
+        """:class:`RTXBuildOptions` from flag values (``compute_capability``: the repeatable
+        ``--compute-capability``; None or (): not given).
+
+        Raises:
+            UsageError: a flag TensorRT-RTX does not take (one line).
+        """
+        self.refuse(refused)
+        return RTXBuildOptions(compute_capabilities=tuple(compute_capability or ()))
+
+    def configure(self, trt: ModuleType, builder, config, options: RTXBuildOptions) -> dict[str, Any]:
         # ITimingCache has no effect on RTX and forces a GPU query (blocks CPU-only AOT); the
         # JIT kernels are cached at run time by the runtime cache instead (runners/session.py).
-        asked = [str(t).lower() for t in options.get("compute_capabilities") or ()]
+        asked = [t.lower() for t in options.compute_capabilities]
         allowed = self.targets()
         for t in asked:
             if t not in allowed:

@@ -154,7 +154,9 @@ def export(model, variant, weights, height, width, tlc, module_ref, init_args, c
                               train_size=train_size, precision=precision,
                               degradation=degradation, options={"head": head}, seed=seed, batch=batch)
     chosen_backend = _resolve_backend(backend)
-    build_options = {"compute_capabilities": compute_capabilities, "timing_cache": timing_cache}
+    # the chosen engine backend's typed options; a flag it does not take is one line, before any work
+    build_options = backends.get(chosen_backend).build_options(
+        compute_capability=compute_capabilities, timing_cache=timing_cache) if chosen_backend else None
     _run_and_summarise(req, out_dir, chosen_backend, stop_after, samples,
                        Int8Options(calib=calib, calib_count=calib_count, method=calib_method, remainder=int8_remainder),
                        build_options, bundle)

@@ -197,10 +197,10 @@ def build(target, backend, dla_core, compute_capabilities, timing_cache, out_pat
         backend = chosen.name
     if dla_core is not None and backend != backends.TENSORRT:
         raise UsageError("--dla-core needs --backend tensorrt (DLA exists on Jetson TensorRT only)")
-    if dla_core is not None and dla_core < 0:
-        raise UsageError(f"--dla-core must be 0 or 1; got {dla_core}")
-    res = build_engine(target, backend, out_path=out_path, dla_core=dla_core,
-                       compute_capabilities=compute_capabilities, timing_cache=timing_cache,
+    # the backend's typed options: a bad value or a flag it does not take is one line, before any work
+    options = backends.get(backend).build_options(dla_core=dla_core, compute_capability=compute_capabilities,
+                                                  timing_cache=timing_cache)
+    res = build_engine(target, backend, out_path=out_path, options=options,
                        progress=lambda text: click.echo(text, err=True))
     from ..fsutil import human_size
 

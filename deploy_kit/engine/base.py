@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..backends import get
+from ..backends import BuildOptions, get
 from ..backends._trt import BuildResult
 from ..bundle import open_bundle
 from ..errors import UsageError
@@ -16,7 +16,8 @@ from ..manifest import ManifestError, plan_manifest, target_kind, write_manifest
 from ..onnxmeta import read_metadata
 
 
-def build_engine(target: str, backend: str, *, out_path: str | None = None, progress=None, **options: Any) -> BuildResult:
+def build_engine(target: str, backend: str, *, out_path: str | None = None, progress=None,
+                 options: BuildOptions | None = None) -> BuildResult:
     """``deploy-kit build``: an engine from a bundle (on the device) or a deploy-kit ONNX, plus its manifest.
 
     The same :meth:`EngineBackend.build` the export pipeline uses; torch-free (a bundle's manifest
@@ -26,12 +27,15 @@ def build_engine(target: str, backend: str, *, out_path: str | None = None, prog
         target: a bundle folder (or its manifest.json) or an ``.onnx``.
         backend: ``tensorrt`` or ``tensorrt-rtx``.
         out_path: plan path (default: inside the bundle, or next to the ONNX).
-        options: dla_core, compute_capabilities, timing_cache.
+        options: the backend's build options (``get(backend).build_options(...)``: DLA core, compute
+            capabilities, timing cache); None: its defaults.
 
     Raises:
-        ManifestError: a tampered bundle; UsageError/EngineBuildError as the build raises them.
+        ManifestError: a tampered bundle; UsageError/EngineBuildError as the build raises them (another
+            backend's options among them, before any work).
     """
     eng = get(backend)
+    options = eng.check_build_options(options)
     kind = target_kind(target)
     if kind == "bundle":
         b = open_bundle(target)
@@ -45,7 +49,7 @@ def build_engine(target: str, backend: str, *, out_path: str | None = None, prog
     plan = out_path or f"{base}.{eng.major()}.plan"
     if progress:
         progress(f"building {plan} with {eng.name} {eng.version()} ...")
-    res = eng.build(onnx_path, plan, **{k: v for k, v in options.items() if v not in (None, ())})
+    res = eng.build(onnx_path, plan, options)
     try:
         write_manifest(plan + ".json", plan_manifest(meta, meta.get("precision", "fp32"), onnx_path, plan, eng, res))
     except ManifestError as exc:

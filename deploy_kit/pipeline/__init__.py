@@ -24,9 +24,9 @@ import os
 import shutil
 import tempfile
 from dataclasses import replace
-from typing import Any
 
 from .. import backends
+from ..backends import BuildOptions
 from ..errors import UsageError
 from ..memory import PeakRss, map_large_allocations, release_memory
 from ..models import get_adapter, spec_for
@@ -58,7 +58,7 @@ def run_export(
     stop_after: str | None = None,
     samples: int = 2,
     int8: Int8Options | None = None,
-    build_options: dict[str, Any] | None = None,
+    build_options: BuildOptions | None = None,
     progress: Progress = _quiet,
     bundle: bool = False,
 ) -> ExportResult:
@@ -73,7 +73,8 @@ def run_export(
         samples: number of sample images for parity.
         int8: the INT8 settings when ``req.precision == "int8"`` (default: ``Int8Options()``);
             the model's own FP32 node patterns are added to its patterns.
-        build_options: passed to the engine backend (compute capabilities, timing cache, DLA).
+        build_options: the engine backend's typed build options (``backends.get(backend).build_options(...)``:
+            compute capabilities, timing cache, DLA); None: its defaults. Ignored without an engine.
         progress: callback for the progress display.
         bundle: also write ``<stem>.bundle/`` for the device (deploy_kit/bundle_writer.py).
 
@@ -81,7 +82,8 @@ def run_export(
         ExportResult (artifacts, timings, parity report, next steps).
 
     Raises:
-        DeployKitError subclasses for user errors; a failed parity gate is *not* raised here —
+        DeployKitError subclasses for user errors (another backend's build options among them, before
+        any work); a failed parity gate is *not* raised here —
         the caller decides (the CLI exits 1 when ``result.report.passed()`` is False).
     """
     validate_request(req)
@@ -91,6 +93,7 @@ def run_export(
     engine_backend = backends.get(backend) if backend else None
     if engine_backend is not None:
         engine_backend.trt()  # fail early, before minutes of work, when the backend is missing
+        build_options = engine_backend.check_build_options(build_options)  # another backend's: before any work
     adapter = get_adapter(req.model)
     adapter.validate(req)
     created = not os.path.isdir(out_dir)
@@ -98,7 +101,8 @@ def run_export(
     work = tempfile.mkdtemp(prefix=".dk-work-", dir=out_dir)
     try:
         with PeakRss() as memory:
-            job = Job(req, out_dir, work, samples, int8 or Int8Options(), engine_backend, dict(build_options or {}),
+            job = Job(req, out_dir, work, samples, int8 or Int8Options(), engine_backend,
+                      build_options if engine_backend is not None else None,
                       adapter, spec_for(req), progress, memory, ExportResult(req))
             done = _chain(job, stop_after)
             if bundle:

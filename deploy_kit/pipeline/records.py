@@ -23,6 +23,7 @@ from ..specs import ExportRequest, ModelSpec, Variant
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
+    from ..backends import BuildOptions
     from ..backends._trt import EngineBackend
     from ..models.base import ModelAdapter
     from ..compare import Check, ParityReport
@@ -41,7 +42,7 @@ class ExportResult:
     artifacts: list[tuple[str, str]] = field(default_factory=list)  # (label, path)
     timings: list[tuple[str, float]] = field(default_factory=list)
     # peak resident memory (MiB) of this process and its children, per stage and overall
-    # (memory.PeakRss); None where /proc is not available
+    # (memory.PeakRss); None without psutil (the export extra installs it)
     stage_peaks: list[tuple[str, float | None]] = field(default_factory=list)
     peak_rss_mib: float | None = None
     notes: list[str] = field(default_factory=list)
@@ -72,7 +73,8 @@ class Job:
         samples: number of sample images for parity.
         int8: the INT8 settings (read when ``req.precision == "int8"``).
         engine_backend: the backend that builds the engine; None stops before the engine.
-        build_options: passed to the engine build (compute capabilities, timing cache).
+        build_options: the engine backend's typed build options (compute capabilities, timing cache);
+            None when no engine is built.
         adapter: the model family's bridge to the pipeline.
         spec: the model family's spec (its parity tolerances).
         progress: the progress callback.
@@ -86,7 +88,7 @@ class Job:
     samples: int
     int8: Int8Options
     engine_backend: EngineBackend | None
-    build_options: dict[str, Any]
+    build_options: BuildOptions | None
     adapter: ModelAdapter
     spec: ModelSpec
     progress: Progress

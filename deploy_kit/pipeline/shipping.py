@@ -57,7 +57,7 @@ def stage_engine(job: Job, reference: Reference, graph: Graph, checks: tuple[Che
 
 
 def _build(job: Job, eng: EngineBackend, onnx_path: str, plan: str) -> tuple[BuildResult, str]:
-    built = eng.build(onnx_path, plan, **job.build_options)
+    built = eng.build(onnx_path, plan, job.build_options)
     job.res.artifacts.append((f"{eng.name} engine", plan))
     return built, f"{built.seconds:.1f} s, {built.size / 2**20:.1f} MB"
 

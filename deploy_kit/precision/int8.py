@@ -1,4 +1,5 @@
-"""INT8 as explicit Q/DQ in the ONNX graph (onnxruntime ``quantize_static``), plus the legacy cache.
+"""INT8 as explicit Q/DQ in the ONNX graph (onnxruntime ``quantize_static``), plus the legacy cache
+(written by ``legacy_cache.py``).
 
 TensorRT 11 dropped implicit INT8 (calibrators, ``BuilderFlag.INT8``): precision lives in the graph
 as QuantizeLinear/DequantizeLinear pairs and every engine is strongly typed
@@ -35,8 +36,6 @@ import json
 import logging
 import os
 import re
-import shlex
-import struct
 import tempfile
 import time
 from dataclasses import dataclass
@@ -45,20 +44,18 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..errors import CalibrationError, UsageError
-from ..fsutil import atomic_target, write_text
+from ..fsutil import atomic_target
 from ..runners.ort import ort_session
 from .calibration import CalibrationSet
 from .check import check_loads
 from .fp16 import convert_fp16
+from .legacy_cache import LEGACY_TRT_VERSION, legacy_cache_path, trtexec_command, write_legacy_calibration_cache
 
 METHODS = ("minmax", "entropy", "percentile")
 REMAINDERS = ("fp32", "fp16")
 #: Weighted ops TensorRT runs as INT8 kernels when fed by Q/DQ. MatMul only with a constant B
 #: (``MatMulConstBOnly``): activation x activation products (attention) stay float.
 DEFAULT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-#: TensorRT version named in the legacy cache header: JetPack 6.1/6.2 ship TensorRT 10.3, the
-#: newest JetPack line that still has implicit INT8 and is the main Orin target.
-LEGACY_TRT_VERSION = "10.3.0"
 #: Histogram-based calibrators keep whole intermediate tensors in memory until they are binned:
 #: feed them this many inputs per pass.
 _HIST_CHUNK = 1
@@ -410,88 +407,6 @@ def load_ranges(cache_file: str) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------
-# the legacy TensorRT <= 10 calibration cache
-# ---------------------------------------------------------------------------------------------
-def trt_version_number(version: str) -> int:
-    """TensorRT's NV_TENSORRT_VERSION integer: 8.6.1 → 8601, 10.3.0 → 100300.
-
-    TensorRT 10 changed the encoding from major*1000 to major*10000 (+ minor*100 + patch).
-    """
-    parts = [int(p) for p in (version.split(".") + ["0", "0"])[:3]]
-    major, minor, patch = parts
-    return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
-
-
-def write_legacy_calibration_cache(
-    ranges: dict[str, float], path: str, *, trt_version: str = LEGACY_TRT_VERSION
-) -> None:
-    """Write a TensorRT implicit-INT8 calibration cache (text, what IInt8EntropyCalibrator2 writes).
-
-    Format (header names the TensorRT version and algorithm; the builder ignores a cache whose
-    header does not match its own version)::
-
-        TRT-100300-EntropyCalibration2
-        input: 3c010204
-        /intro/Conv_output_0: 3d8f5c29
-
-    one line per tensor: ``name: <hex of the float32 scale's bit pattern>``, i.e. the big-endian
-    bytes of the IEEE-754 value, with scale = amax / 127. Written atomically.
-
-    Args:
-        ranges: amax (max |x|) per tensor name (ONNX tensor names are TensorRT's tensor names).
-        path: output file.
-        trt_version: the TensorRT version that will read it (e.g. "10.3.0" on JetPack 6.x).
-    """
-    lines = [f"TRT-{trt_version_number(trt_version)}-EntropyCalibration2"]
-    for name in sorted(ranges):
-        if ":" in name or "\n" in name:  # the format splits on ':'; such names cannot be represented
-            continue
-        scale = float(ranges[name]) / 127.0
-        lines.append(f"{name}: {struct.pack('>f', scale).hex()}")
-    write_text(path, "\n".join(lines) + "\n")
-
-
-def read_legacy_calibration_cache(path: str) -> tuple[str, dict[str, float]]:
-    """(header, amax per tensor) from a TensorRT calibration cache (the inverse of the writer)."""
-    with open(path, encoding="utf-8") as fh:
-        header = fh.readline().strip()
-        if not header.startswith("TRT-"):
-            raise CalibrationError(f"{path} is not a TensorRT calibration cache (header {header[:40]!r})")
-        out = {}
-        for line in fh:
-            if not line.strip():
-                continue
-            name, _, value = line.rstrip("\n").rpartition(":")
-            scale = struct.unpack(">f", bytes.fromhex(value.strip().rjust(8, "0")))[0]
-            out[name] = scale * 127.0
-    return header, out
-
-
-def _artifact_stem(src: str) -> str:
-    """``/out/nafnet-w32-256x256.fp32.onnx`` → ``/out/nafnet-w32-256x256``."""
-    stem = os.path.splitext(src)[0]
-    return stem[: -len(".fp32")] if stem.endswith(".fp32") else stem
-
-
-def legacy_cache_path(src: str) -> str:
-    """Where the legacy cache goes: next to the FP32 ONNX, ``<stem>.int8.calib``."""
-    return _artifact_stem(src) + ".int8.calib"
-
-
-def trtexec_command(src: str, cache: str, excluded: Sequence[str], remainder: str) -> str:
-    """The ``trtexec`` line (TensorRT ≤ 10, e.g. JetPack 6) that builds an implicit-INT8 engine."""
-    engine = _artifact_stem(src) + ".int8-implicit.tensorrt10.plan"
-    parts = ["trtexec", f"--onnx={src}", "--int8"]
-    if remainder == "fp16":
-        parts.append("--fp16")
-    parts += [f"--calib={cache}"]
-    if excluded:
-        parts += ["--precisionConstraints=obey", "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in excluded)]
-    parts.append(f"--saveEngine={engine}")
-    return " ".join(shlex.quote(p) for p in parts)
-
-
-# ---------------------------------------------------------------------------------------------
 # the public entry point
 # ---------------------------------------------------------------------------------------------
 def quantize_int8(src: str, dst: str, calib: CalibrationSet, opts: Int8Options, *,
@@ -515,10 +430,38 @@ def quantize_int8(src: str, dst: str, calib: CalibrationSet, opts: Int8Options, 
         CalibrationError: the calibration arrays do not fit the model input.
     """
     import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     opts.validate()
     t0 = time.time()
+    cache_file, hit = _activation_ranges(src, calib, opts, cache_key_extra)
+    model = onnx.load(src)
+    excluded, nodes_to_exclude = exclusions(model, opts)
+    qmodel, layers = _write_qdq(src, dst, cache_file, calib, opts, excluded, nodes_to_exclude)
+    legacy = legacy_cache_path(src)
+    _write_legacy_cache(model, cache_file, legacy, opts)
+    return Int8Result(
+        quantized_nodes=len(layers),
+        excluded=tuple(excluded),
+        method=opts.method,
+        cache_hit=hit,
+        cache_file=cache_file,
+        scales_sha256=_scales_sha256(qmodel),
+        legacy_cache=legacy,
+        trtexec=trtexec_command(src, legacy, excluded, opts.remainder),
+        op_types=tuple(opts.op_types),
+        remainder=opts.remainder,
+        calibration=calib.description,
+        seconds=round(time.time() - t0, 2),
+    )
+
+
+def _activation_ranges(src: str, calib: CalibrationSet, opts: Int8Options, cache_key_extra: str) -> tuple[str, bool]:
+    """(the activation-range cache file, whether it was there already); calibrates on a miss.
+
+    Raises:
+        UsageError: ``src`` is missing or has more than one input.
+        CalibrationError: the calibration arrays do not fit the model input.
+    """
     if not os.path.isfile(src):
         raise UsageError(f"ONNX file not found: {src}")
     _input_name_and_check(src, calib)
@@ -529,9 +472,20 @@ def quantize_int8(src: str, dst: str, calib: CalibrationSet, opts: Int8Options, 
     hit = _cache_usable(cache_file)
     if not hit:
         calibrate(src, calib, opts, cache_file)
+    return cache_file, hit
 
-    model = onnx.load(src)
-    excluded, nodes_to_exclude = exclusions(model, opts)
+
+def _write_qdq(src: str, dst: str, cache_file: str, calib: CalibrationSet, opts: Int8Options,
+               excluded: list[str], nodes_to_exclude: list[str]) -> tuple[Any, list[str]]:
+    """Write the Q/DQ graph to ``dst`` atomically: ``quantize_static`` with the cached ranges, float
+    consumers bypassed, the FP16 remainder, the ``deploy_kit.int8`` metadata, checked.
+
+    Returns:
+        (the written model, the layers that run INT8).
+    """
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
     extra = {
         "ActivationSymmetric": True,
         "WeightSymmetric": True,
@@ -571,13 +525,18 @@ def quantize_int8(src: str, dst: str, calib: CalibrationSet, opts: Int8Options, 
         onnx.checker.check_model(qmodel)
         check_loads(qmodel, "int8")
         onnx.save(qmodel, tmp)
+    return qmodel, layers
 
+
+def _write_legacy_cache(model, cache_file: str, path: str, opts: Int8Options) -> None:
+    """The TensorRT <= 10 calibration cache at ``path``, from the same ranges as the Q/DQ graph.
+
+    Scales for the weighted layers' activation input and output (Conv/MatMul/Gemm with a constant
+    weight, islands excepted: a spatial mean written as MatMul is no INT8 layer); never for FP32-island
+    tensors.
+    """
     ranges = load_ranges(cache_file)
     islands = _pattern_outputs(model, opts.fp32_patterns)
-    legacy = legacy_cache_path(src)
-    # scales for the weighted layers' activation input and output (Conv/MatMul/Gemm with a
-    # constant weight, islands excepted: a spatial mean written as MatMul is no INT8 layer);
-    # never for FP32-island tensors
     inits = {i.name for i in model.graph.initializer}
     island_re = re.compile("|".join(opts.fp32_patterns)) if opts.fp32_patterns else None
     layer_io = {
@@ -587,21 +546,7 @@ def quantize_int8(src: str, dst: str, calib: CalibrationSet, opts: Int8Options, 
         for t in (n.input[0], n.output[0])
     }
     write_legacy_calibration_cache({k: v for k, v in ranges.items() if k in layer_io and k not in islands},
-                                   legacy, trt_version=opts.legacy_trt_version)
-    return Int8Result(
-        quantized_nodes=len(layers),
-        excluded=tuple(excluded),
-        method=opts.method,
-        cache_hit=hit,
-        cache_file=cache_file,
-        scales_sha256=_scales_sha256(qmodel),
-        legacy_cache=legacy,
-        trtexec=trtexec_command(src, legacy, excluded, opts.remainder),
-        op_types=tuple(opts.op_types),
-        remainder=opts.remainder,
-        calibration=calib.description,
-        seconds=round(time.time() - t0, 2),
-    )
+                                   path, trt_version=opts.legacy_trt_version)
 
 
 def _cache_usable(path: str) -> bool:

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from ..backends import RunOptionsArg
 from ..errors import UsageError
 from ..manifest import Manifest
 from .context import graph_fn, pad_like_model, parse_context, run_passes
@@ -106,6 +107,9 @@ class Restorer:
             statistics summed over the whole image and fed back, deploy_kit/runtime/context.py; needs
             a bundle with a sync graph, or ``sync_runner``). ``sync`` frames are not pipelined.
         sync_runner: an already opened runner of the sync graph (with ``runner``/``manifest``).
+        run_options: the run options of the runners it opens, each backend's own type (e.g.
+            ``OrtRunOptions(threads=2)``, ``EngineRunOptions(slots=3)``, or both: ``auto`` decides which
+            backend runs); a backend given none runs with its defaults.
 
     Raises:
         UsageError / ManifestError: the target cannot be opened or run here; the model does not output images.
@@ -113,14 +117,14 @@ class Restorer:
 
     def __init__(self, target: str | None = None, backend: str = "auto", *, overlap: int | None = None,
                  depth: int = 2, runner=None, manifest: Manifest | None = None, context: str = "tile",
-                 sync_runner=None, **runner_options: Any):
+                 sync_runner=None, run_options: RunOptionsArg = None):
         self.context, self.passes = parse_context(context)
         if runner is None:
-            opened = open_target(target, backend, **runner_options)
+            opened = open_target(target, backend, run_options)
             runner, manifest, self.note = opened.runner, opened.manifest, opened.note
             if self.context == "sync":
                 try:
-                    sync_runner, sync_note = open_sync(opened, backend, **runner_options)
+                    sync_runner, sync_note = open_sync(opened, backend, run_options)
                 except BaseException:
                     runner.close()
                     raise
@@ -145,9 +149,9 @@ class Restorer:
         slots = max(1, int(getattr(runner, "slots", 1)))
         self._inputs = _Pool(lambda: np.empty((n, self.channels, th, tw), np.float32), slots + 2)
         self._lock = threading.Lock()
-        # the stage threads of each stream running now, with its stop flag: close() stops them and
-        # waits for them before the runner (its pinned buffers, its device memory) is released
-        self._streams: list[tuple[threading.Event, list[threading.Thread]]] = []
+        # the streams running now (their stage threads and stop flag): close() stops them and waits
+        # for them before the runner (its pinned buffers, its device memory) is released
+        self._streams: list[_Stream] = []
 
     # ------------------------------------------------------------------ the stages
     def grid(self, height: int, width: int) -> TileGrid:
@@ -287,95 +291,18 @@ class Restorer:
                 restored = self.restore(frame)
                 yield (restored, tag) if tagged else restored
             return
-        stop = threading.Event()
-        q_in: queue.Queue = queue.Queue(maxsize=self.depth)       # prepared frames
-        q_tiles: queue.Queue = queue.Queue(maxsize=self.depth)    # (frame, call, filled buffer)
-        q_blended: queue.Queue = queue.Queue(maxsize=1)  # blended frames: each holds a float accumulator
-        q_out: queue.Queue = queue.Queue(maxsize=self.depth)      # finished frames
-        errors: list[BaseException] = []
-
-        def put(q: queue.Queue, item) -> None:
-            _put(q, item, stop)
-
-        def get(q: queue.Queue):
-            return _get(q, stop)
-
-        def stage(fn):
-            def body():
-                try:
-                    fn()
-                except _Stopped:
-                    pass
-                except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
-                    errors.append(exc)
-                    stop.set()
-            t = threading.Thread(target=body, daemon=True, name=f"deploy-kit-{fn.__name__}")
-            t.start()
-            return t
-
-        def source():
-            for item in frames:
-                frame, tag = item if tagged else (item, None)
-                put(q_in, self._start(frame, tag))
-            put(q_in, _DONE)
-
-        def tiler():
-            while (job := get(q_in)) is not _DONE:
-                for call in range(job.grid.calls):
-                    buf = self._inputs.take(stop)
-                    job.grid.fill(job.padded, call, buf)
-                    put(q_tiles, (job, call, buf))
-            put(q_tiles, _DONE)
-
-        def model():
-            # up to `slots` passes in flight; a pass's outputs are blended before its slot is reused
-            slots = max(1, int(getattr(self.runner, "slots", 1)))
-            pending: list = []
-
-            def drain_one():
-                job, call, p = pending.pop(0)
-                self._blend(job, call, p.wait())
-                if call == job.grid.calls - 1:
-                    put(q_blended, job)
-
-            while (item := get(q_tiles)) is not _DONE:
-                job, call, buf = item
-                if len(pending) == slots:
-                    drain_one()
-                pending.append((job, call, self.runner.submit(buf)))
-                self._inputs.give(buf)  # submit copied it
-            while pending:
-                drain_one()
-            put(q_blended, _DONE)
-
-        def finisher():
-            while (job := get(q_blended)) is not _DONE:
-                job.out = self._finish(job)
-                put(q_out, job)
-            put(q_out, _DONE)
-
-        threads = [stage(source), stage(tiler), stage(model), stage(finisher)]
-        live = (stop, threads)
+        stream = _Stream(self, frames, tagged)
+        stream.start()
         with self._lock:
-            self._streams.append(live)
+            self._streams.append(stream)
         try:
-            while True:
-                try:
-                    job = q_out.get(timeout=0.1)
-                except queue.Empty:
-                    if errors:
-                        raise errors[0]
-                    continue
-                if job is _DONE:
-                    break
+            for job in stream.results():
                 yield (job.out, job.extra) if tagged else job.out
-            if errors:
-                raise errors[0]
         finally:
-            _stop_stages(stop, threads)
+            stream.halt()
             with self._lock:
-                if live in self._streams:
-                    self._streams.remove(live)
+                if stream in self._streams:
+                    self._streams.remove(stream)
 
     def close(self) -> None:
         """Stop the streams still running (an abandoned :meth:`restore_stream` generator), wait for their
@@ -383,8 +310,8 @@ class Restorer:
         is freed while a stage can still touch it."""
         with self._lock:
             streams, self._streams = self._streams, []
-        for stop, threads in streams:
-            _stop_stages(stop, threads)
+        for stream in streams:
+            stream.halt()
         if self.runner is not None:
             self.runner.close()
             self.runner = None
@@ -399,20 +326,121 @@ class Restorer:
         self.close()
 
 
-def _stop_stages(stop: threading.Event, threads: list[threading.Thread]) -> None:
-    """Stop one stream's stages and wait for them.
+class _Stream:
+    """One :meth:`Restorer.restore_stream` run: four stage threads joined by bounded queues.
 
-    The stages that use the runner or the frames in flight (tiler, model, finisher) are joined
-    without a timeout: each wakes on ``stop`` within 0.1 s, or once the pass it waits for ends, and
-    the runner may be closed only after. The source stage (``threads[0]``) touches neither; it may be
-    blocked inside the caller's iterator (a decoder, a camera), so it is given 5 s and then left (a
-    daemon thread that stops at its next frame).
+    source (pulls and prepares the caller's frames) -> tiler (fills the batch buffers) -> model
+    (submits them, up to ``slots`` passes in flight, and blends each pass's outputs) -> finisher
+    (quantises) -> :meth:`results`, in the caller's thread. A stage that raises stops the others
+    (``stop``); :meth:`results` re-raises its error.
     """
-    stop.set()
-    current = threading.current_thread()
-    for i, t in enumerate(threads):
-        if t is not current:
-            t.join(timeout=5 if i == 0 else None)
+
+    def __init__(self, restorer: Restorer, frames: Iterable, tagged: bool):
+        self.r, self.frames, self.tagged = restorer, frames, tagged
+        depth = restorer.depth
+        self.stop = threading.Event()
+        self.q_in: queue.Queue = queue.Queue(maxsize=depth)       # prepared frames
+        self.q_tiles: queue.Queue = queue.Queue(maxsize=depth)    # (frame, call, filled buffer)
+        self.q_blended: queue.Queue = queue.Queue(maxsize=1)  # blended frames: each holds a float accumulator
+        self.q_out: queue.Queue = queue.Queue(maxsize=depth)      # finished frames
+        self.errors: list[BaseException] = []
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Start the stage threads (the source first: :meth:`halt` treats ``threads[0]`` as the source)."""
+        self.threads = [self._thread(fn) for fn in (self.source, self.tiler, self.model, self.finisher)]
+
+    def _thread(self, fn) -> threading.Thread:
+        def body():
+            try:
+                fn()
+            except _Stopped:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+                self.errors.append(exc)
+                self.stop.set()
+        t = threading.Thread(target=body, daemon=True, name=f"deploy-kit-{fn.__name__}")
+        t.start()
+        return t
+
+    def _put(self, q: queue.Queue, item) -> None:
+        _put(q, item, self.stop)
+
+    def _get(self, q: queue.Queue):
+        return _get(q, self.stop)
+
+    # ------------------------------------------------------------------ the stages, one thread each
+    def source(self) -> None:
+        for item in self.frames:
+            frame, tag = item if self.tagged else (item, None)
+            self._put(self.q_in, self.r._start(frame, tag))
+        self._put(self.q_in, _DONE)
+
+    def tiler(self) -> None:
+        while (job := self._get(self.q_in)) is not _DONE:
+            for call in range(job.grid.calls):
+                buf = self.r._inputs.take(self.stop)
+                job.grid.fill(job.padded, call, buf)
+                self._put(self.q_tiles, (job, call, buf))
+        self._put(self.q_tiles, _DONE)
+
+    def model(self) -> None:
+        # up to `slots` passes in flight; a pass's outputs are blended before its slot is reused
+        slots = max(1, int(getattr(self.r.runner, "slots", 1)))
+        pending: list = []
+        while (item := self._get(self.q_tiles)) is not _DONE:
+            job, call, buf = item
+            if len(pending) == slots:
+                self._drain_one(pending)
+            pending.append((job, call, self.r.runner.submit(buf)))
+            self.r._inputs.give(buf)  # submit copied it
+        while pending:
+            self._drain_one(pending)
+        self._put(self.q_blended, _DONE)
+
+    def _drain_one(self, pending: list) -> None:
+        """Wait for the oldest pass in flight and blend it; a frame whose last pass it was moves on."""
+        job, call, p = pending.pop(0)
+        self.r._blend(job, call, p.wait())
+        if call == job.grid.calls - 1:
+            self._put(self.q_blended, job)
+
+    def finisher(self) -> None:
+        while (job := self._get(self.q_blended)) is not _DONE:
+            job.out = self.r._finish(job)
+            self._put(self.q_out, job)
+        self._put(self.q_out, _DONE)
+
+    # ------------------------------------------------------------------ the caller's side
+    def results(self) -> Iterator[_Frame]:
+        """The finished frames in order, in the caller's thread; raises the first stage error."""
+        while True:
+            try:
+                job = self.q_out.get(timeout=0.1)
+            except queue.Empty:
+                if self.errors:
+                    raise self.errors[0]
+                continue
+            if job is _DONE:
+                break
+            yield job
+        if self.errors:
+            raise self.errors[0]
+
+    def halt(self) -> None:
+        """Stop the stages and wait for them.
+
+        The stages that use the runner or the frames in flight (tiler, model, finisher) are joined
+        without a timeout: each wakes on ``stop`` within 0.1 s, or once the pass it waits for ends,
+        and the runner may be closed only after. The source stage (``threads[0]``) touches neither;
+        it may be blocked inside the caller's iterator (a decoder, a camera), so it is given 5 s and
+        then left (a daemon thread that stops at its next frame).
+        """
+        self.stop.set()
+        current = threading.current_thread()
+        for i, t in enumerate(self.threads):
+            if t is not current:
+                t.join(timeout=5 if i == 0 else None)
 
 
 def _to_gray(rgb: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import backends
-from ..backends import AUTO
+from ..backends import AUTO, RunOptionsArg, as_run_options
 from ..bundle import open_bundle
 from ..errors import DeployKitError, UsageError
 from ..manifest import Manifest, plan_sidecar, read_typed, target_kind
@@ -34,7 +34,7 @@ class Opened:
     bundle: Any = None
 
 
-def bundle_runner(bundle, backend: str = AUTO, **options: Any) -> tuple[Any, str]:
+def bundle_runner(bundle, backend: str = AUTO, run_options: RunOptionsArg = None) -> tuple[Any, str]:
     """The runner for a bundle, and a one-line note on what was chosen and why.
 
     ``auto`` walks the registry in preference order and takes the first backend that can run this
@@ -44,16 +44,19 @@ def bundle_runner(bundle, backend: str = AUTO, **options: Any) -> tuple[Any, str
     name needs a plan built by ``deploy-kit build BUNDLE --backend NAME`` that runs here.
 
     Args:
-        options: passed to the runner (e.g. ``threads`` for ONNX Runtime).
+        run_options: the run options of the backends it may open, each backend's own type
+            (``OrtRunOptions(threads=2)``, ``EngineRunOptions(slots=3)``; :func:`~deploy_kit.backends.as_run_options`);
+            the backend that runs takes its own, or its defaults.
 
     Raises:
-        UsageError: the asked backend cannot run this bundle here (the reason and what to do).
+        UsageError: the asked backend cannot run this bundle here (the reason and what to do); bad run options.
     """
     if backend not in backends.choices():
         raise UsageError(f"unknown backend '{backend}'; choose one of: {', '.join(backends.choices())}")
+    run_options = as_run_options(run_options)
     plans = [(p, name, read_typed(p + ".json")) for p, name in bundle.engines()]
     if backend != AUTO and backends.get(backend).engine:
-        return _named_engine(bundle, backends.get(backend), plans)
+        return _named_engine(bundle, backends.get(backend), plans, run_options)
     skipped: list[str] = []
     if backend == AUTO:
         for eng in (backends.get(n) for n in backends.names(engines=True)):
@@ -63,7 +66,8 @@ def bundle_runner(bundle, backend: str = AUTO, **options: Any) -> tuple[Any, str
                 ok, why = eng.can_run_artifact(manifest)
                 if ok:
                     try:
-                        return eng.open_runner(plan, manifest=manifest), f"{name} engine {os.path.basename(plan)}"
+                        runner = eng.open_runner(plan, eng.pick_run_options(run_options), manifest=manifest)
+                        return runner, f"{name} engine {os.path.basename(plan)}"
                     except (RuntimeError, ValueError, DeployKitError) as exc:  # fall back, saying why
                         why = str(exc)
                 skipped.append(f"{name} engine {os.path.basename(plan)} ({_for_bundle(why, bundle.path)})")
@@ -74,7 +78,7 @@ def bundle_runner(bundle, backend: str = AUTO, **options: Any) -> tuple[Any, str
     if not ok:
         engines = "; ".join(skipped) or "; ".join(f"{k}: {v[1]}" for k, v in backends.status().items() if k != ort.name)
         raise UsageError(f"nothing can run this bundle here: {why}; {engines}")
-    runner = ort.open_runner(bundle.onnx, **options)
+    runner = ort.open_runner(bundle.onnx, ort.pick_run_options(run_options))
     note = f"{ort.name} ({runner.device.upper()}) on {bundle.typed.onnx}"
     if backend == AUTO:
         if skipped:
@@ -86,7 +90,7 @@ def bundle_runner(bundle, backend: str = AUTO, **options: Any) -> tuple[Any, str
     return runner, note
 
 
-def _named_engine(bundle, eng, plans) -> tuple[Any, str]:
+def _named_engine(bundle, eng, plans, run_options: tuple) -> tuple[Any, str]:
     """``--backend NAME`` for an engine: its newest plan in the bundle that runs here.
 
     Raises:
@@ -102,7 +106,8 @@ def _named_engine(bundle, eng, plans) -> tuple[Any, str]:
     for plan, manifest in mine:
         ok, why = eng.can_run_artifact(manifest)
         if ok:
-            return eng.open_runner(plan, manifest=manifest), f"{eng.name} engine {os.path.basename(plan)}"
+            runner = eng.open_runner(plan, eng.pick_run_options(run_options), manifest=manifest)
+            return runner, f"{eng.name} engine {os.path.basename(plan)}"
         reasons.append(f"{os.path.basename(plan)}: {_for_bundle(why, bundle.path)}")
     raise UsageError(f"cannot run a {eng.name} engine here: {'; '.join(reasons)}")
 
@@ -123,12 +128,16 @@ def for_plan(why: str, plan: str, manifest: Manifest) -> str:
     return why
 
 
-def open_sync(opened: Opened, backend: str = AUTO, **options: Any) -> tuple[Any, str]:
+def open_sync(opened: Opened, backend: str = AUTO, run_options: RunOptionsArg = None) -> tuple[Any, str]:
     """The runner of a bundle's sync graph (``run --context sync``) and a note; ONNX Runtime (its CUDA
     EP where this onnxruntime has it), whatever ``backend`` runs the bundle's main graph.
 
+    Args:
+        run_options: as :func:`bundle_runner`; ONNX Runtime takes its own among them.
+
     Raises:
-        UsageError: the target is not a bundle with a sync graph, or ONNX Runtime cannot run here.
+        UsageError: the target is not a bundle with a sync graph, or ONNX Runtime cannot run here; bad
+            run options.
     """
     m = opened.manifest
     if opened.bundle is None or not m.sync_onnx:
@@ -138,22 +147,27 @@ def open_sync(opened: Opened, backend: str = AUTO, **options: Any) -> tuple[Any,
     ok, why = ort.can_run()
     if not ok:
         raise UsageError(f"the sync graph runs on ONNX Runtime, which cannot run here: {why}")
-    runner = ort.open_runner(os.path.join(opened.bundle.path, m.sync_onnx), **options)
+    runner = ort.open_runner(os.path.join(opened.bundle.path, m.sync_onnx), ort.pick_run_options(run_options))
     return runner, f"{ort.name} ({runner.device.upper()}) on {m.sync_onnx}"
 
 
-def open_target(target: str, backend: str = AUTO, **options: Any) -> Opened:
+def open_target(target: str, backend: str = AUTO, run_options: RunOptionsArg = None) -> Opened:
     """Open a bundle folder (or its manifest.json) or a ``.plan`` with its ``.json`` manifest.
 
+    Args:
+        run_options: as :func:`bundle_runner`; a plan's engine backend takes its own among them.
+
     Raises:
-        UsageError / ManifestError: not found, not a bundle or plan, tampered, or nothing can run it here.
+        UsageError / ManifestError: not found, not a bundle or plan, tampered, or nothing can run it
+            here; bad run options.
     """
+    run_options = as_run_options(run_options)
     if not os.path.exists(target):
         raise UsageError(f"not found: {target}")
     kind = target_kind(target)
     if kind == "bundle":
         b = open_bundle(target)
-        runner, note = bundle_runner(b, backend, **options)
+        runner, note = bundle_runner(b, backend, run_options)
         return Opened(runner, b.typed, note, b)
     if kind == "plan":
         manifest = read_typed(plan_sidecar(target, "run"))
@@ -169,5 +183,6 @@ def open_target(target: str, backend: str = AUTO, **options: Any) -> Opened:
         ok, why = eng.can_run_artifact(manifest)  # another version, GPU or DLA core: rebuild it
         if not ok:
             raise UsageError(f"cannot run {target} here: {for_plan(why, target, manifest)}")
-        return Opened(eng.open_runner(target, manifest=manifest), manifest, f"{name} engine")
+        return Opened(eng.open_runner(target, eng.pick_run_options(run_options), manifest=manifest), manifest,
+                      f"{name} engine")
     raise UsageError(f"{target}: expected a bundle folder or a .plan with its .json manifest")

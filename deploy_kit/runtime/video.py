@@ -451,48 +451,17 @@ def _write(av, tmp: str, muxer: str, dst: str, src: str, info: VideoInfo, video_
            progress, scale: int = 1) -> int:
     """Encode ``restore(frames_in)`` (+ src's audio packets) into ``tmp``, frames ``scale`` times src's size;
     returns frames written."""
-    from av.video.reformatter import VideoReformatter
-
-    try:
-        codec_obj = av.codec.Codec(codec, "w")
-    except (ValueError, av.error.FFmpegError) as exc:  # PyAV's UnknownCodecError is a ValueError
-        raise ValueError(f"{codec!r} is not a video encoder this FFmpeg build has ({_reason(exc)})") from exc
-    if codec_obj.type != "video":
-        raise ValueError(f"{codec!r} is a {codec_obj.type} encoder, not a video encoder")
+    codec_obj = _encoder(av, codec)
     width, height, rate = scale * info.width, scale * info.height, info.fps
     pix_fmt = _pick_pix_fmt(codec_obj, width, height)
     src_cc = video_in.codec_context
-    matrix = _sws_matrix(src_cc.colorspace)
     full = _sws_range(src_cc.color_range, info.pixel_format)
-
     try:
         out = av.open(tmp, "w", format=muxer)
     except av.error.FFmpegError as exc:
         raise ValueError(f"{dst}: cannot write ({_reason(exc)})") from exc
     with out:
-        vs = out.add_stream(codec_obj.name, rate=rate)
-        vs.width, vs.height, vs.pix_fmt = width, height, pix_fmt
-        cc = vs.codec_context
-        cc.time_base = 1 / rate
-        # 0 = the encoder picks (x264: 1.5 threads per core, frame-parallel, plus its lookahead)
-        cc.thread_count = 0
-        cc.thread_type = "AUTO"
-        options = {"crf": None if crf is None else str(crf), "preset": preset}
-        cc.options = {key: value for key, value in options.items() if value is not None}
-        # same tags as the source, so players convert back with the matrix we encoded with
-        cc.colorspace = src_cc.colorspace
-        cc.color_range = full if pix_fmt.startswith("yuv") else src_cc.color_range
-        cc.color_primaries = src_cc.color_primaries
-        cc.color_trc = src_cc.color_trc
-        try:
-            cc.open()  # here rather than in start_encoding: an encoder error is not a muxer error
-        except av.error.FFmpegError as exc:
-            raise ValueError(f"the {codec} encoder rejects {width}x{height} {pix_fmt} at {rate} fps with "
-                             f"{cc.options or 'no options'} ({_reason(exc)})") from exc
-        # avcodec_open2 hands back the options the encoder did not take
-        for key in ("crf", "preset"):
-            if key in (cc.options or {}):
-                raise ValueError(f"the {codec} encoder has no {key} option; pass {key}=None for its default")
+        vs = _add_video_stream(av, out, codec_obj, codec, width, height, rate, pix_fmt, src_cc, full, crf, preset)
         matrix_set = getattr(vs, "set_display_matrix", None)  # PyAV >= 18
         if matrix_set is not None:
             # a phone clip's rotation: restore sees (and returns) the frames as coded, so the output
@@ -500,15 +469,11 @@ def _write(av, tmp: str, muxer: str, dst: str, src: str, info: VideoInfo, video_
             display = _display_matrix(av, src, video_in.index)
             if display is not None:
                 matrix_set(display)
-        audio_streams = list(audio_in.streams.audio)
-        audio_map = {}
-        add_copy = getattr(out, "add_stream_from_template", None)  # PyAV >= 13; add_stream(template=) before
-        for stream in audio_streams:
-            audio_map[stream.index] = add_copy(stream) if add_copy else out.add_stream(template=stream)
+        audio_map = _add_audio_copies(out, audio_in)
         try:
             out.start_encoding()  # writes the header: the muxer checks here what it can hold
         except av.error.FFmpegError as exc:
-            kinds = " + ".join([codec_obj.name] + [s.codec_context.name for s in audio_streams])
+            kinds = " + ".join([codec_obj.name] + [s.codec_context.name for s in audio_in.streams.audio])
             raise ValueError(f"{dst}: a {muxer} file cannot hold {kinds} ({_reason(exc)}); "
                              f"use another codec or container (.mkv holds most)") from exc
 
@@ -516,54 +481,123 @@ def _write(av, tmp: str, muxer: str, dst: str, src: str, info: VideoInfo, video_
         # every stream by the audio's lead-in (an AAC priming packet, ~21 ms), which rounds to a
         # whole frame and leaves a gap. There, audio that ends before the first frame is dropped.
         audio = _AudioFeed(av, audio_in, audio_map, video_in, drop_lead_in=muxer == "avi")
-        to_yuv = VideoReformatter()
-        to_yuv_flags = _sws_flags(_SWS_TO_YUV)
-        wrap = getattr(av.VideoFrame, "from_numpy_buffer", av.VideoFrame.from_ndarray)
-        time_base = Fraction(1, 1) / rate
-        written = 0
-        total = info.frames
-        expected_shape = (height, width, 3)
-        counter = [0]  # frames restore has taken from the reader
-        try:
-            for array in restore(_counting(frames_in, counter)):
-                if not isinstance(array, np.ndarray) or array.shape != expected_shape or array.dtype != np.uint8:
-                    got = (f"{array.dtype} array of shape {array.shape}" if isinstance(array, np.ndarray)
-                           else type(array).__name__)
-                    raise ValueError(f"restore returned a {got} for frame {written}; "
-                                     f"{src} needs {height}x{width}x3 uint8 RGB frames"
-                                     + (f" ({scale} x its size)" if scale > 1 else ""))
-                array = np.ascontiguousarray(array)
-                if pix_fmt != "rgb24":
-                    # wrap the array without a copy (PyAV >= 12): swscale reads it once, right here,
-                    # into a new YUV frame, so restore may reuse its buffers afterwards
-                    frame = wrap(array, format="rgb24")
-                    frame = to_yuv.reformat(frame, format=pix_fmt, src_colorspace=matrix,
-                                            dst_colorspace=matrix, src_color_range=_RANGE_JPEG,
-                                            dst_color_range=full, interpolation=to_yuv_flags)
-                else:
-                    # the encoder may keep this frame (lookahead): it gets its own copy
-                    frame = av.VideoFrame.from_ndarray(array, format="rgb24")
-                frame.pts = written
-                frame.time_base = time_base
-                for packet in vs.encode(frame):
-                    audio.mux_until(out, packet)
-                    out.mux_one(packet)
-                written += 1
-                if progress is not None:
-                    progress(written, total)
-            # restore must have used every input frame; pulling one more also runs the reader's
-            # end-of-stream check (a truncated src raises here)
-            if next(frames_in, None) is not None:
-                raise RuntimeError(f"restore stopped reading after {counter[0]} frames of {src} "
-                                   f"but returned {written}")
-            if written != counter[0]:
-                raise RuntimeError(f"restore returned {written} frames for the {counter[0]} it read from {src}")
-            for packet in vs.encode(None):
+        frames = _FrameMaker(av, pix_fmt, _sws_matrix(src_cc.colorspace), full, rate)
+        return _encode(av, out, vs, audio, frames, frames_in, restore, src, dst, (height, width, 3), scale,
+                       progress, info.frames)
+
+
+def _encoder(av, codec: str):
+    """The FFmpeg video encoder named ``codec`` (ValueError when this build has none by that name)."""
+    try:
+        codec_obj = av.codec.Codec(codec, "w")
+    except (ValueError, av.error.FFmpegError) as exc:  # PyAV's UnknownCodecError is a ValueError
+        raise ValueError(f"{codec!r} is not a video encoder this FFmpeg build has ({_reason(exc)})") from exc
+    if codec_obj.type != "video":
+        raise ValueError(f"{codec!r} is a {codec_obj.type} encoder, not a video encoder")
+    return codec_obj
+
+
+def _add_video_stream(av, out, codec_obj, codec: str, width: int, height: int, rate: Fraction, pix_fmt: str,
+                      src_cc, full: int, crf: int | None, preset: str | None):
+    """The output's video stream, its encoder opened: size, rate, ``crf``/``preset`` and src's colour tags."""
+    vs = out.add_stream(codec_obj.name, rate=rate)
+    vs.width, vs.height, vs.pix_fmt = width, height, pix_fmt
+    cc = vs.codec_context
+    cc.time_base = 1 / rate
+    # 0 = the encoder picks (x264: 1.5 threads per core, frame-parallel, plus its lookahead)
+    cc.thread_count = 0
+    cc.thread_type = "AUTO"
+    options = {"crf": None if crf is None else str(crf), "preset": preset}
+    cc.options = {key: value for key, value in options.items() if value is not None}
+    # same tags as the source, so players convert back with the matrix we encoded with
+    cc.colorspace = src_cc.colorspace
+    cc.color_range = full if pix_fmt.startswith("yuv") else src_cc.color_range
+    cc.color_primaries = src_cc.color_primaries
+    cc.color_trc = src_cc.color_trc
+    try:
+        cc.open()  # here rather than in start_encoding: an encoder error is not a muxer error
+    except av.error.FFmpegError as exc:
+        raise ValueError(f"the {codec} encoder rejects {width}x{height} {pix_fmt} at {rate} fps with "
+                         f"{cc.options or 'no options'} ({_reason(exc)})") from exc
+    # avcodec_open2 hands back the options the encoder did not take
+    for key in ("crf", "preset"):
+        if key in (cc.options or {}):
+            raise ValueError(f"the {codec} encoder has no {key} option; pass {key}=None for its default")
+    return vs
+
+
+def _add_audio_copies(out, audio_in) -> dict:
+    """An output stream copying each of src's audio streams (no re-encode), by src stream index."""
+    add_copy = getattr(out, "add_stream_from_template", None)  # PyAV >= 13; add_stream(template=) before
+    return {stream.index: add_copy(stream) if add_copy else out.add_stream(template=stream)
+            for stream in audio_in.streams.audio}
+
+
+class _FrameMaker:
+    """restore's RGB arrays as frames for the encoder: converted with src's matrix and range, frame ``i``
+    stamped ``i / fps``."""
+
+    def __init__(self, av, pix_fmt: str, matrix: int, full: int, rate: Fraction):
+        from av.video.reformatter import VideoReformatter
+
+        self._av = av
+        self._pix_fmt, self._matrix, self._full = pix_fmt, matrix, full
+        self._to_yuv = VideoReformatter()
+        self._to_yuv_flags = _sws_flags(_SWS_TO_YUV)
+        self._wrap = getattr(av.VideoFrame, "from_numpy_buffer", av.VideoFrame.from_ndarray)
+        self._time_base = Fraction(1, 1) / rate
+
+    def frame(self, array: np.ndarray, index: int):
+        """Frame ``index`` of the output, made from ``array`` (H x W x 3 uint8 RGB)."""
+        array = np.ascontiguousarray(array)
+        if self._pix_fmt != "rgb24":
+            # wrap the array without a copy (PyAV >= 12): swscale reads it once, right here,
+            # into a new YUV frame, so restore may reuse its buffers afterwards
+            frame = self._wrap(array, format="rgb24")
+            frame = self._to_yuv.reformat(frame, format=self._pix_fmt, src_colorspace=self._matrix,
+                                          dst_colorspace=self._matrix, src_color_range=_RANGE_JPEG,
+                                          dst_color_range=self._full, interpolation=self._to_yuv_flags)
+        else:
+            # the encoder may keep this frame (lookahead): it gets its own copy
+            frame = self._av.VideoFrame.from_ndarray(array, format="rgb24")
+        frame.pts = index
+        frame.time_base = self._time_base
+        return frame
+
+
+def _encode(av, out, vs, audio: _AudioFeed, frames: _FrameMaker, frames_in: Iterator[np.ndarray], restore,
+            src: str, dst: str, shape: tuple[int, int, int], scale: int, progress, total: int | None) -> int:
+    """Encode and mux what ``restore`` returns, each frame checked against ``shape``, then flush the
+    encoder and the rest of the audio; returns frames written."""
+    written = 0
+    counter = [0]  # frames restore has taken from the reader
+    try:
+        for array in restore(_counting(frames_in, counter)):
+            if not isinstance(array, np.ndarray) or array.shape != shape or array.dtype != np.uint8:
+                got = (f"{array.dtype} array of shape {array.shape}" if isinstance(array, np.ndarray)
+                       else type(array).__name__)
+                raise ValueError(f"restore returned a {got} for frame {written}; "
+                                 f"{src} needs {shape[0]}x{shape[1]}x3 uint8 RGB frames"
+                                 + (f" ({scale} x its size)" if scale > 1 else ""))
+            for packet in vs.encode(frames.frame(array, written)):
                 audio.mux_until(out, packet)
                 out.mux_one(packet)
-            audio.mux_rest(out)
-        except av.error.FFmpegError as exc:
-            raise ValueError(f"{dst}: encoding frame {written} failed ({_reason(exc)})") from exc
+            written += 1
+            if progress is not None:
+                progress(written, total)
+        # restore must have used every input frame; pulling one more also runs the reader's
+        # end-of-stream check (a truncated src raises here)
+        if next(frames_in, None) is not None:
+            raise RuntimeError(f"restore stopped reading after {counter[0]} frames of {src} "
+                               f"but returned {written}")
+        if written != counter[0]:
+            raise RuntimeError(f"restore returned {written} frames for the {counter[0]} it read from {src}")
+        for packet in vs.encode(None):
+            audio.mux_until(out, packet)
+            out.mux_one(packet)
+        audio.mux_rest(out)
+    except av.error.FFmpegError as exc:
+        raise ValueError(f"{dst}: encoding frame {written} failed ({_reason(exc)})") from exc
     return written
 
 

@@ -95,6 +95,21 @@ class _Source:
     notes: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class _Route:
+    """How ``<name>_tiled`` runs its tiles."""
+
+    bls: bool  # each tile a request to ``target`` in the server; else ONNX Runtime in the python backend
+    target: str
+    context: str  # "tile" or "sync:N"
+    passes: int
+    sync_file: str | None  # the bundle's sync graph (file name), copied beside the model
+
+    @property
+    def sync(self) -> bool:
+        return self.context != "tile"
+
+
 def default_name(manifest: Manifest) -> str:
     """The bundle's graph stem as a Triton model name (``nafnet-tiny-64x64-tlc.fp16`` -> ``...-tlc-fp16``).
 
@@ -247,20 +262,13 @@ def write_repository(source: str, repo: str, *, name: str | None = None, instanc
             a tampered bundle, or a model folder in ``repo`` that deploy-kit did not write (one line).
             Nothing is written then.
     """
-    if tiles_through not in TILES_THROUGH:
-        raise UsageError(f"--tiles-through must be one of {', '.join(TILES_THROUGH)}; got {tiles_through!r}")
-    if not isinstance(instances, int) or isinstance(instances, bool) or not 1 <= instances <= 64:
-        raise UsageError(f"--instances must be between 1 and 64; got {instances}")
-    if not isinstance(threads, int) or isinstance(threads, bool) or not 0 <= threads <= 1024:
-        raise UsageError(f"--threads must be between 0 (ONNX Runtime's default) and 1024; got {threads}")
+    _check_options(tiles_through, instances, threads)
     mode, passes = parse_context(context)
     src = _resolve(source)
-    m, raw = src.bundle.typed, src.bundle.manifest
+    m = src.bundle.typed
     if mode == "sync" and not m.sync_onnx:
         raise UsageError(f"--context sync needs a bundle with a sync graph; {src.bundle.path} has none (export a "
                          "global-context model, e.g. NAFNet without --tlc or Restormer with --no-tlc, with --bundle)")
-    context = "tile" if mode == "tile" else f"sync:{passes}"
-    sync_file = os.path.basename(m.sync_onnx) if m.sync_onnx else None
     name = default_name(m) if name is None else name
     if not _NAME.fullmatch(name) or name in (".", ".."):
         raise UsageError(f"--name {name[:60]!r} is not a model name: letters, digits, '_', '-', '.' (at most 100, "
@@ -271,101 +279,142 @@ def write_repository(source: str, repo: str, *, name: str | None = None, instanc
               "Every value comes from the bundle's manifest and graph; regenerate with 'deploy-kit triton' rather than edit."]
     plan_name, onnx_name, tiled_name = name, f"{name}_onnx", f"{name}_tiled"
     files: dict[str, dict[str, Any]] = {}  # model -> {"config.pbtxt": text, "1/x": ("copy", path), MARKER: manifest}
-
     if src.plan is not None:
-        trt = src.plan_typed.backend_version or "?"
-        files[plan_name] = {
-            "config.pbtxt": _config(
-                header + [f"TensorRT {trt} plan {os.path.basename(src.plan)}: it loads only under TensorRT {trt} on the",
-                          "GPU kind it was built on: serve it with the Triton container that ships that TensorRT."],
-                plan_name, 'platform: "tensorrt_plan"', _fixed(inputs), _fixed(outputs), "KIND_GPU", instances),
-            "1/model.plan": ("copy", src.plan),
-            MARKER: _marker(src.plan_manifest, "tensorrt_plan", src.plan),
-        }
-        info.models.append(ModelInfo(plan_name, "tensorrt_plan", os.path.join(info.repo, plan_name), f"TensorRT {trt}, GPU"))
-    files[onnx_name] = {
-        "config.pbtxt": _config(header + ["The same graph on ONNX Runtime (CPU nodes)."], onnx_name,
-                                'platform: "onnxruntime_onnx"', _fixed(inputs), _fixed(outputs), "KIND_CPU", instances,
-                                {"intra_op_thread_count": str(threads)} if threads else None),
-        "1/model.onnx": ("copy", src.bundle.onnx),
-        MARKER: _marker(raw, "onnxruntime_onnx", src.bundle.onnx),
-    }
-    info.models.append(ModelInfo(onnx_name, "onnxruntime_onnx", os.path.join(info.repo, onnx_name), "ONNX Runtime, CPU"))
-
+        files[plan_name] = _plan_model(src, plan_name, header, inputs, outputs, instances, info)
+    files[onnx_name] = _onnx_model(src, onnx_name, header, inputs, outputs, instances, threads, info)
     if m.output_kind != "image" or len(inputs) != 1 or len(outputs) != 1:
         info.notes.append(f"no {tiled_name}: the graph outputs {m.output_kind} ({len(outputs)} outputs), "
                           "so images of other sizes cannot be tiled through it")
     else:
         ov, multiple = tiling_defaults(m, overlap)
-        _, ch, th, tw = m.input_shape
-        sc = m.scale
-        if tuple(outputs[0].dims[2:]) != (sc * th, sc * tw):
-            raise ManifestError(f"{src.bundle.path}: the graph outputs {list(outputs[0].dims)} for {list(inputs[0].dims)} "
-                                f"inputs, not {sc} x the input's size (manifest scale {sc}); re-export it")
-        if m.input_dtype not in ("float32", "float16"):
-            raise ManifestError(f"{src.bundle.path}: input dtype {m.input_dtype[:20]!r} is not float32/float16")
-        dtype = TRITON_TYPES[m.input_dtype]
+        _check_tileable(src.bundle.path, m, inputs, outputs)
         if tiles_through == "plan" and src.plan is None:
             raise UsageError("--tiles-through plan needs a TensorRT plan in the repository, and there is none "
                              "(see the notes above); use --tiles-through onnx or in-process")
         bls = tiles_through != "in-process"
         target = plan_name if tiles_through == "plan" or (tiles_through == "auto" and src.plan is not None) else onnx_name
-        sync = mode == "sync"
-        params = {
-            "tiles_through": "bls" if bls else "in-process",
-            **({"tile_model": target} if bls else {"onnx": "model.onnx"}),
-            **({"intra_op_threads": str(threads)} if not bls or sync_file else {}),
-            "tile_input": inputs[0].name,
-            "tile_input_dtype": inputs[0].dtype,
-            "tile_output": outputs[0].name,
-            "channels": str(ch),
-            "tile_height": str(th),
-            "tile_width": str(tw),
-            "tile_batch": str(m.batch),
-            "scale": str(sc),
-            "overlap": str(ov),
-            "multiple": str(multiple),
-            "global_context": "true" if m.global_context else "false",
-            "context": context,
-            **({"sync_onnx": sync_file, "sync_stats": str(m.sync_stats), "sync_pad": m.sync_pad[0],
-                "sync_pad_multiple": str(m.sync_pad[1])} if sync_file else {}),
-            "deploy_kit_version": __version__,
-        }
-        if sync:
-            how = (f"Context {context}: every tile sees the whole image's statistics, {passes} passes through the sync "
-                   f"graph 1/{sync_file} on deploy-kit's ONNX Runtime runner in the python backend process.")
-        else:
-            how = (f"Each tile is a request to '{target}' in this server (BLS)." if bls else
-                   "Each tile runs on deploy-kit's ONNX Runtime runner in the python backend process (1/model.onnx).")
-        extra = "pip install deploy-kit there" if bls and not sync else "pip install 'deploy-kit[ort]' there"
-        tiled = {
-            "config.pbtxt": _config(
-                header + [f"Images of any size (N, {ch}, H, W) in [0, 1], tiled {th}x{tw} with overlap {ov} and blended by",
-                          "deploy-kit's runtime (deploy_kit.runtime.tiling.tile_run), as 'deploy-kit run' does.",
-                          *([f"Super-resolution x{sc}: the output is (N, {outputs[0].dims[1]}, {sc}*H, {sc}*W)."]
-                            if sc > 1 else []),
-                          how,
-                          f"Needs deploy-kit in the Python that runs the python backend ({extra})."],
-                tiled_name, 'backend: "python"', [(inputs[0].name, dtype, [-1, ch, -1, -1])],
-                [(outputs[0].name, "TYPE_FP32", [-1, outputs[0].dims[1], -1, -1])], "KIND_CPU", instances, params),
-            "1/model.py": ("text", _PYTHON_MODEL.format(version=__version__, extra=extra)),
-            MARKER: _marker(raw, "python", src.bundle.onnx),
-        }
-        if not bls:
-            tiled["1/model.onnx"] = ("copy", src.bundle.onnx)
-        if sync_file:
-            tiled[f"1/{sync_file}"] = ("copy", os.path.join(src.bundle.path, m.sync_onnx))
-        files[tiled_name] = tiled
-        through = f"the sync graph, {context}, ONNX Runtime in-process" if sync else \
-            (target if bls else "ONNX Runtime in-process")
-        info.models.append(ModelInfo(tiled_name, "python", os.path.join(info.repo, tiled_name),
-                                     f"any size, tiles through {through}"))
-        if m.global_context and not sync:
-            hint = "; this bundle has a sync graph: --context sync makes the tiles match the full image" \
-                if sync_file else ""
-            info.notes.append(f"{GLOBAL_CONTEXT_NOTE}{hint}")
+        route = _Route(bls=bls, target=target, context="tile" if mode == "tile" else f"sync:{passes}", passes=passes,
+                       sync_file=os.path.basename(m.sync_onnx) if m.sync_onnx else None)
+        files[tiled_name] = _tiled_model(src, tiled_name, header, inputs, outputs, instances, threads, route,
+                                         ov, multiple, info)
     _write(repo, files)
     return info
+
+
+def _check_options(tiles_through: str, instances: int, threads: int) -> None:
+    """The options that need no bundle: one line each (UsageError)."""
+    if tiles_through not in TILES_THROUGH:
+        raise UsageError(f"--tiles-through must be one of {', '.join(TILES_THROUGH)}; got {tiles_through!r}")
+    if not isinstance(instances, int) or isinstance(instances, bool) or not 1 <= instances <= 64:
+        raise UsageError(f"--instances must be between 1 and 64; got {instances}")
+    if not isinstance(threads, int) or isinstance(threads, bool) or not 0 <= threads <= 1024:
+        raise UsageError(f"--threads must be between 0 (ONNX Runtime's default) and 1024; got {threads}")
+
+
+def _plan_model(src: _Source, name: str, header: list[str], inputs, outputs, instances: int,
+                info: RepositoryInfo) -> dict[str, Any]:
+    """``<name>``: the TensorRT plan, fixed size, on the GPU (recorded in ``info``)."""
+    trt = src.plan_typed.backend_version or "?"
+    info.models.append(ModelInfo(name, "tensorrt_plan", os.path.join(info.repo, name), f"TensorRT {trt}, GPU"))
+    return {
+        "config.pbtxt": _config(
+            header + [f"TensorRT {trt} plan {os.path.basename(src.plan)}: it loads only under TensorRT {trt} on the",
+                      "GPU kind it was built on: serve it with the Triton container that ships that TensorRT."],
+            name, 'platform: "tensorrt_plan"', _fixed(inputs), _fixed(outputs), "KIND_GPU", instances),
+        "1/model.plan": ("copy", src.plan),
+        MARKER: _marker(src.plan_manifest, "tensorrt_plan", src.plan),
+    }
+
+
+def _onnx_model(src: _Source, name: str, header: list[str], inputs, outputs, instances: int, threads: int,
+                info: RepositoryInfo) -> dict[str, Any]:
+    """``<name>_onnx``: the same graph on ONNX Runtime, fixed size, on the CPU (recorded in ``info``)."""
+    info.models.append(ModelInfo(name, "onnxruntime_onnx", os.path.join(info.repo, name), "ONNX Runtime, CPU"))
+    return {
+        "config.pbtxt": _config(header + ["The same graph on ONNX Runtime (CPU nodes)."], name,
+                                'platform: "onnxruntime_onnx"', _fixed(inputs), _fixed(outputs), "KIND_CPU", instances,
+                                {"intra_op_thread_count": str(threads)} if threads else None),
+        "1/model.onnx": ("copy", src.bundle.onnx),
+        MARKER: _marker(src.bundle.manifest, "onnxruntime_onnx", src.bundle.onnx),
+    }
+
+
+def _check_tileable(where: str, m: Manifest, inputs, outputs) -> None:
+    """The graph's output is ``scale`` x its input's size and its input a float image (ManifestError)."""
+    sc, (_, _, th, tw) = m.scale, m.input_shape
+    if tuple(outputs[0].dims[2:]) != (sc * th, sc * tw):
+        raise ManifestError(f"{where}: the graph outputs {list(outputs[0].dims)} for {list(inputs[0].dims)} "
+                            f"inputs, not {sc} x the input's size (manifest scale {sc}); re-export it")
+    if m.input_dtype not in ("float32", "float16"):
+        raise ManifestError(f"{where}: input dtype {m.input_dtype[:20]!r} is not float32/float16")
+
+
+def _tiled_model(src: _Source, name: str, header: list[str], inputs, outputs, instances: int, threads: int,
+                 route: _Route, overlap: int, multiple: int, info: RepositoryInfo) -> dict[str, Any]:
+    """``<name>_tiled``: images of any size through the python backend (recorded in ``info``, with a note
+    for a global-context model tiled without its sync graph)."""
+    m = src.bundle.typed
+    _, ch, th, tw = m.input_shape
+    sc = m.scale
+    if route.sync:
+        how = (f"Context {route.context}: every tile sees the whole image's statistics, {route.passes} passes through "
+               f"the sync graph 1/{route.sync_file} on deploy-kit's ONNX Runtime runner in the python backend process.")
+    else:
+        how = (f"Each tile is a request to '{route.target}' in this server (BLS)." if route.bls else
+               "Each tile runs on deploy-kit's ONNX Runtime runner in the python backend process (1/model.onnx).")
+    extra = "pip install deploy-kit there" if route.bls and not route.sync else "pip install 'deploy-kit[ort]' there"
+    tiled = {
+        "config.pbtxt": _config(
+            header + [f"Images of any size (N, {ch}, H, W) in [0, 1], tiled {th}x{tw} with overlap {overlap} and blended by",
+                      "deploy-kit's runtime (deploy_kit.runtime.tiling.tile_run), as 'deploy-kit run' does.",
+                      *([f"Super-resolution x{sc}: the output is (N, {outputs[0].dims[1]}, {sc}*H, {sc}*W)."]
+                        if sc > 1 else []),
+                      how,
+                      f"Needs deploy-kit in the Python that runs the python backend ({extra})."],
+            name, 'backend: "python"', [(inputs[0].name, TRITON_TYPES[m.input_dtype], [-1, ch, -1, -1])],
+            [(outputs[0].name, "TYPE_FP32", [-1, outputs[0].dims[1], -1, -1])], "KIND_CPU", instances,
+            _tiled_parameters(m, inputs, outputs, threads, route, overlap, multiple)),
+        "1/model.py": ("text", _PYTHON_MODEL.format(version=__version__, extra=extra)),
+        MARKER: _marker(src.bundle.manifest, "python", src.bundle.onnx),
+    }
+    if not route.bls:
+        tiled["1/model.onnx"] = ("copy", src.bundle.onnx)
+    if route.sync_file:
+        tiled[f"1/{route.sync_file}"] = ("copy", os.path.join(src.bundle.path, m.sync_onnx))
+    through = f"the sync graph, {route.context}, ONNX Runtime in-process" if route.sync else \
+        (route.target if route.bls else "ONNX Runtime in-process")
+    info.models.append(ModelInfo(name, "python", os.path.join(info.repo, name), f"any size, tiles through {through}"))
+    if m.global_context and not route.sync:
+        hint = "; this bundle has a sync graph: --context sync makes the tiles match the full image" \
+            if route.sync_file else ""
+        info.notes.append(f"{GLOBAL_CONTEXT_NOTE}{hint}")
+    return tiled
+
+
+def _tiled_parameters(m: Manifest, inputs, outputs, threads: int, route: _Route, overlap: int,
+                      multiple: int) -> dict[str, str]:
+    """``<name>_tiled``'s config parameters, which deploy_kit.serving.triton_model reads."""
+    _, ch, th, tw = m.input_shape
+    return {
+        "tiles_through": "bls" if route.bls else "in-process",
+        **({"tile_model": route.target} if route.bls else {"onnx": "model.onnx"}),
+        **({"intra_op_threads": str(threads)} if not route.bls or route.sync_file else {}),
+        "tile_input": inputs[0].name,
+        "tile_input_dtype": inputs[0].dtype,
+        "tile_output": outputs[0].name,
+        "channels": str(ch),
+        "tile_height": str(th),
+        "tile_width": str(tw),
+        "tile_batch": str(m.batch),
+        "scale": str(m.scale),
+        "overlap": str(overlap),
+        "multiple": str(multiple),
+        "global_context": "true" if m.global_context else "false",
+        "context": route.context,
+        **({"sync_onnx": route.sync_file, "sync_stats": str(m.sync_stats), "sync_pad": m.sync_pad[0],
+            "sync_pad_multiple": str(m.sync_pad[1])} if route.sync_file else {}),
+        "deploy_kit_version": __version__,
+    }
 
 
 def _marker(manifest: dict, role: str, source_file: str) -> dict:

@@ -111,6 +111,23 @@ def test_tampered_bundle_is_one_line_exit_2(cli, bundles, tmp_path, damage, expe
     assert not list(b.glob("*.plan"))
 
 
+def test_build_refuses_a_flag_its_backend_does_not_take_in_one_line(cli, bundles, tmp_path):
+    """Each engine backend takes its own typed build options; a flag for another is exit 2, one line,
+    before any work (no plan written). Needs no engine package: the options are checked first."""
+    b = _copy(bundles["fp16"], tmp_path / "b")
+    cases = [(("--backend", "tensorrt-rtx", "--timing-cache", tmp_path / "t.cache"),
+              "--timing-cache does not apply to the tensorrt-rtx backend; drop it"),
+             (("--backend", "tensorrt", "--compute-capability", "sm86"),
+              "--compute-capability does not apply to the tensorrt backend; drop it"),
+             (("--backend", "tensorrt-rtx", "--dla-core", "0"), "--dla-core needs --backend tensorrt"),
+             (("--backend", "tensorrt", "--dla-core", "-1"), "--dla-core must be 0 or 1; got -1")]
+    for flags, expect in cases:
+        r = cli("build", b, *flags)
+        assert r.returncode == 2, (flags, r.stdout, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and expect in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not list(b.glob("*.plan")) and not (tmp_path / "t.cache").exists()
+
+
 @needs_rtx
 def test_build_bundle_with_rtx_from_the_bundle_alone(cli, bundles, tmp_path):
     b = _copy(bundles["fp16"], tmp_path / "elsewhere" / "b")  # nothing of the export is beside it

@@ -118,6 +118,9 @@ def test_bad_inputs_one_line_exit_2_no_artifacts(cli, tmp_path):
     for args, needle in cases:
         _assert_one_line_error(cli("export", "nafnet", *args, "--backend", "none", "--out", out), needle, out)
     _assert_one_line_error(cli("export", "resnet50", "--out", out), "unknown model 'resnet50'", out)
+    # an engine flag the chosen backend does not take (its typed build options), before any work
+    _assert_one_line_error(cli("export", "nafnet", "--variant", "tiny", "--backend", "tensorrt", "--compute-capability",
+                               "sm86", "--out", out), "--compute-capability does not apply to the tensorrt backend", out)
     _assert_one_line_error(cli("verify", tmp_path / "nothing.onnx"), "artifact not found", out)
     _assert_one_line_error(cli("verify", garbage), "not a readable ONNX file", out)
 
@@ -194,11 +197,12 @@ def test_engine_that_runs_here_gets_its_parity_row_and_manifest(tmp_path, monkey
         def can_run(self):
             return True, ""
 
-        def build(self, onnx_path, plan_path, **options):
+        def build(self, onnx_path, plan_path, options=None):
+            assert options == self.check_build_options(None)  # the pipeline hands its typed defaults
             shutil.copyfile(onnx_path, plan_path)
             return BuildResult(plan_path, 0.5, os.path.getsize(plan_path), self.name, "0.0", {})
 
-        def open_runner(self, path, **options):
+        def open_runner(self, path, options=None, *, manifest=None):
             return OrtRunner(path, name=self.name, threads=1)
 
     monkeypatch.setitem(backends.REGISTRY, StandIn.name, StandIn())

@@ -64,6 +64,19 @@ def test_a_folder_with_broken_images_restores_the_rest(cli, bundle, tmp_path):
     assert np.array_equal(decode_image(str(out / "a.png"))[0], serial)
 
 
+def test_the_python_api_passes_each_backend_its_own_run_options(bundle):
+    """``Restorer(..., run_options=...)``: the options of every backend ``auto`` may open; the one that
+    runs takes its own type. Anything else is one line, before a runner is opened."""
+    from deploy_kit.backends import EngineRunOptions, OrtRunOptions
+    from deploy_kit.errors import UsageError
+
+    with Restorer(str(bundle), "onnxruntime", run_options=[OrtRunOptions(threads=1), EngineRunOptions(slots=1)]) as r:
+        assert r.runner.session.get_session_options().intra_op_num_threads == 1
+        assert r.restore(np.zeros((40, 30, 3), np.uint8)).shape == (40, 30, 3)
+    with pytest.raises(UsageError, match=r"^run options must be a backend's RunOptions .*; got dict$"):
+        Restorer(str(bundle), run_options=[{"threads": 1}])
+
+
 def test_a_decompression_bomb_is_one_line_exit_2_and_nothing_written(cli, bundle, tmp_path):
     src = tmp_path / "in"
     src.mkdir()

@@ -85,7 +85,7 @@ def test_onnxruntime_opens_a_named_runner(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     import numpy as np
 
-    with backends.get(backends.ONNXRUNTIME).open_runner(path, device="cpu") as runner:
+    with backends.get(backends.ONNXRUNTIME).open_runner(path, backends.OrtRunOptions(device="cpu")) as runner:
         assert runner.name == backends.ONNXRUNTIME
         out = runner.submit(np.ones((1, 1, 2, 2), np.float32)).wait()[0]
     assert np.array_equal(out, -np.ones((1, 1, 2, 2), np.float32))
@@ -103,3 +103,65 @@ def test_every_backend_answers_for_an_artifact_as_env_asks():
         if b.engine:
             major = b.cuda_major()
             assert major is None or (isinstance(major, int) and major >= 11), (b.name, major)
+
+
+def test_each_backend_makes_its_own_typed_options_and_refuses_other_flags_in_one_line():
+    """What the CLI hands a backend (its flags' values, None or () when left out) becomes that backend's
+    frozen options; a flag it does not take, or a bad value, is one line naming the flag."""
+    import dataclasses
+
+    rtx, trt, ort = (backends.get(n) for n in (backends.TENSORRT_RTX, backends.TENSORRT, backends.ONNXRUNTIME))
+    assert rtx.build_options(compute_capability=("sm86",), timing_cache=None) == backends.RTXBuildOptions(("sm86",))
+    assert rtx.build_options(compute_capability=()) == backends.RTXBuildOptions()
+    opts = trt.build_options(timing_cache="t.cache", dla_core=0, compute_capability=())
+    assert opts == backends.TensorRTBuildOptions(timing_cache="t.cache", dla_core=0)
+    assert ort.run_options(threads=2) == backends.OrtRunOptions(threads=2, device="auto")
+    assert rtx.run_options(slots=3) == trt.run_options(slots=3) == backends.EngineRunOptions(slots=3)
+    refusals = [
+        (lambda: rtx.build_options(timing_cache="t.cache"),
+         "--timing-cache does not apply to the tensorrt-rtx backend; drop it (TensorRT-RTX keeps the kernels"),
+        (lambda: trt.build_options(compute_capability=("sm86",)),
+         "--compute-capability does not apply to the tensorrt backend; drop it (a TensorRT plan is built for"),
+        (lambda: trt.build_options(dla_core=-1), "--dla-core must be 0 or 1; got -1"),
+        (lambda: ort.build_options(), "onnxruntime runs graphs; it builds no engine"),
+        (lambda: ort.run_options(slots=2), "--slots does not apply to the onnxruntime backend; drop it"),
+        (lambda: rtx.run_options(threads=2), "--threads does not apply to the tensorrt-rtx backend; drop it"),
+        (lambda: backends.OrtRunOptions(device="tpu"), "unknown ONNX Runtime device 'tpu'; choose one of: auto, cpu, cuda"),
+        (lambda: backends.EngineRunOptions(slots=0), "slots must be at least 1; got 0"),
+    ]
+    for make, message in refusals:
+        with pytest.raises(UsageError) as err:
+            make()
+        assert str(err.value).startswith(message) and "\n" not in str(err.value), str(err.value)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.timing_cache = "other.cache"
+    # any iterable of targets in, a tuple out: hashable, and nothing the caller keeps can change it
+    asked = ["sm86"]
+    made = backends.RTXBuildOptions(asked)
+    asked.append("sm89")
+    assert made.compute_capabilities == ("sm86",) and hash(made) == hash(backends.RTXBuildOptions(("sm86",)))
+
+
+def test_another_backends_options_are_refused_before_any_work(tmp_path):
+    rtx, ort = backends.get(backends.TENSORRT_RTX), backends.get(backends.ONNXRUNTIME)
+    with pytest.raises(UsageError, match=r"^TensorRTBuildOptions are not build options of tensorrt-rtx \(it takes "
+                                         r"RTXBuildOptions\)"):
+        rtx.build(str(tmp_path / "missing.onnx"), str(tmp_path / "x.plan"), backends.TensorRTBuildOptions())
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(UsageError, match=r"^EngineRunOptions are not run options of onnxruntime"):
+        ort.open_runner(str(tmp_path / "missing.onnx"), backends.EngineRunOptions())
+    assert rtx.check_build_options(None) == backends.RTXBuildOptions()
+
+
+def test_run_options_for_a_backend_auto_chooses():
+    """``auto`` opens whichever backend runs here: the caller passes the options of each it may get, and
+    the one that runs takes its own type (its defaults when none is given)."""
+    rtx, ort = backends.get(backends.TENSORRT_RTX), backends.get(backends.ONNXRUNTIME)
+    mine, engines = backends.OrtRunOptions(threads=1), backends.EngineRunOptions(slots=4)
+    assert backends.as_run_options(None) == () and backends.as_run_options(mine) == (mine,)
+    assert ort.pick_run_options([mine, engines]) is mine and rtx.pick_run_options((mine, engines)) is engines
+    assert rtx.pick_run_options(mine) == backends.EngineRunOptions() and ort.pick_run_options(None) == backends.OrtRunOptions()
+    with pytest.raises(UsageError, match=r"^run options must be a backend's RunOptions .*; got dict$"):
+        backends.as_run_options([{"threads": 1}])
+    with pytest.raises(UsageError, match=r"^two OrtRunOptions given; give one$"):
+        ort.pick_run_options([mine, backends.OrtRunOptions(threads=2)])

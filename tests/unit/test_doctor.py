@@ -1,4 +1,4 @@
-"""``deploy-kit env``, the device doctor (deploy_kit/doctor.py): what it reads from sys.path
+"""``deploy-kit env``, the device doctor (deploy_kit/doctor/): what it reads from sys.path
 directories, ``pyvenv.cfg``, ``/etc/nv_tegra_release`` and cv2's build information, and each
 ``trap:`` line, made to appear and, in a control, not to.
 
@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from deploy_kit import backends, doctor
-from deploy_kit.doctor import ArtifactCheck, Cv2Facts, EngineFacts, Facts, Jetson, ModuleCopy, Venv
+from deploy_kit.doctor import ArtifactCheck, Cv2Facts, EngineFacts, Facts, Jetson, ModuleCopy, Venv, machine
 from deploy_kit.errors import UsageError
 from deploy_kit.manifest import make_manifest, read_typed, write_manifest
 
@@ -147,10 +147,28 @@ def test_a_failing_import_becomes_a_reason_with_what_it_printed(tmp_path, monkey
     _package(site, "dk_doctor_broken", body="import sys\nsys.stderr.write('AttributeError: _ARRAY_API not found\\n')\n"
                                           "raise ImportError('numpy.core.multiarray failed to import')\n")
     monkeypatch.syspath_prepend(site)
-    mod, reason = doctor._try_import("dk_doctor_broken")
+    mod, reason = machine._try_import("dk_doctor_broken")
     assert mod is None and reason == NUMPY_1_FAILURE
-    mod, reason = doctor._try_import("dk_doctor_absent_module")
+    mod, reason = machine._try_import("dk_doctor_absent_module")
     assert mod is None and reason.startswith("ModuleNotFoundError")
+
+
+def test_cv2_is_probed_through_deps_opencv_with_the_import_error_as_reason(tmp_path, monkeypatch):
+    """A fake ``cv2`` that fails as a numpy-1 build does under numpy 2: gather() loads it through
+    _deps.opencv() (the one place cv2 is loaded) and reports the import's own error, not _deps' install
+    advice (the trap line gives the fix). Checks deploy-kit's decision, not OpenCV's behaviour."""
+    site = _site(tmp_path, "site")
+    _package(site, "cv2", body="import sys\nsys.stderr.write('AttributeError: _ARRAY_API not found\\n')\n"
+                               "raise ImportError('numpy.core.multiarray failed to import')\n")
+    monkeypatch.syspath_prepend(site)
+    monkeypatch.delitem(sys.modules, "cv2", raising=False)
+    calls = []
+    real = machine._deps.opencv
+    monkeypatch.setattr(machine._deps, "opencv", lambda: calls.append(1) or real())
+    facts = doctor.gather(path=[site], root=str(tmp_path / "no-jetson"))
+    assert calls == [1] and facts.cv2.error == NUMPY_1_FAILURE and facts.cv2.version is None
+    if facts.numpy and facts.numpy.startswith("2"):
+        assert _trap(doctor.traps(facts), "built against numpy 1.x")
 
 
 # --------------------------------------------------------------------------- venv, Jetson
@@ -211,11 +229,11 @@ def test_cuda_major_of_a_flavour():
         def cuda_major(self):
             return 12
 
-    assert doctor._cuda_major(None, pip13, None) == 13
-    assert doctor._cuda_major(None, apt, 12) == 12  # JetPack's apt TensorRT: JetPack's CUDA
-    assert doctor._cuda_major(None, plain, 12) is None
-    assert doctor._cuda_major(Answers(), pip13, None) == 12  # the backend's own answer comes first
-    assert doctor._cuda_major(object(), None, None) is None
+    assert machine._cuda_major(None, pip13, None) == 13
+    assert machine._cuda_major(None, apt, 12) == 12  # JetPack's apt TensorRT: JetPack's CUDA
+    assert machine._cuda_major(None, plain, 12) is None
+    assert machine._cuda_major(Answers(), pip13, None) == 12  # the backend's own answer comes first
+    assert machine._cuda_major(object(), None, None) is None
 
 
 # --------------------------------------------------------------------------- trap a: numpy 2, cv2 built for numpy 1

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from deploy_kit._deps import available
+from deploy_kit.backends import RTXBuildOptions
 from deploy_kit.backends import get as get_backend
 from deploy_kit.errors import EngineBuildError, UsageError
 from deploy_kit.export import export_onnx
@@ -57,15 +58,17 @@ def test_rtx_builds_real_engine_ahead_of_time(tiny_onnx, which):
 def test_rtx_rejects_what_it_does_not_target(tiny_onnx, tmp_path, target):
     """sm80 is in tensorrt_rtx 1.7's ComputeCapability enum, but in no TensorRT-RTX support matrix."""
     with pytest.raises(UsageError, match=f"unknown compute capability '{target}' for TensorRT-RTX .*; choose from sm75, sm86"):
-        get_backend("tensorrt-rtx").build(tiny_onnx[0], str(tmp_path / "x.plan"), compute_capabilities=(target,))
+        get_backend("tensorrt-rtx").build(tiny_onnx[0], str(tmp_path / "x.plan"), RTXBuildOptions((target,)))
     assert not os.path.exists(tmp_path / "x.plan")
 
 
 @needs_rtx
 def test_rtx_records_the_targets_it_was_built_for(tiny_onnx, tmp_path):
     eng = get_backend("tensorrt-rtx")
-    res = eng.build(tiny_onnx[1], str(tmp_path / "x.plan"), compute_capabilities=("SM89", "sm120", "sm89"))
+    options = eng.build_options(compute_capability=["SM89", "sm120", "sm89"])  # what --compute-capability gives
+    res = eng.build(tiny_onnx[1], str(tmp_path / "x.plan"), options)
     assert res.details["compute_capabilities"] == ["sm89", "sm120"] and not res.details["default_targets"]
+    assert options == RTXBuildOptions(("SM89", "sm120", "sm89"))  # the build stored nothing in its options
     assert os.path.getsize(tmp_path / "x.plan") == res.size > 100_000
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from deploy_kit import backends, compare, manifest
 from deploy_kit.backends import tensorrt_rtx as rtx_module
+from deploy_kit.backends import BuildOptions, OrtRunOptions
 from deploy_kit.backends._trt import BuildResult, EngineBackend
 from deploy_kit.bundle import open_bundle
 from deploy_kit.errors import EngineBuildError, UsageError
@@ -313,6 +314,68 @@ def test_a_dla_plan_needs_its_core(monkeypatch):
     assert _Flavour(_fake_trt_module(dla_cores=2)).can_run_artifact(m) == (True, "")
 
 
+def test_tensorrt_keeps_its_timing_cache_without_storing_it_in_its_options(monkeypatch, tmp_path):
+    """A fake builder config (a test double of TensorRT's IBuilderConfig create/set/get_timing_cache):
+    checks deploy-kit's decisions - the cache file is read and attached when the build is configured,
+    and the cache the config holds is written back after the build - not TensorRT's behaviour."""
+    machine(monkeypatch, gpu={"name": "Orin", "compute_capability": "8.7"})
+
+    class Cache:
+        def __init__(self, blob):
+            self.blob = blob
+
+        def serialize(self):
+            return self.blob + b"+this build"
+
+    class Config:
+        attached = None
+
+        def create_timing_cache(self, blob):
+            return Cache(blob)
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            assert ignore_mismatch is False
+            self.attached = cache
+
+        def get_timing_cache(self):
+            return self.attached
+
+    trt = backends.get(backends.TENSORRT)
+    for before in (b"earlier builds", None):  # an existing cache file, and none yet
+        path = tmp_path / f"{before is None}.cache"
+        if before is not None:
+            path.write_bytes(before)
+        options = trt.build_options(timing_cache=str(path))
+        config = Config()
+        details = trt.configure(types.SimpleNamespace(), None, config, options)
+        assert details == {"compute_capabilities": ["sm87"], "timing_cache": str(path)}
+        assert config.attached.blob == (before or b"")
+        trt.after_build(config, options)
+        assert path.read_bytes() == (before or b"") + b"+this build"
+        assert options == backends.TensorRTBuildOptions(timing_cache=str(path))  # nothing stored in them
+
+
+def test_after_build_sees_the_config_once_the_plan_is_written(monkeypatch, tmp_path):
+    """The fake flavour's builder succeeds: ``after_build`` gets the very config the plan was built with,
+    after the plan is on disk, and the build's options unchanged (deploy-kit's order, not TensorRT's)."""
+    monkeypatch.setattr(session, "_LOGGERS", {})
+    t = _fake_trt_module()
+    made, seen = [], []
+    create = t.Builder.create_builder_config
+    t.Builder.create_builder_config = lambda self: made.append(create(self)) or made[-1]
+    t.Builder.build_serialized_network = lambda self, network, config: b"plan bytes"
+    plan = tmp_path / "g.plan"
+
+    class Recording(_Flavour):
+        def after_build(self, config, options):
+            seen.append((config, plan.read_bytes(), options))
+
+    onnx = tmp_path / "g.onnx"
+    onnx.write_bytes(b"")
+    res = Recording(t).build(str(onnx), str(plan))
+    assert res.size == len(b"plan bytes") and seen == [(made[0], b"plan bytes", BuildOptions())]
+
+
 # --------------------------------------------------------------------------- auto: what runs a bundle, and the note
 def _bundle(tmp_path, plans=()):
     """A real bundle folder (a one-node ONNX, its manifest) with plan files and sidecars ``plans``:
@@ -342,9 +405,10 @@ def test_auto_skips_an_rtx_plan_on_a_data_centre_gpu_in_one_line(monkeypatch, tm
     machine(monkeypatch, gpu=H100)
     b = _bundle(tmp_path, [("g.rtx1.plan", {"name": "tensorrt-rtx", "version": RTX.version(),
                                             "compute_capabilities": ["sm86", "sm89", "sm120"]})])
-    runner, note = bundle_runner(b, "auto", threads=1)
+    runner, note = bundle_runner(b, "auto", [OrtRunOptions(threads=1), backends.EngineRunOptions(slots=1)])
     try:
         assert runner.name == backends.ONNXRUNTIME
+        assert runner.session.get_session_options().intra_op_num_threads == 1  # ONNX Runtime took its own
         assert np.array_equal(runner.run(np.ones((1, 1, 2, 2), np.float32))[0], -np.ones((1, 1, 2, 2), np.float32))
     finally:
         runner.close()
@@ -359,7 +423,7 @@ def test_auto_skips_an_rtx_plan_on_a_data_centre_gpu_in_one_line(monkeypatch, tm
 def test_a_plan_of_another_rtx_version_is_skipped_in_auto_and_refused_by_name(monkeypatch, tmp_path):
     machine(monkeypatch)
     b = _bundle(tmp_path, [("g.rtx1.plan", {"name": "tensorrt-rtx", "version": "1.0.0.21"})])
-    runner, note = bundle_runner(b, "auto", threads=1)
+    runner, note = bundle_runner(b, "auto", OrtRunOptions(threads=1))
     runner.close()
     assert runner.name == backends.ONNXRUNTIME
     assert f"skipped: tensorrt-rtx engine g.rtx1.plan (it was built by tensorrt-rtx 1.0.0.21 and this machine has " \
@@ -383,7 +447,7 @@ def test_auto_falls_back_when_a_plan_that_should_run_does_not_open(monkeypatch, 
     monkeypatch.setattr(session, "_LOGGERS", {})
     b = _bundle(tmp_path, [("g.rtx1.plan", {"name": "tensorrt-rtx", "version": RTX.version(),
                                             "compute_capabilities": ["sm89"]})])
-    runner, note = bundle_runner(b, "auto", threads=1)
+    runner, note = bundle_runner(b, "auto", OrtRunOptions(threads=1))
     runner.close()
     assert runner.name == backends.ONNXRUNTIME
     assert "skipped: tensorrt-rtx engine g.rtx1.plan (" in note and "could not be deserialized by tensorrt_rtx" in note
@@ -392,7 +456,7 @@ def test_auto_falls_back_when_a_plan_that_should_run_does_not_open(monkeypatch, 
 def test_auto_without_plans_says_what_is_missing(monkeypatch, tmp_path):
     machine(monkeypatch, gpu=None)
     b = _bundle(tmp_path)
-    runner, note = bundle_runner(b, "auto", threads=1)
+    runner, note = bundle_runner(b, "auto", OrtRunOptions(threads=1))
     runner.close()
     assert note == "onnxruntime (CPU) on g.onnx - no engine runtime usable here"
 
@@ -401,7 +465,7 @@ def test_auto_without_plans_says_what_is_missing(monkeypatch, tmp_path):
 def test_auto_without_plans_on_a_gpu_says_how_to_build_one(monkeypatch, tmp_path):
     machine(monkeypatch)
     b = _bundle(tmp_path)
-    runner, note = bundle_runner(b, "auto", threads=1)
+    runner, note = bundle_runner(b, "auto", OrtRunOptions(threads=1))
     runner.close()
     assert note == f"onnxruntime (CPU) on g.onnx - no engine built yet (deploy-kit build {b.path} builds one here)"
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from deploy_kit.errors import CalibrationError, UsageError
-from deploy_kit.precision import int8
+from deploy_kit.precision import int8, legacy_cache
 from deploy_kit.precision.calibration import MIN_IMAGES, eval_pairs, load_calibration_set
 from deploy_kit.precision.int8 import Int8Options, quantize_int8
 
@@ -180,17 +180,17 @@ def test_failed_write_leaves_no_partial_file(tiny, tmp_path):
 
 def test_legacy_cache_format(tiny):
     # 1/127 encodes as 3c010204 (amax 1.0, the scale of a [0, 1] image input)
-    assert int8.trt_version_number("8.6.1") == 8601
-    assert int8.trt_version_number("10.3.0") == 100300
-    assert int8.trt_version_number("10.14.1") == 101401
+    assert legacy_cache.trt_version_number("8.6.1") == 8601
+    assert legacy_cache.trt_version_number("10.3.0") == 100300
+    assert legacy_cache.trt_version_number("10.14.1") == 101401
     quantize_int8(tiny["src"], tiny["dst"], tiny["calib"], tiny["opts"])  # other tests rewrote it
     path = tiny["report"].legacy_cache
     assert path == os.path.splitext(tiny["src"])[0] + ".int8.calib"
-    assert int8.legacy_cache_path("/o/nafnet-x-64x64.fp32.onnx") == "/o/nafnet-x-64x64.int8.calib"
+    assert legacy_cache.legacy_cache_path("/o/nafnet-x-64x64.fp32.onnx") == "/o/nafnet-x-64x64.int8.calib"
     lines = open(path).read().splitlines()
     assert lines[0] == "TRT-100300-EntropyCalibration2"
     assert all(re.fullmatch(r"[^:]+: [0-9a-f]{8}", ln) for ln in lines[1:]) and len(lines) > 40
-    header, amax = int8.read_legacy_calibration_cache(path)
+    header, amax = legacy_cache.read_legacy_calibration_cache(path)
     ranges = int8.load_ranges(tiny["report"].cache_file)
     q = onnx.load(tiny["src"])
     conv_io = {t for n in q.graph.node if n.op_type == "Conv" for t in (n.input[0], n.output[0])}
@@ -210,9 +210,9 @@ def test_legacy_cache_format(tiny):
 
 def test_legacy_cache_writer_roundtrip(tmp_path):
     p = str(tmp_path / "c.calib")
-    int8.write_legacy_calibration_cache({"images": 1.0, "feat": 12.7}, p, trt_version="8.6.1")
+    legacy_cache.write_legacy_calibration_cache({"images": 1.0, "feat": 12.7}, p, trt_version="8.6.1")
     assert open(p).read() == "TRT-8601-EntropyCalibration2\nfeat: 3dcccccd\nimages: 3c010204\n"
-    header, amax = int8.read_legacy_calibration_cache(p)
+    header, amax = legacy_cache.read_legacy_calibration_cache(p)
     assert header == "TRT-8601-EntropyCalibration2" and amax == pytest.approx({"images": 1.0, "feat": 12.7})
 
 
