@@ -14,9 +14,8 @@ build here (:meth:`Backend.can_build`), builds (engines) and opens a runner
 :meth:`Backend.build_options` / :meth:`Backend.run_options`. The CLI choices, ``env``, ``bench``,
 ``verify``, ``run``, ``build``, ``triton`` and the export pipeline read this registry; nothing else
 spells a backend's name.
-Importing it is light (numpy and ctypes through the runners; no onnxruntime or TensorRT): each backend
-imports its package when
-asked.
+Importing it is light (numpy and ctypes through the runners; no onnxruntime or TensorRT): each
+backend imports its package when asked.
 """
 
 from __future__ import annotations
