@@ -168,12 +168,7 @@ class Backend:
         """
         if self.build_options_type is None:
             raise UsageError(f"{self.name} runs graphs; it builds no engine")
-        if options is None:
-            return self.build_options_type()
-        if type(options) is not self.build_options_type:
-            raise UsageError(f"{type(options).__name__} are not build options of {self.name} (it takes "
-                             f"{self.build_options_type.__name__}); make them with its build_options(...)")
-        return options
+        return self._own(options, self.build_options_type, "build")
 
     def check_run_options(self, options: RunOptions | None) -> RunOptions:
         """``options`` if they are this backend's run options, its defaults for None.
@@ -181,11 +176,19 @@ class Backend:
         Raises:
             UsageError: another backend's options (one line).
         """
+        return self._own(options, self.run_options_type, "run")
+
+    def _own(self, options, kind: type, what: str):
+        """``options`` when they are of this backend's ``kind``, a default ``kind()`` for None.
+
+        Raises:
+            UsageError: options of another type (another backend's), one line.
+        """
         if options is None:
-            return self.run_options_type()
-        if type(options) is not self.run_options_type:
-            raise UsageError(f"{type(options).__name__} are not run options of {self.name} (it takes "
-                             f"{self.run_options_type.__name__}); make them with its run_options(...)")
+            return kind()
+        if type(options) is not kind:
+            raise UsageError(f"{type(options).__name__} are not {what} options of {self.name} (it takes "
+                             f"{kind.__name__}); make them with its {what}_options(...)")
         return options
 
     def pick_run_options(self, given: RunOptionsArg = None) -> RunOptions:
