@@ -159,7 +159,7 @@ class EngineBackend(Backend):
         if major and driver and driver // 1000 < major:
             need = " (CUDA 13.0 needs driver 580 or newer)" if major == 13 else ""
             return False, (f"{self.name} {self.version()} is built for CUDA {major} but the NVIDIA driver supports CUDA "
-                           f"{driver // 1000}.{driver % 1000 // 10} only: update the driver{need}, or pip install "
+                           f"{cuda.dotted(driver)} only: update the driver{need}, or pip install "
                            f"{self.wheel}-cu{driver // 1000}")
         targets = self.runnable_targets()
         gpu = cuda.sm(cuda.device_info())

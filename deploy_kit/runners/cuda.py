@@ -148,7 +148,7 @@ def gpu_available() -> tuple[bool, str]:
         return False, "libcudart not found (install the CUDA runtime, e.g. pip install nvidia-cuda-runtime)"
     runtime, driver = _version(lib, "cudaRuntimeGetVersion"), _version(lib, "cudaDriverGetVersion")
     if driver and runtime // 1000 > driver // 1000:
-        return False, f"libcudart is CUDA {_dotted(runtime)} but the NVIDIA driver supports CUDA {_dotted(driver)} only"
+        return False, f"libcudart is CUDA {dotted(runtime)} but the NVIDIA driver supports CUDA {dotted(driver)} only"
     return True, ""
 
 
@@ -180,11 +180,12 @@ def versions() -> dict[str, str]:
     lib = _cudart()
     if lib is None:
         return {}
-    return {"runtime": _dotted(_version(lib, "cudaRuntimeGetVersion")),
-            "driver": _dotted(_version(lib, "cudaDriverGetVersion"))}
+    return {"runtime": dotted(_version(lib, "cudaRuntimeGetVersion")),
+            "driver": dotted(_version(lib, "cudaDriverGetVersion"))}
 
 
-def _dotted(v: int) -> str:
+def dotted(v: int) -> str:
+    """A CUDA version number as text: 12080 -> ``"12.8"``; 0 -> ``"none"``."""
     return f"{v // 1000}.{v % 1000 // 10}" if v else "none"
 
 
