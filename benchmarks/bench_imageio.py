@@ -232,6 +232,31 @@ def dk_codec(fmt: str, bits: int):
     return (lambda path, arr: encode_image(path, arr, info)), (lambda path: decode_image(path)[0])
 
 
+def dk_png_one_thread(bits: int):
+    """encode_image's PNG writer with its strips deflated on one thread (what its threads add)."""
+    from deploy_kit.runtime import imageio
+
+    enc, dec = dk_codec("PNG", bits)
+
+    def one(path, arr):
+        saved, imageio._PNG_THREADS = imageio._PNG_THREADS, 1
+        try:
+            enc(path, arr)
+        finally:
+            imageio._PNG_THREADS = saved
+
+    return one, dec
+
+
+def _has_imagecodecs() -> bool:
+    """imagecodecs is a comparison only (not a deploy-kit dependency): its rows are left out without it."""
+    try:
+        import imagecodecs  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def contenders():
     """(format, bits, library, setting, ext, encode(path, arr), decode(path), lossless)."""
     import cv2
@@ -254,25 +279,36 @@ def contenders():
         # passing a level switches to zlib's default strategy and libpng's adaptive filters
         png += [("OpenCV", "level 1 + RLE (default)", cv(), cv_decode), ("OpenCV", "level 1", cv(P, 1), cv_decode),
                 ("OpenCV", "level 6", cv(P, 6), cv_decode),
-                ("imagecodecs png", "level 1", ic_encode("png", level=1), ic_decode("png")),
-                ("imagecodecs png", "level 6", ic_encode("png", level=6), ic_decode("png")),
-                ("deploy_kit", "encode_image (OpenCV default)", *dk_codec("PNG", bits))]
+                *([("imagecodecs png", "level 1", ic_encode("png", level=1), ic_decode("png")),
+                   ("imagecodecs png", "level 6", ic_encode("png", level=6), ic_decode("png"))] if _has_imagecodecs() else []),
+                ("deploy_kit", "encode_image (Sub, level 1 + RLE, strips on threads)", *dk_codec("PNG", bits)),
+                ("deploy_kit", "the same on 1 thread", *dk_png_one_thread(bits))]
         rows += [(fmt, bits, lib, setting, ".png", enc, dec, True) for lib, setting, enc, dec in png]
     fmt = "JPEG q95 RGB"  # all three use 4:2:0 chroma subsampling at quality 95
     rows += [(fmt, 8, "Pillow", "4:2:0", ".jpg", pil(quality=95), pil_decode, False),
              (fmt, 8, "OpenCV", "4:2:0", ".jpg", cv(Q, 95), cv_decode, False),
-             (fmt, 8, "imagecodecs jpeg8", "4:2:0", ".jpg", ic_encode("jpeg8", level=95), ic_decode("jpeg8"), False),
+             *([(fmt, 8, "imagecodecs jpeg8", "4:2:0", ".jpg", ic_encode("jpeg8", level=95), ic_decode("jpeg8"), False)]
+               if _has_imagecodecs() else []),
              (fmt, 8, "deploy_kit", "encode_image", ".jpg", *dk_codec("JPEG", 8), False)]
     fmt = "TIFF 16-bit RGB"
     rows += [(fmt, 16, "OpenCV", "LZW (default)", ".tif", cv(), cv_decode, True),
              (fmt, 16, "OpenCV", "none", ".tif", cv(T, 1), cv_decode, True),
              (fmt, 16, "OpenCV", "deflate", ".tif", cv(T, 8), cv_decode, True),
-             (fmt, 16, "imagecodecs tiff", "none", ".tif", ic_encode("tiff"), ic_decode("tiff"), True),
+             *([(fmt, 16, "imagecodecs tiff", "none", ".tif", ic_encode("tiff"), ic_decode("tiff"), True)]
+               if _has_imagecodecs() else []),
              (fmt, 16, "deploy_kit", "encode_image (none)", ".tif", *dk_codec("TIFF", 16), True)]
     return rows
 
 
 # --- measurement ---------------------------------------------------------------------------------
+
+def _imagecodecs_version() -> str:
+    if not _has_imagecodecs():
+        return "not installed (its rows are left out)"
+    import imagecodecs
+
+    return imagecodecs.__version__
+
 
 def in_two_threads(fn) -> float:
     """Wall time of ``fn()`` run in two threads at once."""
@@ -332,7 +368,6 @@ def run(args, work: str) -> int:
     """Measure, print the tables; the files go to ``work``."""
     w, h = (int(v) for v in args.size.lower().split("x"))
     import cv2
-    import imagecodecs
     import PIL
 
     os.makedirs(work, exist_ok=True)
@@ -343,7 +378,7 @@ def run(args, work: str) -> int:
     del base
     print(f"image: {w}x{h} RGB, {what}, + Gaussian noise sigma 2/255; {os.cpu_count()} CPUs; "
           f"Pillow {PIL.__version__}, OpenCV {cv2.__version__} ({cv2.getNumThreads()} threads), "
-          f"imagecodecs {imagecodecs.__version__}, numpy {np.__version__}; median of {args.repeats}\n")
+          f"imagecodecs {_imagecodecs_version()}, numpy {np.__version__}; median of {args.repeats}\n")
 
     results, files = [], {}
     for fmt, bits, lib, setting, ext, enc, dec, lossless in contenders():
@@ -389,7 +424,8 @@ def run(args, work: str) -> int:
     cv2.setNumThreads(1)  # OpenCV's own pool would parallelise cvtColor and blur the GIL measure
     gil_jobs = [
         ("PNG 8-bit RGB", "Pillow", "level 1"), ("PNG 8-bit RGB", "OpenCV", "level 1 + RLE (default)"),
-        ("PNG 8-bit RGB", "imagecodecs png", "level 1"), ("PNG 16-bit RGB", "OpenCV", "level 1 + RLE (default)"),
+        ("PNG 8-bit RGB", "imagecodecs png", "level 1"), ("PNG 8-bit RGB", "deploy_kit", "the same on 1 thread"),
+        ("PNG 16-bit RGB", "OpenCV", "level 1 + RLE (default)"),
         ("JPEG q95 RGB", "Pillow", "4:2:0"), ("JPEG q95 RGB", "OpenCV", "4:2:0"), ("JPEG q95 RGB", "imagecodecs jpeg8", "4:2:0"),
         ("TIFF 16-bit RGB", "OpenCV", "none"), ("TIFF 16-bit RGB", "imagecodecs tiff", "none"),
     ]
@@ -402,6 +438,8 @@ def run(args, work: str) -> int:
         seq, par = gil_speedup(lambda: sum(range(5_000_000)), args.repeats)
         print(f"| reference: Python loop | (holds) | {seq * 1e3:.0f} | {par * 1e3:.0f} | {seq / par:.2f}x |", flush=True)
         for key in gil_jobs:
+            if key not in by_key:  # imagecodecs not installed
+                continue
             fmt, bits, lib, setting, ext, enc, dec, _ = by_key[key]
             path, src = files[key], imgs[bits]
             seq, par = gil_speedup(lambda: dec(path), args.repeats)

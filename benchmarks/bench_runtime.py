@@ -7,6 +7,10 @@ Prints Markdown tables:
   2. the whole run path on a 12 MP PNG with that identity model: decode -> tile -> model -> blend ->
      encode, files in and out (the code path of ``deploy-kit run`` once the bundle is open), before and
      now. Goal <= 50 ms/MP.
+  F. the runtime against the codec floor: one 12 MP PNG through the identity model (``restore_images``, as
+     ``deploy-kit run`` does once the bundle is open) vs OpenCV decoding and encoding the same PNG once
+     (imdecode + imwrite), alternating in one process, best of ``--repeats``; their ratio against the
+     goal of 1.2, and the identity run's peak RSS (``deploy_kit.memory``).
   3. SIMULATION — efficiency against an engine-bound rate: a simulated engine (benchmark only) that
      takes L ms per call of N tiles on a serial "GPU" queue, with two passes in flight as the engine
      runner allows, and releases the GIL while it "runs". Efficiency = (calls x L) / wall time, for a
@@ -18,13 +22,14 @@ Prints Markdown tables:
      batch 1 and 4); goal <= 600 MB (an 8 GB Orin Nano shares its memory with the GPU).
 Decode/encode per library: ``python benchmarks/bench_imageio.py``.
 
-Usage: python benchmarks/bench_runtime.py [--only 1,3,4,5,6] [--work DIR] [--threads N]
+Usage: python benchmarks/bench_runtime.py [--only F,1,3,4,5,6] [--work DIR] [--threads N] [--repeats N]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -198,6 +203,57 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def section_floor(work: str, repeats: int) -> None:
+    """F: the identity run of one 12 MP PNG against OpenCV's decode + encode of it, in this process."""
+    from deploy_kit._deps import opencv
+    from deploy_kit.memory import peak_rss_mib, reset_peak_rss
+    from deploy_kit.runtime.imageio import ImageInfo, encode_image
+    from deploy_kit.runtime.restore import restore_images
+    from deploy_kit.runtime.restorer import Restorer
+
+    cv2 = opencv()
+    png = os.path.join(work, "floor12.png")
+    if not os.path.exists(png):
+        encode_image(png, photo(H12, W12, seed=3), ImageInfo("PNG", 3, False, 8))
+    out_dir = os.path.join(work, "floor-out")
+    os.makedirs(out_dir, exist_ok=True)
+
+    def codec() -> tuple[float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
+        arr = cv2.imdecode(np.fromfile(png, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(os.path.join(out_dir, "cv2.png"), arr)
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    peak = [0.0]  # the process's resident-set high-water mark during an identity run (reset before each)
+
+    def identity() -> tuple[float, float]:
+        reset_peak_rss()
+        with Restorer(runner=IdentityRunner(1), manifest=manifest(1), overlap=32) as rest:
+            t0, c0 = time.perf_counter(), time.process_time()
+            res = restore_images(rest, [png], out_dir)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        assert res.written and not res.failed
+        peak[0] = max(peak[0], peak_rss_mib())
+        return wall, cpu
+
+    codec(), identity()  # warm: imports, page cache, the OpenCV thread pool
+    floors, runs = [], []
+    for _ in range(repeats):  # alternating, so a busy neighbour slows both alike
+        floors.append(codec())
+        runs.append(identity())
+    f, r = min(w for w, _ in floors), min(w for w, _ in runs)
+    fc, rc = min(c for _, c in floors), min(c for _, c in runs)
+    px = H12 * W12
+    print("\n### F. The runtime against the codec floor: identity model, one 4000x3000 PNG (batch 1, 256x256, overlap 32)\n")
+    print(f"best of {repeats}, alternating; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (wall times "
+          "need free cores; CPU times, all threads of this process, are the steadier figure on a busy machine)")
+    print("| | OpenCV decode + encode | identity run, PNG in -> PNG out | ratio (goal <= 1.2) |")
+    print("|---|---|---|---|")
+    print(f"| wall ms/MP | {ms_per_mp(f, px):.1f} | {ms_per_mp(r, px):.1f} | {r / f:.2f} |")
+    print(f"| CPU ms/MP | {ms_per_mp(fc, px):.1f} | {ms_per_mp(rc, px):.1f} | {rc / fc:.2f} |")
+    print(f"\npeak RSS of the identity run: {peak[0]:.0f} MiB")
+
+
 def section_simulated(work: str) -> None:
     from deploy_kit.runtime.imageio import ImageInfo, encode_image
     from deploy_kit.runtime.restore import restore_images
@@ -315,8 +371,10 @@ def section_memory(work: str) -> None:
     print("|---|---|---|---|")
     for batch in (1, 4):
         bundle = _export(work, batch)
+        out = os.path.join(work, f"mem-out-b{batch}")
+        shutil.rmtree(out, ignore_errors=True)  # a folder with the output done would be skipped, not restored
         cmd = [sys.executable, "-c", "from deploy_kit.cli import main; main()", "run", bundle, png, "--out",
-               os.path.join(work, f"mem-out-b{batch}"), "--backend", "onnxruntime"]
+               out, "--backend", "onnxruntime"]
         # each measurement in its own child: ru_maxrss of RUSAGE_CHILDREN is the largest child so far
         probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
                  "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); print(r.returncode); "
@@ -333,7 +391,8 @@ def section_memory(work: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="1,3,4,5,6")
+    ap.add_argument("--only", default="F,1,3,4,5,6")
+    ap.add_argument("--repeats", type=int, default=5, help="section F: alternating runs of each (best taken)")
     ap.add_argument("--work", default=None, help="work folder (kept; default: a temporary one)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
@@ -341,6 +400,8 @@ def main() -> None:
     work = args.work or tempfile.mkdtemp(prefix="dk-bench-runtime-")
     os.makedirs(work, exist_ok=True)
     print(f"machine: {os.cpu_count()} CPUs; numpy {np.__version__}; work folder {work}")
+    if "F" in only:
+        section_floor(work, args.repeats)
     if only & {"1", "2"}:
         section_overhead(work)
     if "3" in only:

@@ -14,6 +14,8 @@ _EXTRAS = {
     "tensorrt": ("tensorrt", "tensorrt-cu13"),
     "polygraphy": ("polygraphy", "polygraphy"),
     "onnxruntime": ("ort", "onnxruntime"),
+    "openvino": ("openvino", "openvino"),
+    "ray": ("ray", "ray"),
     "torch": ("export", "torch"),
     "onnx": ("export", "onnx"),
     "onnxsim": ("export", "onnxsim"),

@@ -36,6 +36,7 @@ import numpy as np
 from . import __version__, backends
 from ._deps import require
 from .bundle import open_bundle
+from .compare import run_precision
 from .engine import build_engine
 from .errors import UsageError
 from .fsutil import write_text
@@ -274,6 +275,7 @@ def run_bench(target: BenchTarget, *, out_dir: str, runs: int = 20, warmup: int 
             else:
                 rows.append(_bench_row(progress, name, device, target.precision, _child_ort, target.onnx, device,
                                        shape, runs, warmup, threads))
+        rows += _openvino_rows(target, usable[backends.OPENVINO], shape, runs, warmup, threads, progress)
         for backend in backends.names(engines=True):
             rows.append(_engine_row(target, backend, usable[backend], work, shape,
                                     runs, warmup, threads, progress))
@@ -487,6 +489,43 @@ def _child_ort(path: str, device: str, shape, runs: int, warmup: int, threads: i
     return {**figures, "detail": f"{providers}, {threads} intra-op threads, graph optimisations on",
             "version": f"onnxruntime {onnxruntime.__version__}",
             "device_memory_note": "CPU: no device memory" if device == "cpu" else "not measured (ONNX Runtime's arena)"}
+
+
+def _openvino_rows(target: BenchTarget, usable: tuple[bool, str], shape, runs, warmup, threads, progress) -> list[Row]:
+    """OpenVINO's CPU plugin at FP32 and at BF16 (a row skipped with why where the CPU has no BF16: OpenVINO
+    would compile FP32 and the row would lie); each row's precision is the lossier of the graph's and the
+    arithmetic's (:func:`deploy_kit.compare.run_precision`)."""
+    ok, why = usable
+    ov = backends.get(backends.OPENVINO)
+    rows = []
+    for name, compute in ((backends.OPENVINO, "fp32"), (f"{backends.OPENVINO}-bf16", "bf16")):
+        prec = run_precision(target.precision, compute)
+        if not ok:
+            rows.append(Row(name, "cpu", prec, reason=why))
+        elif target.onnx is None:
+            rows.append(Row(name, "cpu", prec, reason=target.onnx_missing or "no ONNX graph"))
+        elif compute not in ov.precisions():
+            rows.append(Row(name, "cpu", prec, reason="this CPU has no BF16 (AMX or AVX-512-BF16); OpenVINO runs FP32 here"))
+        else:
+            rows.append(_bench_row(progress, name, "cpu", prec, _child_openvino, target.onnx, compute, shape, runs,
+                                   warmup, threads))
+    return rows
+
+
+def _child_openvino(path: str, compute: str, shape, runs: int, warmup: int, threads: int) -> dict[str, Any]:
+    import openvino
+
+    x = _input(shape)
+    base = reset_peak_rss()
+    ov = backends.get(backends.OPENVINO)
+    runner = ov.open_runner(path, ov.run_options(precision=compute, threads=threads, cache_dir=""))
+    try:
+        times = _time(runner, x, runs, warmup)
+        figures = _figures(times, shape, base)
+    finally:
+        runner.close()
+    return {**figures, "detail": f"CPU plugin, {runner.precision.upper()} compiled (read back), {threads} threads",
+            "version": f"openvino {openvino.__version__}", "device_memory_note": "CPU: no device memory"}
 
 
 def _child_engine(plan: str, backend: str, shape, runs: int, warmup: int, threads: int) -> dict[str, Any]:

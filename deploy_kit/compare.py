@@ -215,6 +215,8 @@ def evaluate(
     """Compare every output of every input and apply the spec's gates for ``precision``.
 
     Args:
+        precision: ``fp32`` (max-abs gate), ``fp16``, ``bf16`` (PSNR / cosine gates) or ``int8``; a row
+            run at a reduced arithmetic precision passes :func:`run_precision`.
         refs, cands: per input, the list of outputs (same order as ``names``); each output's
             first axis is the batch, and every element is compared with its own reference.
         kind: ``image`` | ``features`` | ``logits``.
@@ -250,8 +252,12 @@ def evaluate(
             label = "max abs / max |ref|" if tol.fp32_relative else "max abs"
             gates.append(Gate.at_most(f"{m.name} {label}", value, tol.fp32_max_abs))
             continue
-        min_psnr = tol.fp16_min_psnr if precision == "fp16" else tol.int8_min_psnr
-        min_cos = tol.fp16_min_cosine if precision == "fp16" else tol.int8_min_cosine
+        if precision == "bf16":  # no measured BF16 cosine gate in the spec: FP16's, the stricter one
+            min_psnr = tol.bf16_min_psnr
+            min_cos = tol.bf16_min_cosine if tol.bf16_min_cosine is not None else tol.fp16_min_cosine
+        else:
+            min_psnr = tol.fp16_min_psnr if precision == "fp16" else tol.int8_min_psnr
+            min_cos = tol.fp16_min_cosine if precision == "fp16" else tol.int8_min_cosine
         if kind == "image" and min_psnr is not None:
             gates.append(Gate.at_least(f"{m.name} PSNR dB", m.psnr, min_psnr))
         if min_cos is not None:
@@ -262,6 +268,26 @@ def evaluate(
         gates.append(Gate.at_most("restoration PSNR drop dB", restoration_drop, tol.int8_max_restoration_drop))
     status = "pass" if all(g.ok for g in gates) else "fail"
     return Check(backend, precision, artifact, status, outputs=outs, gates=gates, elements=elements)
+
+
+# precisions from least to most loss of accuracy: BF16 keeps 8 significant bits to FP16's 11
+_LOSS_ORDER = ("fp32", "fp16", "bf16", "int8")
+
+
+def run_precision(graph: str, compute: str | None) -> str:
+    """The precision a parity row is gated at: the lossier of the graph's own (its weights and types)
+    and the arithmetic a runner computes it in (OpenVINO's inference precision; None: the graph's).
+
+    An FP32 bundle run by OpenVINO at BF16 is a ``bf16`` row; an FP16 bundle run at FP32 stays ``fp16``
+    (its weights are FP16); an INT8 bundle stays ``int8`` (its gate is the loosest).
+
+    Raises:
+        ValueError: a precision that is none of fp32, fp16, bf16, int8.
+    """
+    for p in (graph, compute or graph):
+        if p not in _LOSS_ORDER:
+            raise ValueError(f"unknown precision '{p}'; expected one of {', '.join(_LOSS_ORDER)}")
+    return max(graph, compute or graph, key=_LOSS_ORDER.index)
 
 
 def skipped(backend: str, precision: str, artifact: str, reason: str) -> Check:

@@ -19,6 +19,7 @@ from typing import Optional
 
 import numpy as np
 
+from . import backends
 from .artifact import artifact_request, source_onnx_outputs
 from .data.samples import available_samples, fit, sample_images
 from .errors import UsageError
@@ -28,7 +29,6 @@ from .metrics import psnr_from_mse
 from .models import get_adapter
 from .onnxmeta import read_metadata
 from .reference import reference_runner
-from .runners.ort import OrtRunner
 from .runtime.context import graph_fn, parse_context, sync_tile_run
 from .runtime.imageio import read_image, to_model_channels
 from .runtime.tiling import DEFAULT_OVERLAP, TilingPlan, make_plan, tile_run
@@ -50,12 +50,13 @@ class SeamResult:
         worst_seam: the tile boundary segment with the largest error: ``axis`` ("y" for a horizontal
             boundary at row ``at``, "x" for a vertical one at column ``at``), ``span`` along the
             boundary, its ``psnr`` and ``max_abs``, and ``peak`` (y, x) of its largest error.
-        tiled_s: tiled ONNX Runtime time; tile_s: one model call of `batch` tiles (median); reference_s: full-image PyTorch.
+        tiled_s: tiled time on ``backend``; tile_s: one model call of `batch` tiles (median); reference_s: full-image PyTorch.
         time_factor: tiled time / (tiles x single-tile time), i.e. measured time per output pixel
             over (single-tile time per pixel x pixel_factor); 1.0 = no tiling overhead.
         scale: the graph's output scale S; ``image_size``, ``overlap``, ``border`` and ``band`` are in
             input pixels, ``worst_seam`` in output pixels (S times them).
         context: ``tile`` (each tile its own statistics) or ``sync:N`` (synchronised, N passes).
+        backend: the graph runner that ran the tiles (a :mod:`deploy_kit.backends` name).
     """
 
     onnx: str
@@ -81,6 +82,7 @@ class SeamResult:
     photo: str = ""
     scale: int = 1
     context: str = "tile"
+    backend: str = ""
 
     def line(self) -> str:
         w = self.worst_seam
@@ -181,6 +183,36 @@ def tiled_vs_full(x: np.ndarray, ref: np.ndarray, fn, tile: tuple[int, int], ove
     return plan, out, seam_metrics(ref, out, boxes, scale * band)
 
 
+def open_graph_runner(backend: str, path: str, threads: int = 0):
+    """A runner of the graph runner ``backend`` (:func:`deploy_kit.backends.names` with ``engines=False``) on ``path``.
+
+    Args:
+        backend: the backend's registry name.
+        path: an ONNX graph.
+        threads: inference threads (0: the backend's default).
+
+    Returns:
+        the backend's :class:`deploy_kit.runners.base.Runner`.
+
+    Raises:
+        UsageError: an unknown backend or an engine backend (seam-check tiles a graph), one that cannot
+            run here (why, from :meth:`~deploy_kit.backends.base.Backend.can_run`), or it cannot open the graph.
+    """
+    b = backends.get(backend)
+    if b.engine:
+        raise UsageError(f"seam-check runs a graph; {b.name} runs built engines: choose one of "
+                         f"{', '.join(backends.names(engines=False))}")
+    ok, why = b.can_run()
+    if not ok:
+        raise UsageError(f"cannot run {b.name} here: {why}")
+    values: dict = {"threads": threads}
+    if b.name == backends.ONNXRUNTIME:
+        # seam-check has always measured ONNX Runtime's CPU provider (the registry's ``auto`` would take
+        # its CUDA provider where onnxruntime-gpu is installed and change the numbers and times)
+        values["device"] = "cpu"
+    return b.open_runner(path, b.run_options(**values))
+
+
 class SeamChecker:
     """Prepared once (reference output, ONNX runner), measured for any number of overlaps.
 
@@ -189,14 +221,22 @@ class SeamChecker:
         weights: checkpoint overriding the metadata's path (e.g. the file moved).
         height, width: photo size (default 3.5 x 3.75 times the engine size).
         image: a photo to use instead of the bundled sample (used as is, not degraded).
-        threads: ONNX Runtime intra-op threads (0 = default).
+        threads: the runner's inference threads (0 = its default).
+        backend: the graph runner that runs the tiles (``backends.names(engines=False)``; default ONNX
+            Runtime on the CPU).
+
+    Attributes:
+        sync_note: why the sync graph beside the ONNX is not measured on this backend ("" when it is,
+            or when there is none).
 
     Raises:
-        UsageError: not a deploy-kit ONNX, not an image model, weights gone or changed, bad image.
+        UsageError: not a deploy-kit ONNX, not an image model, weights gone or changed, bad image; a
+            backend that is not a graph runner or cannot run here.
     """
 
     def __init__(self, onnx_path: str, weights: Optional[str] = None, height: Optional[int] = None,
-                 width: Optional[int] = None, image: Optional[str] = None, threads: int = 0):
+                 width: Optional[int] = None, image: Optional[str] = None, threads: int = 0,
+                 backend: str = backends.ONNXRUNTIME):
         from .models.checkpoint import load_request  # torch
 
         if not os.path.isfile(onnx_path):
@@ -212,7 +252,14 @@ class SeamChecker:
         if H < 1 or W < 1:
             raise UsageError(f"--height/--width must be positive; got {H}x{W}")
         map_large_allocations()  # the reference is a full-size forward pass; see memory.py
-        self.runner = OrtRunner(onnx_path, threads=threads, input_name=adapter.input_names(req)[0])
+        self.backend = backends.get(backend).name
+        self.runner = open_graph_runner(self.backend, onnx_path, threads)
+        if self.runner.input_name != adapter.input_names(req)[0]:  # the registry's runners feed the first input
+            self.runner.close()
+            raise UsageError(f"{onnx_path}: its first input is '{self.runner.input_name}', not the image input "
+                             f"'{adapter.input_names(req)[0]}'; re-export it with deploy-kit")
+        precision = getattr(self.runner, "precision", None)  # OpenVINO: the precision that compiled
+        self.runs_on = f"{self.backend} ({self.runner.device.upper()}{', ' + precision.upper() if precision else ''})"
         ch = int(self.runner.input_shape[1])
         self.batch = int(self.runner.input_shape[0])  # tiles per call: the graph's static batch
         full_req = dataclasses.replace(req, height=H, width=W)
@@ -249,7 +296,14 @@ class SeamChecker:
         stride = int(getattr(loaded_model, "padder_size", 0) or (req.source.pad_multiple if req.source else adapter.spec.pad_multiple) or 1)
         self.multiple = stride if th % stride == 0 and tw % stride == 0 else 1
         self.sync_path = onnx_path[: -len(".onnx")] + ".sync.onnx"  # a global-context model's, when exported
-        self.sync_runner = OrtRunner(self.sync_path, threads=threads) if os.path.isfile(self.sync_path) else None
+        self.sync_runner, self.sync_note = None, ""
+        if os.path.isfile(self.sync_path):
+            if hasattr(self.runner, "run_feeds"):  # graph_fn feeds the sync graph's four inputs by name
+                self.sync_runner = open_graph_runner(self.backend, self.sync_path, threads)
+            else:  # the same backend's runner on the sync graph would lack it too: not opened
+                self.sync_note = (f"the {self.backend} runner feeds one input and the sync graph "
+                                  f"{os.path.basename(self.sync_path)} takes four; --backend {backends.ONNXRUNTIME} "
+                                  "measures the sync contexts")
         self.tile_s = self._time_one_tile()
 
     def _time_one_tile(self, repeats: int = 3) -> float:
@@ -279,6 +333,8 @@ class SeamChecker:
         kind, passes = parse_context(context)
         tiler = None
         if kind == "sync":
+            if self.sync_note:
+                raise UsageError(f"--context sync: {self.sync_note}")
             if self.sync_runner is None:
                 raise UsageError(f"--context sync needs the sync graph {os.path.basename(self.sync_path)} beside the "
                                  "ONNX (export a global-context model: NAFNet without --tlc, Restormer with --no-tlc)")
@@ -299,7 +355,7 @@ class SeamChecker:
                           overlap, border, plan.tiles, plan.pixel_factor, m["psnr"], m["seam_psnr"], m["other_psnr"],
                           m["max_abs"], band, m["worst_seam"], tiled_s, self.tile_s, self.reference_s,
                           tiled_s / (-(-plan.tiles // self.batch) * self.tile_s) if self.tile_s else float("nan"),
-                          self.photo, self.scale, "tile" if kind == "tile" else f"sync:{passes}")
+                          self.photo, self.scale, "tile" if kind == "tile" else f"sync:{passes}", self.backend)
 
     def close(self) -> None:
         self.runner.close()
@@ -309,8 +365,8 @@ class SeamChecker:
 
 def seam_check(onnx_path: str, weights: Optional[str] = None, height: Optional[int] = None, width: Optional[int] = None,
                overlap: Optional[int] = None, image: Optional[str] = None, border: int = 0, band: int = SEAM_BAND,
-               threads: int = 0) -> SeamResult:
-    """Tiled ONNX Runtime output vs the full-image PyTorch FP32 output, on one photo.
+               threads: int = 0, backend: str = backends.ONNXRUNTIME) -> SeamResult:
+    """Tiled graph-runner output (default ONNX Runtime on the CPU) vs the full-image PyTorch FP32 output, on one photo.
 
     Args:
         onnx_path: a deploy-kit ONNX export (any precision; the reference is FP32).
@@ -320,6 +376,8 @@ def seam_check(onnx_path: str, weights: Optional[str] = None, height: Optional[i
         image: photo file instead of the bundled sample (not degraded).
         border: extra reflect padding around the photo before tiling.
         band: half-width of the seam band in px.
+        threads: the runner's inference threads (0 = its default).
+        backend: the graph runner (``backends.names(engines=False)``).
 
     Returns:
         :class:`SeamResult` (``.line()`` is a one-line summary).
@@ -327,7 +385,7 @@ def seam_check(onnx_path: str, weights: Optional[str] = None, height: Optional[i
     Raises:
         UsageError: see :class:`SeamChecker`; overlap out of range.
     """
-    checker = SeamChecker(onnx_path, weights, height, width, image, threads)
+    checker = SeamChecker(onnx_path, weights, height, width, image, threads, backend)
     try:
         if overlap is None:  # the default, shrunk for engines too small for it (never an asked-for value)
             overlap = min(DEFAULT_OVERLAP, min(checker.tile) // 4)

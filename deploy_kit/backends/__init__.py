@@ -3,6 +3,7 @@
 Each backend is one module of this package and declares its name there, once:
 
 * :mod:`.onnxruntime` — ONNX Runtime on a graph (CPU, or its CUDA execution provider);
+* :mod:`.openvino` — OpenVINO's CPU plugin on a graph (FP32, BF16 on AMX/AVX-512-BF16, FP16 on ARM);
 * :mod:`.tensorrt` — TensorRT 10/11: builds on the target GPU (desktop, Jetson, DLA);
 * :mod:`.tensorrt_rtx` — TensorRT for RTX: builds ahead of time, even without a GPU.
 
@@ -10,12 +11,15 @@ A backend says whether it can run here and why not (:meth:`Backend.can_run`), wh
 build here (:meth:`Backend.can_build`), builds (engines) and opens a runner
 (:meth:`Backend.open_runner`), each with its typed, frozen options declared in its own module
 (:class:`~.tensorrt.TensorRTBuildOptions`, :class:`~.tensorrt_rtx.RTXBuildOptions`,
-:class:`~.onnxruntime.OrtRunOptions`, :class:`~._trt.EngineRunOptions`), made from flags by
+:class:`~.onnxruntime.OrtRunOptions`, :class:`~.openvino.OpenVINORunOptions`, :class:`~._trt.EngineRunOptions`), made from flags by
 :meth:`Backend.build_options` / :meth:`Backend.run_options`. The CLI choices, ``env``, ``bench``,
 ``verify``, ``run``, ``build``, ``triton`` and the export pipeline read this registry; nothing else
 spells a backend's name.
-Importing it is light (numpy and ctypes through the runners; no onnxruntime or TensorRT): each
-backend imports its package when asked.
+Importing it is light (numpy and ctypes through the runners; no onnxruntime, OpenVINO or TensorRT):
+each backend imports its package when asked. ``_ALL`` is the preference order: engines first; of the
+graph runners ``auto`` takes ONNX Runtime with a CUDA provider, then OpenVINO where
+:meth:`.openvino.OpenVINO.preferred_on_cpu` says so, then ONNX Runtime on the CPU
+(:func:`deploy_kit.runtime.target.bundle_runner`).
 """
 
 from __future__ import annotations
@@ -24,13 +28,15 @@ from ..errors import UsageError
 from ._trt import EngineRunOptions
 from .base import Backend, BuildOptions, RunOptions, RunOptionsArg, as_run_options
 from .onnxruntime import OnnxRuntime, OrtRunOptions
+from .openvino import OpenVINO, OpenVINORunOptions
 from .tensorrt import TensorRT, TensorRTBuildOptions
 from .tensorrt_rtx import RTXBuildOptions, TensorRTRTX
 
-_ALL: tuple[Backend, ...] = (TensorRTRTX(), TensorRT(), OnnxRuntime())
+_ALL: tuple[Backend, ...] = (TensorRTRTX(), TensorRT(), OnnxRuntime(), OpenVINO())
 REGISTRY: dict[str, Backend] = {b.name: b for b in _ALL}
 
 ONNXRUNTIME = OnnxRuntime.name
+OPENVINO = OpenVINO.name
 TENSORRT = TensorRT.name
 TENSORRT_RTX = TensorRTRTX.name
 
@@ -77,6 +83,6 @@ def default_builder(*, prefer_device: bool = False) -> Backend | None:
     return order[0] if order else None
 
 
-__all__ = ["Backend", "REGISTRY", "AUTO", "choices", "ONNXRUNTIME", "TENSORRT", "TENSORRT_RTX", "names", "get", "status", "builders",
+__all__ = ["Backend", "REGISTRY", "AUTO", "choices", "ONNXRUNTIME", "OPENVINO", "TENSORRT", "TENSORRT_RTX", "names", "get", "status", "builders",
            "default_builder", "BuildOptions", "RunOptions", "RunOptionsArg", "as_run_options", "EngineRunOptions",
-           "OrtRunOptions", "TensorRTBuildOptions", "RTXBuildOptions"]
+           "OrtRunOptions", "OpenVINORunOptions", "TensorRTBuildOptions", "RTXBuildOptions"]

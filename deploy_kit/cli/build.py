@@ -246,11 +246,13 @@ def bundle(artifact, out_dir, samples) -> None:
 @click.option("--border", type=int, default=0, show_default=True, help="Extra reflect padding around the photo before tiling.")
 @click.option("--min-seam-psnr", type=float, help="Exit 1 when the seam PSNR of any run is below this (dB).")
 @click.option("--context", "contexts", multiple=True, metavar="tile|sync[:N]", help="Tiling modes to measure, repeatable (default: tile, and sync:2 and sync:3 when the sync graph <stem>.sync.onnx is beside the ONNX).")
-def seam_check_cmd(onnx_path, overlap, weights, height, width, image, border, min_seam_psnr, contexts) -> None:
+@click.option("--backend", type=click.Choice(backends.names(engines=False)), default=backends.ONNXRUNTIME, show_default=True, help="Graph runner that runs the tiles (ONNX Runtime on the CPU, or OpenVINO's CPU plugin at its auto precision).")
+def seam_check_cmd(onnx_path, overlap, weights, height, width, image, border, min_seam_psnr, contexts, backend) -> None:
     """Tile ONNX_PATH (a fixed-size deploy-kit ONNX) over a larger photo and compare with the
     full-image PyTorch FP32 output: overall PSNR, PSNR around tile boundaries (seam) and
-    elsewhere, the worst boundary and the times. ONNX Runtime on the CPU. A global-context
-    model is measured both ways: tiles with their own statistics, and synchronised (sync:N).
+    elsewhere, the worst boundary and the times. The tiles run on --backend (default ONNX
+    Runtime on the CPU). A global-context model is measured both ways: tiles with their own
+    statistics, and synchronised (sync:N).
     """
     from .._deps import require_export
 
@@ -270,7 +272,8 @@ def seam_check_cmd(onnx_path, overlap, weights, height, width, image, border, mi
 
     for c in contexts:
         parse_context(c)  # a bad value: one line before the reference is computed
-    checker = SeamChecker(onnx_path, weights, height, width, image)
+    # a backend that cannot run here: one line from SeamChecker, before the reference is computed
+    checker = SeamChecker(onnx_path, weights, height, width, image, backend=backend)
     try:
         from ..runtime.tiling import DEFAULT_OVERLAP
 
@@ -278,7 +281,10 @@ def seam_check_cmd(onnx_path, overlap, weights, height, width, image, border, mi
         for o in overlaps:
             if o < 0 or o >= min(checker.tile):
                 raise UsageError(f"--overlap must be in [0, {min(checker.tile) - 1}] for a {checker.tile[0]}x{checker.tile[1]} engine; got {o}")
-        click.echo(f"photo: {checker.photo}; reference: {checker.reference} full image ({checker.reference_s:.2f} s)")
+        click.echo(f"photo: {checker.photo}; reference: {checker.reference} full image ({checker.reference_s:.2f} s); "
+                   f"tiles on {checker.runs_on}")
+        if checker.sync_note and not contexts:
+            click.echo(f"sync contexts not measured: {checker.sync_note}")
         modes = contexts or (("tile", "sync:2", "sync:3") if checker.sync_runner is not None else ("tile",))
         results = [checker.measure(o, border, context=c) for c in modes for o in overlaps]
     finally:

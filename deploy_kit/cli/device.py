@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import click
 
@@ -25,39 +24,69 @@ from ..errors import UsageError
 @click.command()
 @click.argument("target", type=click.Path())
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder (file names and formats kept).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder (file names and formats kept; its journal .deploy-kit-journal.jsonl records what is done).")
 @click.option("--backend", type=click.Choice(backends.choices()), default="auto", show_default=True, help="Bundles: a built engine whose runtime works here, else ONNX Runtime.")
 @click.option("--overlap", type=int, help="Tile overlap in pixels (default: the runtime's measured default, at most a quarter of the engine size).")
 @click.option("--max-pixels", type=int, default=None, help="Refuse images whose header claims more pixels than this (decompression bombs). Default: Pillow's limit, 178956970.")
 @click.option("--codec", default="libx264", show_default=True, help="Videos: FFmpeg encoder of the output (libx264 = H.264; e.g. libx265, mpeg4).")
-@click.option("--crf", type=int, default=18, show_default=True, help="Videos: constant rate factor of x264/x265 (lower = better quality, bigger file).")
+@click.option("--crf", type=int, default=None, help="Videos: constant rate factor (lower = better quality, bigger file). Default: 18 for x264/x265/VP9/AV1 and NVENC (its constant-quality level), none for encoders without one (ffv1, mpeg4).")
+@click.option("--preset", default=None, help="Videos: x264/x265 encoder preset, ultrafast ... veryslow (faster = bigger file at the same --crf). Default: the encoder's (medium).")
 @click.option("--context", "context", default="tile", show_default=True, metavar="tile|sync[:N]", help="Global-context models (NAFNet without TLC, global Restormer): 'tile' normalises each tile by its own statistics; 'sync:N' sums them over the whole image in N passes (default 2) through the bundle's sync graph, so tiles match the full image (docs/tiling-and-context.md).")
-def run(target, inputs, out_dir, backend, overlap, max_pixels, codec, crf, context) -> None:
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None, help="With a named CPU backend that takes it (--backend openvino): the inference precision; auto = BF16 where the CPU has AMX/AVX-512-BF16, FP16 on ARM with FP16, else FP32 (docs/cpu.md).")
+@click.option("--force", is_flag=True, help="Ignore the journal: restore every input again (the journal starts afresh).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[ADDRESS]", help="Run on a Ray cluster: ADDRESS of 'ray start --head' (write --ray=ADDRESS), or no value: RAY_ADDRESS, else the cluster started on this machine, else a new local one (docs/cluster.md). Needs pip install 'deploy-kit[ray]'.")
+def run(target, inputs, out_dir, backend, overlap, max_pixels, codec, crf, preset, context, precision, force,
+        ray_address) -> None:
     """Restore images and videos of any size with TARGET (a bundle, or a .plan with its manifest).
 
     \b
     INPUTS are image files, video files and folders (their images and videos, not recursive).
     Images: gray, RGB and RGBA, 8 and 16 bit; each output is written in its input's format and
-      depth (alpha kept). A broken image is reported and skipped; the run ends with a summary
-      and exit code 1.
+      depth (alpha kept).
     Videos (.mp4 .mov .mkv .avi .webm ...; needs PyAV: pip install 'deploy-kit[video]'): the
-      same frame count, size and frame rate, --codec/--crf, audio copied as is; a corrupt or
-      truncated video stops the run (exit 2) and leaves no output file.
-    An image whose header claims more than --max-pixels stops the run before any work (exit 2).
+      same frame count, size and frame rate, --codec/--crf/--preset, audio copied as is.
+    A broken image or video is reported and skipped, and leaves no output file; the run ends with
+      a summary and exit code 1. An image whose header claims more than --max-pixels, or a --preset
+      the encoder lacks, stops the run before any work (exit 2); an encoder that cannot be opened
+      (--codec) stops it at the first video (exit 2).
+    Resumable (docs/jobs.md): the --out folder keeps a journal of what is done (input by content
+      hash, bundle sha256, options); running the same command again restores only what is not done,
+      and redoes, saying why, what a changed bundle, option or input affects. A run stopped at any
+      moment (even kill -9) leaves only complete outputs. --force restores everything again.
     Frames are tiled through the fixed-size engine (N tiles per call for a batched engine) with
     overlapping, blended tiles; decoding, the model, blending and encoding run concurrently.
     """
+    if ray_address is not None:
+        from .._deps import require
+
+        require("ray")  # before any work: one line naming pip install 'deploy-kit[ray]' (exit 2)
     from ..runtime.imageio import DEFAULT_MAX_PIXELS, image_header
-    from ..runtime.restore import collect_inputs, restore_images
-    from ..runtime.restorer import Restorer
+    from ..runtime.job import JobOptions, run_job
+    from ..runtime.restore import collect_inputs
     from ..runtime.tiling import GLOBAL_CONTEXT_NOTE
-    from ..runtime.video import is_video_path
+    from ..runtime.video import default_crf, is_video_path
 
     if max_pixels is not None and max_pixels < 1:
         raise UsageError(f"--max-pixels must be positive; got {max_pixels}")
-    if crf < 0 or crf > 51:
+    if crf is not None and (crf < 0 or crf > 51):
         raise UsageError(f"--crf must be between 0 and 51; got {crf}")
-    restorer = Restorer(target, backend, overlap=overlap, context=context)  # a bad or tampered target is reported first
+    if preset is not None:
+        from ..runtime.video import check_preset
+
+        try:
+            check_preset(codec, preset)  # before any work, not at the first video
+        except ValueError as exc:
+            raise UsageError(f"--preset: {exc}") from None
+    run_options = None
+    if precision is not None:  # the named backend makes its own options, refusing a flag it does not take
+        if backend == backends.AUTO:
+            raise UsageError("--precision applies to a named backend that takes it; add --backend (see --help)")
+        run_options = backends.get(backend).run_options(precision=precision)
+    restorer = None
+    if ray_address is None:  # a bad or tampered target is reported first; on Ray, each node opens it
+        from ..runtime.restorer import Restorer
+
+        restorer = Restorer(target, backend, overlap=overlap, context=context, run_options=run_options)
     try:
         try:
             files = collect_inputs(inputs)
@@ -79,64 +108,38 @@ def run(target, inputs, out_dir, backend, overlap, max_pixels, codec, crf, conte
             if h * w > limit:
                 raise UsageError(f"{f}: {w}x{h} = {w * h} pixels is more than the limit of {limit} (--max-pixels); "
                                  "raise --max-pixels if the image is genuine")
-        th, tw = restorer.tile
-        click.echo(f"run: {restorer.note}; {len(images)} images, {len(videos)} videos; tiles of {th}x{tw}, "
-                   f"{restorer.batch} per call, overlap {restorer.overlap}", err=True)
-        if restorer.manifest.global_context and restorer.context == "tile":
-            hint = "; this bundle has a sync graph: --context sync makes tiles match the full image" \
-                if restorer.manifest.sync_onnx else ""
-            click.echo(f"note: {GLOBAL_CONTEXT_NOTE}{hint}", err=True)
-        os.makedirs(out_dir, exist_ok=True)
-        failed: list[str] = []
-        if images:
-            started = time.perf_counter()
-            with click.progressbar(length=len(images), label="images", file=sys.stderr) as bar:
-                res = restore_images(restorer, images, out_dir, max_pixels=limit,
-                                     on_error=lambda line: (bar.update(1), click.echo(f"\nskipped: {line}", err=True)),
-                                     on_done=lambda path: bar.update(1))
-            dt = time.perf_counter() - started
-            failed += res.failed
-            n = len(res.written)
-            click.echo(f"restored {n} images ({res.pixels / 1e6:.2f} MP) into {out_dir} in {dt:.1f} s: "
-                       f"{n / dt:.2f} images/s, {res.pixels / 1e6 / dt:.2f} MP/s ({restorer.runner.name})")
-        for v in videos:
-            _run_video(restorer, v, out_dir, codec, crf)
-        if failed:
-            click.echo(f"{len(failed)} of {len(files)} inputs failed:", err=True)
-            for line in failed:
+        if restorer is not None:
+            th, tw = restorer.tile
+            click.echo(f"run: {restorer.note}; {len(images)} images, {len(videos)} videos; tiles of {th}x{tw}, "
+                       f"{restorer.batch} per call, overlap {restorer.overlap}", err=True)
+            if restorer.manifest.global_context and restorer.context == "tile":
+                hint = "; this bundle has a sync graph: --context sync makes tiles match the full image" \
+                    if restorer.manifest.sync_onnx else ""
+                click.echo(f"note: {GLOBAL_CONTEXT_NOTE}{hint}", err=True)
+        else:
+            click.echo(f"run: on Ray ({ray_address}); {len(images)} images, {len(videos)} videos", err=True)
+        opts = JobOptions(target=target, backend=backend, overlap=overlap, context=context, codec=codec,
+                          crf=default_crf(codec) if crf is None else crf,
+                          preset=preset, max_pixels=limit, force=force, precision=precision)
+        result = run_job(opts, files, out_dir, ray_address=ray_address, echo=click.echo, restorer=restorer,
+                         progress=lambda label, total, show_pos=False: click.progressbar(
+                             length=total, label=label, file=sys.stderr, show_pos=show_pos))
+        if result.failed:
+            click.echo(f"{len(result.failed)} of {len(files)} inputs failed:", err=True)
+            for line in result.failed:
                 click.echo(f"  {line}", err=True)
             sys.exit(1)
     finally:
-        restorer.close()
-
-
-def _run_video(restorer, src: str, out_dir: str, codec: str, crf: int) -> None:
-    """Restore one video with ``run``'s progress and closing line.
-
-    Raises:
-        UsageError: the video cannot be read (corrupt, truncated, not a video) or written (a bad --codec);
-            nothing is left at the output path.
-    """
-    from ..runtime.video import probe_video, transcode
-
-    dst = os.path.join(out_dir, os.path.basename(src))
-    try:
-        info = probe_video(src)
-        label = f"{os.path.basename(src)} ({info.width}x{info.height}, {float(info.fps):.2f} fps)"
-        with click.progressbar(length=info.frames or 0, label=label, file=sys.stderr, show_pos=True) as bar:
-            stats = transcode(src, dst, restorer.restore_stream, codec=codec, crf=crf,
-                              progress=lambda done, total: bar.update(1), scale=restorer.scale)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    click.echo(f"restored {stats.frames} frames of {src} into {dst} in {stats.seconds:.1f} s: {stats.fps:.2f} frames/s "
-               f"({info.width * info.height * stats.fps / 1e6:.2f} MP/s, {restorer.runner.name})")
+        if restorer is not None:
+            restorer.close()
 
 
 @click.command()
 @click.argument("artifact", type=click.Path())
 @click.option("--backend", type=click.Choice(backends.choices()), default="auto", show_default=True, help="Bundles: what runs the reference inputs; auto = a built engine whose runtime works here, else ONNX Runtime.")
 @click.option("--samples", type=int, default=2, show_default=True, help="ONNX/plan artifacts: sample images (bundles carry their own).")
-def verify(artifact, backend, samples) -> None:
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None, help="Bundles, with a named CPU backend that takes it (OpenVINO): the inference precision; auto = BF16 where the CPU has AMX/AVX-512-BF16, FP16 on ARM with FP16, else FP32. The row is gated at the lossier of this and the bundle's precision.")
+def verify(artifact, backend, samples, precision) -> None:
     """Parity of ARTIFACT against the PyTorch FP32 reference: exit 0 pass, 1 fail, 2 bad input.
 
     \b
@@ -152,13 +155,18 @@ def verify(artifact, backend, samples) -> None:
     if target_kind(artifact) == "bundle":
         from ..verify import verify_bundle
 
-        report, note = verify_bundle(artifact, backend)
+        run_options = None
+        if precision is not None:  # the named backend makes its own options, refusing a flag it does not take
+            if backend == backends.AUTO:
+                raise UsageError("--precision applies to a named backend that takes it; add --backend (see --help)")
+            run_options = backends.get(backend).run_options(precision=precision)
+        report, note = verify_bundle(artifact, backend, run_options)
         click.echo(f"verify: {note}", err=True)
     else:
         if os.path.isdir(artifact):
             raise UsageError(f"{artifact} is a folder but not a deploy-kit bundle (no manifest.json)")
-        if backend != "auto":
-            raise UsageError("--backend applies to bundles; an .onnx runs on ONNX Runtime, a .plan on its own runtime")
+        if backend != "auto" or precision is not None:
+            raise UsageError("--backend and --precision apply to bundles; an .onnx runs on ONNX Runtime, a .plan on its own runtime")
         from .._deps import require_export
 
         require_export()

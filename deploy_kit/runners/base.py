@@ -5,6 +5,8 @@ through a :class:`Runner`:
 
 * :class:`deploy_kit.runners.ort.OrtRunner` — ONNX Runtime (CPU; the CUDA execution provider when
   installed and asked for);
+* :class:`deploy_kit.runners.openvino.OpenVINORunner` — OpenVINO on the CPU (FP32, or BF16/FP16 where
+  the CPU has it);
 * :class:`deploy_kit.runners.session.EngineRunner` — a TensorRT / TensorRT-RTX plan (needs a CUDA GPU);
 * ``deploy_kit.reference.TorchRunner`` — the PyTorch FP32 reference (build machine only; it
   lives outside the device half because the device never imports torch).

@@ -17,16 +17,24 @@ from .base import Runner, in_child_process
 
 ORT_MODULE = "onnxruntime"  # the Python package (the backend's name is the registry's: deploy_kit.backends)
 ORT_PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+# graph optimisation levels by deploy-kit's names (onnxruntime.GraphOptimizationLevel)
+ORT_LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "basic": "ORT_ENABLE_BASIC",
+              "disabled": "ORT_DISABLE_ALL"}
 
 
-def ort_session(model, *, threads: int = 0, optimize: bool = True, arena: bool = True, providers: str = "cpu"):
+def ort_session(model, *, threads: int = 0, optimize: bool = True, arena: bool = True, providers: str = "cpu",
+                level: str = "all", spinning: bool | None = None):
     """An ONNX Runtime session (the single place one is built).
 
     Args:
         model: an ONNX path or serialized model bytes.
         threads: intra-op threads (0 = ONNX Runtime's default); inter-op is then 1.
         optimize: False disables every graph optimisation (no fused kernels: each node runs as
-            written, which is what load checks and the INT8 calibrator want).
+            written, which is what load checks and the INT8 calibrator want); it overrides ``level``.
+        level: graph optimisation level, a key of :data:`ORT_LEVELS` (ONNX Runtime's default: ``all``).
+        spinning: ``session.intra_op.allow_spinning``: False makes idle intra-op threads sleep instead of
+            spin-waiting for the next op, leaving the cores to the runtime's decode/blend/encode threads;
+            None keeps ONNX Runtime's default (spinning on). Measured: docs/cpu.md.
         arena: False turns the CPU memory arena off, so peak memory is not kept alive between
             runs of a one-shot session.
         providers: ``cpu`` or ``cuda`` (CUDA EP first, CPU fallback).
@@ -40,8 +48,11 @@ def ort_session(model, *, threads: int = 0, optimize: bool = True, arena: bool =
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-    if not optimize:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if level not in ORT_LEVELS:
+        raise UsageError(f"unknown graph optimisation level '{level}'; choose one of: {', '.join(ORT_LEVELS)}")
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_LEVELS[level if optimize else "disabled"])
+    if spinning is not None:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     opts.enable_cpu_mem_arena = arena
     return ort.InferenceSession(model, opts, providers=ORT_PROVIDERS[providers])
 
@@ -61,19 +72,21 @@ class OrtRunner(Runner):
     Args:
         path: ONNX file.
         device: ``cpu``, ``cuda`` or ``auto`` (CUDA EP when this onnxruntime has it).
-        threads, optimize, arena: see :func:`ort_session`.
+        threads, optimize, arena, level, spinning: see :func:`ort_session`.
         input_name: which input takes the image (default: the first).
         name: the backend name reported (the registry, :mod:`deploy_kit.backends`, passes its own).
     """
 
     def __init__(self, path: str, *, device: str = "cpu", threads: int = 0, optimize: bool = True,
-                 arena: bool = True, input_name: str | None = None, name: str = ""):
+                 arena: bool = True, input_name: str | None = None, name: str = "", level: str = "all",
+                 spinning: bool | None = None):
         self.name = name
         if device == "auto":
             device = "cuda" if "CUDAExecutionProvider" in ort_providers_available() else "cpu"
         self.device = device
         self.path = path
-        self.session = ort_session(path, threads=threads, optimize=optimize, arena=arena, providers=device)
+        self.session = ort_session(path, threads=threads, optimize=optimize, arena=arena, providers=device,
+                                   level=level, spinning=spinning)
         ins = self.session.get_inputs()
         chosen = next((i for i in ins if i.name == input_name), None) if input_name else ins[0]
         if chosen is None:

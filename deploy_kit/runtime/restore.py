@@ -51,21 +51,26 @@ class FilesResult:
 
 def restore_images(restorer, files: list[str], out_dir: str, *, max_pixels: int | None = None,
                    on_error: Optional[Callable[[str], None]] = None,
-                   on_done: Optional[Callable[[str], None]] = None, writers: int = 1) -> FilesResult:
+                   on_done: Optional[Callable[[str, str, int], None]] = None, writers: int = 1,
+                   dest: Optional[Callable[[str], str]] = None) -> FilesResult:
     """Restore image files into ``out_dir`` (same names, formats, bit depths, gray/RGB and alpha).
 
     A restorer of scale s (super-resolution) writes each image s times its height and width; an
-    alpha channel is enlarged to match by repeating each pixel s x s times.
+    alpha channel is enlarged to match by repeating each pixel s x s times. Each file is written
+    whole (atomically): a stopped run leaves no half-written image.
 
     Args:
         restorer: a :class:`~deploy_kit.runtime.restorer.Restorer`.
         max_pixels: refuse images whose header claims more pixels (decompression bombs).
         on_error: called with one line per image that could not be read or written (the run goes on).
-        on_done: called with each output path once it is written.
+        on_done: called as ``on_done(src, written_path, pixels)`` once each image is written, in input
+            order, in the calling thread (``deploy-kit run`` commits it to its journal there).
         writers: encoder threads (PNG/JPEG encoders release the GIL).
+        dest: ``dest(src)`` -> the path to write ``src``'s output to (its extension picks the format);
+            default ``out_dir/basename(src)`` (a resumable run writes to the journal's partial path).
 
     Returns:
-        a :class:`FilesResult` (``pixels`` counts the written, i.e. output, pixels).
+        a :class:`FilesResult` (``written``: the paths written; ``pixels`` counts the output pixels).
     """
     result = FilesResult()
     report = on_error or (lambda line: None)
@@ -89,7 +94,7 @@ def restore_images(restorer, files: list[str], out_dir: str, *, max_pixels: int 
                 k = out.shape[0] // alpha.shape[0]
                 alpha = np.repeat(np.repeat(alpha, k, axis=0), k, axis=1)
             out = np.concatenate([out, alpha], axis=-1)
-        dst = os.path.join(out_dir, os.path.basename(f))
+        dst = dest(f) if dest is not None else os.path.join(out_dir, os.path.basename(f))
         encode_image(dst, out, info)
         return dst
 
@@ -108,7 +113,7 @@ def restore_images(restorer, files: list[str], out_dir: str, *, max_pixels: int 
             result.written.append(dst)
             result.pixels += px
             if on_done:
-                on_done(dst)
+                on_done(f, dst, px)
 
     with ThreadPoolExecutor(max_workers=max(1, writers), thread_name_prefix="deploy-kit-encode") as pool:
         try:

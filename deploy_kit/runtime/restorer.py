@@ -1,7 +1,7 @@
 """``Restorer``: the runtime's Python API — frames of any size in, restored frames out, at engine speed.
 
 One object per model: it opens a bundle or plan through the backend registry (a built engine whose
-runtime works here, else ONNX Runtime), tiles each frame through the fixed-size model N tiles per
+runtime works here, else a CPU runner: OpenVINO or ONNX Runtime, docs/cpu.md), tiles each frame through the fixed-size model N tiles per
 call (the model's static batch), blends, and returns the frame in its own dtype, s times its height
 and width for a super-resolution model of scale s (the manifest's ``scale``; 1 otherwise).
 :meth:`restore` does one frame in the calling thread; :meth:`restore_stream` runs the stages of
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -46,6 +46,10 @@ class _Frame:
     acc: np.ndarray | None = None
     out: np.ndarray | None = None
     extra: Any = None  # the caller's tag, handed back with the result (restore_stream(..., tagged=True))
+    dst: np.ndarray | None = None  # the restored frame being quantised, rows [0, quantised) written
+    ready: int = 0  # rows of the restored frame that no later tile changes (the model stage sets it)
+    quantised: int = 0
+    cond: threading.Condition = field(default_factory=threading.Condition)  # guards and signals `ready`
 
 
 class _Pool:
@@ -99,7 +103,8 @@ class Restorer:
 
     Args:
         target: a bundle folder (or its manifest.json) or a ``.plan`` with its ``.json`` manifest.
-        backend: ``auto`` (a built engine whose runtime works here, else ONNX Runtime) or a backend name.
+        backend: ``auto`` (a built engine whose runtime works here, else OpenVINO or ONNX Runtime) or a
+            backend name.
         overlap: tile overlap in pixels (default: the measured default, at most a quarter tile).
         depth: frames in flight in :meth:`restore_stream` (more overlaps more, and holds more memory).
         runner: an already opened runner with its manifest instead of ``target`` (tests, Triton's tiled model).
@@ -212,15 +217,30 @@ class Restorer:
         if job.acc is None:
             job.acc = self._acc(job.grid, out.shape[1])
         job.grid.accumulate(job.acc, call, out)
+        ready = job.grid.rows_done(call)
+        with job.cond:
+            job.ready = ready
+            job.cond.notify_all()
+
+    def _quantise(self, job: _Frame, upto: int, out: np.ndarray | None = None) -> None:
+        """Quantise rows [job.quantised, upto) of the restored frame (final ones: ``TileGrid.rows_done``);
+        the first call allocates the frame (or checks the caller's ``out``)."""
+        if job.dst is None:
+            h, w = job.grid.out_size
+            c2 = job.acc.shape[0]
+            dst = out if out is not None else np.empty((h, w, c2), dtype=job.image.dtype)
+            if dst.shape != (h, w, c2) or dst.dtype != job.image.dtype:
+                raise ValueError(f"out must be {h}x{w}x{c2} {job.image.dtype}; got {dst.shape} {dst.dtype}")
+            job.dst = dst
+        if upto > job.quantised:
+            job.grid.quantise(job.acc, job.dst, rows=(job.quantised, upto))
+            job.quantised = upto
 
     def _finish(self, job: _Frame, out: np.ndarray | None = None) -> np.ndarray:
-        h, w = job.grid.out_size
         colour = job.image.shape[2]
         c2 = job.acc.shape[0]
-        dst = out if out is not None else np.empty((h, w, c2), dtype=job.image.dtype)
-        if dst.shape != (h, w, c2) or dst.dtype != job.image.dtype:
-            raise ValueError(f"out must be {h}x{w}x{c2} {job.image.dtype}; got {dst.shape} {dst.dtype}")
-        job.grid.quantise(job.acc, dst)
+        self._quantise(job, job.grid.out_size[0], out)
+        dst, job.dst = job.dst, None
         self._give_acc(job.acc)
         job.acc = None
         if c2 == 3 and colour == 1:  # an RGB model restored a gray frame: back to gray, as it came
@@ -331,8 +351,10 @@ class _Stream:
 
     source (pulls and prepares the caller's frames) -> tiler (fills the batch buffers) -> model
     (submits them, up to ``slots`` passes in flight, and blends each pass's outputs) -> finisher
-    (quantises) -> :meth:`results`, in the caller's thread. A stage that raises stops the others
-    (``stop``); :meth:`results` re-raises its error.
+    (quantises) -> :meth:`results`, in the caller's thread. A frame goes to the finisher once its
+    first pass is blended, and the finisher quantises its rows as the model stage finishes them
+    (``TileGrid.rows_done``): on one large image, quantising overlaps the tiles still in the model.
+    A stage that raises stops the others (``stop``); :meth:`results` re-raises its error.
     """
 
     def __init__(self, restorer: Restorer, frames: Iterable, tagged: bool):
@@ -341,7 +363,8 @@ class _Stream:
         self.stop = threading.Event()
         self.q_in: queue.Queue = queue.Queue(maxsize=depth)       # prepared frames
         self.q_tiles: queue.Queue = queue.Queue(maxsize=depth)    # (frame, call, filled buffer)
-        self.q_blended: queue.Queue = queue.Queue(maxsize=1)  # blended frames: each holds a float accumulator
+        # frames being blended, in order, handed over at their first pass: each holds a float accumulator
+        self.q_blended: queue.Queue = queue.Queue(maxsize=1)
         self.q_out: queue.Queue = queue.Queue(maxsize=depth)      # finished frames
         self.errors: list[BaseException] = []
         self.threads: list[threading.Thread] = []
@@ -402,11 +425,20 @@ class _Stream:
         """Wait for the oldest pass in flight and blend it; a frame whose last pass it was moves on."""
         job, call, p = pending.pop(0)
         self.r._blend(job, call, p.wait())
-        if call == job.grid.calls - 1:
+        if call == 0:  # the finisher quantises its rows as they are finished
             self._put(self.q_blended, job)
 
     def finisher(self) -> None:
         while (job := self._get(self.q_blended)) is not _DONE:
+            height = job.grid.out_size[0]
+            while job.quantised < height:
+                with job.cond:
+                    while job.ready <= job.quantised:
+                        if self.stop.is_set():
+                            raise _Stopped
+                        job.cond.wait(0.1)
+                    upto = job.ready
+                self.r._quantise(job, upto)
             job.out = self.r._finish(job)
             self._put(self.q_out, job)
         self._put(self.q_out, _DONE)

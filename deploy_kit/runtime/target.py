@@ -39,9 +39,12 @@ def bundle_runner(bundle, backend: str = AUTO, run_options: RunOptionsArg = None
 
     ``auto`` walks the registry in preference order and takes the first backend that can run this
     bundle's artifact here (:meth:`~deploy_kit.backends.base.Backend.can_run_artifact`): a plan built
-    into the bundle for this GPU by the installed TensorRT flavour, else ONNX Runtime (CPU, or its CUDA
-    EP) on the bundle's graph; the note names every plan it skipped and why. An engine backend by
-    name needs a plan built by ``deploy-kit build BUNDLE --backend NAME`` that runs here.
+    into the bundle for this GPU by the installed TensorRT flavour; else ONNX Runtime with its CUDA EP;
+    else, on the CPU, OpenVINO where :meth:`~deploy_kit.backends.openvino.OpenVINO.preferred_on_cpu` says
+    so (x86-64: measured faster, docs/cpu.md), else ONNX Runtime on the CPU. The note names every plan it
+    skipped and why, and why OpenVINO was or was not taken (where it is installed). A backend by name:
+    an engine needs a plan built by ``deploy-kit build BUNDLE --backend NAME`` that runs here; a graph
+    runner runs the bundle's graph.
 
     Args:
         run_options: the run options of the backends it may open, each backend's own type
@@ -73,21 +76,65 @@ def bundle_runner(bundle, backend: str = AUTO, run_options: RunOptionsArg = None
                 skipped.append(f"{name} engine {os.path.basename(plan)} ({_for_bundle(why, bundle.path)})")
         skipped += [f"{os.path.basename(p)} (its manifest names an unknown engine backend '{n}')"
                     for p, n, _ in plans if n not in backends.names(engines=True)]
+    if backend != AUTO:  # a graph runner by name
+        return _named_graph_runner(bundle, backends.get(backend), run_options)
     ort = backends.get(backends.ONNXRUNTIME)
     ok, why = ort.can_run_artifact()
+    ort_options = ort.pick_run_options(run_options)
+    cpu_choice = ""
+    if not (ok and ort.device_for(ort_options) == "cuda"):  # no GPU through ONNX Runtime: the CPU runners
+        runner, cpu_choice = _cpu_runner(bundle, run_options)
+        if runner is not None:
+            return runner, (f"{runner.name} ({runner.precision.upper()}, CPU) on {bundle.typed.onnx}"
+                            + _engines_note(bundle, skipped) + f"; {cpu_choice}")
     if not ok:
         engines = "; ".join(skipped) or "; ".join(f"{k}: {v[1]}" for k, v in backends.status().items() if k != ort.name)
         raise UsageError(f"nothing can run this bundle here: {why}; {engines}")
-    runner = ort.open_runner(bundle.onnx, ort.pick_run_options(run_options))
-    note = f"{ort.name} ({runner.device.upper()}) on {bundle.typed.onnx}"
-    if backend == AUTO:
-        if skipped:
-            note += " - no built engine can run here; skipped: " + "; ".join(skipped)
-        elif any(backends.get(n).can_run()[0] for n in backends.names(engines=True)):
-            note += f" - no engine built yet (deploy-kit build {bundle.path} builds one here)"
-        else:
-            note += " - no engine runtime usable here"
-    return runner, note
+    runner = ort.open_runner(bundle.onnx, ort_options)
+    note = f"{ort.name} ({runner.device.upper()}) on {bundle.typed.onnx}" + _engines_note(bundle, skipped)
+    return runner, note + (f"; {cpu_choice}" if cpu_choice else "")
+
+
+def _engines_note(bundle, skipped: list[str]) -> str:
+    """What ``auto`` says of the engines it did not take: the plans it skipped and why, else whether one
+    could be built here."""
+    if skipped:
+        return " - no built engine can run here; skipped: " + "; ".join(skipped)
+    if any(backends.get(n).can_run()[0] for n in backends.names(engines=True)):
+        return f" - no engine built yet (deploy-kit build {bundle.path} builds one here)"
+    return " - no engine runtime usable here"
+
+
+def _cpu_runner(bundle, run_options: tuple) -> tuple[Any, str]:
+    """``auto`` on the CPU: OpenVINO where :meth:`~deploy_kit.backends.openvino.OpenVINO.preferred_on_cpu`
+    says so (docs/cpu.md), with why; else (None, why not, for ONNX Runtime's note; "" where OpenVINO is
+    not installed)."""
+    ov = backends.get(backends.OPENVINO)
+    if not ov.installed():  # not asked for: ONNX Runtime's note stays as it was
+        return None, ""
+    preferred, why = ov.preferred_on_cpu(bundle.typed.precision)
+    if not preferred:
+        return None, f"{ov.name} not used: {why}"
+    try:
+        runner = ov.open_runner(bundle.onnx, ov.pick_run_options(run_options))
+    except (RuntimeError, ValueError, DeployKitError) as exc:  # fall back to ONNX Runtime, saying why
+        return None, f"{ov.name} not used: {exc}"
+    return runner, why
+
+
+def _named_graph_runner(bundle, runner_backend, run_options: tuple) -> tuple[Any, str]:
+    """``--backend NAME`` for a graph runner (ONNX Runtime, OpenVINO) on the bundle's graph.
+
+    Raises:
+        UsageError: it cannot run here (not installed: names the extra); a precision the CPU lacks.
+    """
+    ok, why = runner_backend.can_run_artifact()
+    if not ok:
+        raise UsageError(f"cannot run {runner_backend.name} here: {why}")
+    runner = runner_backend.open_runner(bundle.onnx, runner_backend.pick_run_options(run_options))
+    detail = getattr(runner, "precision", None)
+    device = runner.device.upper() + (f", {detail.upper()}" if detail else "")
+    return runner, f"{runner_backend.name} ({device}) on {bundle.typed.onnx}"
 
 
 def _named_engine(bundle, eng, plans, run_options: tuple) -> tuple[Any, str]:

@@ -21,12 +21,14 @@ size multiple, reflect padding); blending happens in output space, where a tile 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
 
-from ..errors import UsageError
+from .._deps import opencv
+from ..errors import MissingDependencyError, UsageError
 from ..manifest import Manifest
 from .imageio import LUMA
 
@@ -331,7 +333,10 @@ class TileGrid:
         """Blend the outputs (N, C2, s*th, s*tw) of model call ``call`` into ``acc`` (from :meth:`new_accumulator`).
 
         Calls must come in order 0, 1, ... for one image (each pixel's sum is then taken in one order,
-        so a pipelined run equals a serial one bit for bit).
+        so a pipelined run equals a serial one bit for bit). The weighted frame of each tile is
+        multiplied and added through this thread's scratch buffers (``out=``), so no temporary is
+        allocated per tile; the products and sums are the same float32 operations, in the same order,
+        as ``region += o * (wy * wx)``.
 
         Raises:
             ValueError: outputs of another spatial size than s times the tile.
@@ -340,6 +345,7 @@ class TileGrid:
         if outputs.ndim != 4 or outputs.shape[2:] != (th, tw):
             raise ValueError(_size_error(outputs.shape, self.plan.tile, self.scale))
         s = self.scale
+        c = outputs.shape[1]
         for i, (y, x) in enumerate(self.tiles_in(call)):
             wy, ya, yb = self._wy[y]
             wx, xa, xb = self._wx[x]
@@ -349,14 +355,30 @@ class TileGrid:
             # the span only this tile covers: copied; the frame around it: weighted sums
             if ya < yb and xa < xb:
                 region[:, ya:yb, xa:xb] = o[:, ya:yb, xa:xb]
-                for rows in (slice(0, ya), slice(yb, th)):
-                    if rows.start < rows.stop:
-                        region[:, rows] += o[:, rows] * (wy[rows, None] * wx[None, :])
-                for cols in (slice(0, xa), slice(xb, tw)):
-                    if cols.start < cols.stop:
-                        region[:, ya:yb, cols] += o[:, ya:yb, cols] * wx[None, cols]
+                for r0, r1 in ((0, ya), (yb, th)):
+                    if r0 < r1:
+                        w2 = np.multiply(wy[r0:r1, None], wx[None, :], out=_scratch("w2", (r1 - r0, tw)))
+                        _madd(region[:, r0:r1], o[:, r0:r1], w2, _scratch("prod", (c, r1 - r0, tw)))
+                for c0, c1 in ((0, xa), (xb, tw)):
+                    if c0 < c1:
+                        _madd(region[:, ya:yb, c0:c1], o[:, ya:yb, c0:c1], wx[None, c0:c1],
+                              _scratch("prod", (c, yb - ya, c1 - c0)))
             else:
-                region += o * (wy[:, None] * wx[None, :])
+                w2 = np.multiply(wy[:, None], wx[None, :], out=_scratch("w2", (th, tw)))
+                _madd(region, o, w2, _scratch("prod", (c, th, tw)))
+
+    def rows_done(self, call: int) -> int:
+        """How many rows of the restored image (s*H) are final once calls 0 .. ``call`` are blended.
+
+        Tiles come in row-major order of their origins, so no later tile touches the rows above the
+        next tile's origin: those rows can be quantised (:meth:`quantise` with ``rows``) while the
+        tiles below are still in the model.
+        """
+        nxt = (call + 1) * self.batch
+        h = self.out_size[0]
+        if nxt >= self.plan.tiles:
+            return h
+        return min(h, max(0, self.scale * (self.plan.positions[nxt][0] - self.plan.pad[0])))
 
     def result(self, acc: np.ndarray) -> np.ndarray:
         """The blended float32 (C2, s*H, s*W) image (the padding cropped; values as the model gave them)."""
@@ -365,25 +387,94 @@ class TileGrid:
         h, w = self.out_size
         return np.ascontiguousarray(acc[:, t:t + h, l:l + w])
 
-    def quantise(self, acc: np.ndarray, out: np.ndarray, strip: int = 64) -> np.ndarray:
+    def quantise(self, acc: np.ndarray, out: np.ndarray, strip: int = 16,
+                 rows: tuple[int, int] | None = None) -> np.ndarray:
         """Write the blended image into ``out`` (s*H, s*W, C2): uint8/uint16 rounded from [0, 1], float32
-        clipped to [0, 1]; in strips of rows, so no full-frame temporary is made."""
+        clipped to [0, 1]; in strips of rows, so no full-frame temporary is made.
+
+        Integers are ``floor(clip(v, 0, 1) * top + 0.5)`` in float32 (top = 255 or 65535), computed as
+        ``clip(v * top + 0.5, 0.5, top + 0.5)`` and a truncating cast: the same bits, since rounding is
+        monotonic and 0 and 1 map to 0.5 and top + 0.5 exactly (NaN stays NaN up to the cast, as before:
+        tests/unit/test_tiling.py checks edge values against the clip-first form). The arithmetic runs on
+        contiguous channel planes; only the integer strip is interleaved into ``out`` (OpenCV's ``merge``
+        where it is installed, a strided numpy copy otherwise: the same bytes).
+
+        Args:
+            acc: the accumulator (:meth:`accumulate`).
+            out: the destination (s*H, s*W, C2) uint8, uint16 or float32.
+            strip: rows per strip (small enough that a strip's planes stay in the CPU cache).
+            rows: (r0, r1): only these rows of the restored image (the rows :meth:`rows_done` says are final).
+
+        Returns:
+            ``out``.
+        """
         t, _, l, _ = self.plan.pad
         t, l = self.scale * t, self.scale * l
         h, w = self.out_size
+        r_start, r_stop = (0, h) if rows is None else (max(0, rows[0]), min(h, rows[1]))
         top = _SCALE.get(out.dtype)
-        buf = np.empty((min(strip, h), w, acc.shape[0]), dtype=np.float32)
-        for r0 in range(0, h, strip):
-            r1 = min(h, r0 + strip)
-            part = buf[:r1 - r0]
-            np.clip(acc[:, t + r0:t + r1, l:l + w].transpose(1, 2, 0), 0.0, 1.0, out=part)
+        c = acc.shape[0]
+        buf = _scratch("quantise", (c, min(strip, h), w))
+        ints = None if top is None or c == 1 else _scratch(f"quantise-{out.dtype}", (c, min(strip, h), w), out.dtype)
+        merge = _merge() if c > 1 else None
+        for r0 in range(r_start, r_stop, strip):
+            r1 = min(r_stop, r0 + strip)
+            src = acc[:, t + r0:t + r1, l:l + w]
+            part = buf[:, :r1 - r0]
             if top is None:
-                out[r0:r1] = part
+                np.clip(src, 0.0, 1.0, out=part)
+                _interleave(part, out[r0:r1], merge)
+                continue
+            np.multiply(src, top, out=part)
+            part += np.float32(0.5)
+            np.clip(part, np.float32(0.5), top + np.float32(0.5), out=part)
+            if c == 1:
+                np.copyto(out[r0:r1, :, 0], part[0], casting="unsafe")
             else:
-                part *= top
-                part += 0.5
-                np.copyto(out[r0:r1], part, casting="unsafe")
+                np.copyto(ints[:, :r1 - r0], part, casting="unsafe")  # the contiguous cast the old path used
+                _interleave(ints[:, :r1 - r0], out[r0:r1], merge)
         return out
+
+
+_LOCAL = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+    """This thread's reusable buffer ``name``, at least ``shape`` (a view of that shape; contents undefined).
+
+    Per thread, since one :class:`TileGrid` serves every stream of a Restorer; a few MB per thread at most.
+    """
+    bufs = _LOCAL.__dict__.setdefault("bufs", {})
+    need = math.prod(shape)
+    buf = bufs.get(name)
+    if buf is None or buf.size < need or buf.dtype != dtype:
+        buf = bufs[name] = np.empty(need, dtype)
+    return buf[:need].reshape(shape)
+
+
+def _madd(acc: np.ndarray, values: np.ndarray, weight: np.ndarray, tmp: np.ndarray) -> None:
+    """``acc += values * weight`` through ``tmp`` (values' shape): the same float32 operations, no temporaries."""
+    np.multiply(values, weight, out=tmp)
+    np.add(acc, tmp, out=acc)
+
+
+def _merge():
+    """OpenCV's ``merge`` (planes -> interleaved, releases the GIL), or None without OpenCV."""
+    try:
+        return opencv().merge
+    except MissingDependencyError:
+        return None
+
+
+def _interleave(planes: np.ndarray, out: np.ndarray, merge) -> None:
+    """Copy (C, rows, W) planes into (rows, W, C) ``out`` of their dtype."""
+    if merge is not None and out.flags.c_contiguous:
+        got = merge(list(planes), dst=out)
+        if not np.may_share_memory(got, out):  # OpenCV made a new array rather than fill ``out``
+            out[...] = got
+        return
+    for ch in range(planes.shape[0]):  # per channel: ~4x faster than copying the transposed view at once
+        out[..., ch] = planes[ch]
 
 
 def tile_run(image: np.ndarray, fn: TileFn, tile: tuple[int, int], overlap: int = DEFAULT_OVERLAP,

@@ -61,7 +61,7 @@ def test_bundle_contents_and_manifest(bundles):
 @pytest.mark.parametrize("prec", ["fp16", "int8"])
 def test_verify_bundle_on_onnxruntime_passes(cli, bundles, tmp_path, prec):
     b = _copy(bundles[prec], tmp_path / "b")
-    r = cli("verify", b)
+    r = cli("verify", b, "--backend", "onnxruntime")  # auto may pick OpenVINO (tests/integration/test_openvino.py)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "onnxruntime" in r.stdout and "parity: all gates passed" in r.stdout
     rep = json.loads((b / "verify-onnxruntime-cpu.parity.json").read_text())

@@ -270,7 +270,7 @@ def test_wheel_core_requirements_are_torch_free(built_wheel):
     core = {_norm(re.split(r"[ <>=!~;\[(]", r, 1)[0]) for r in reqs if "extra ==" not in r}
     assert core == {"click", "numpy", "pillow"}, core  # no OpenCV: see test_wheel_requirements_on_jetpack
     extras = {m.group(1) for r in reqs for m in [re.search(r"extra == ['\"]([\w-]+)['\"]", r)] if m}
-    assert {"export", "ort", "opencv", "rtx", "tensorrt", "video", "polygraphy", "test", "all"} <= extras, extras
+    assert {"export", "ort", "opencv", "rtx", "tensorrt", "video", "polygraphy", "test", "all", "openvino", "ray"} <= extras, extras
     torch_in = {m.group(1) for r in reqs if _norm(r).startswith("torch") and not _norm(r).startswith("torchvision")
                 for m in [re.search(r"extra == ['\"]([\w-]+)['\"]", r)] if m}
     assert torch_in == {"export", "all"}, torch_in
@@ -444,7 +444,9 @@ def test_device_run_folder_video_and_api_without_torch(core_venv, device_bundles
                          cwd=tmp_path)
     _check(proc, "deploy-kit run <bundle> folder with photos and a video (core install)")
     assert "restored 2 images" in proc.stdout and "restored 8 frames" in proc.stdout, proc.stdout
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip.mp4", "p0.png", "p1.png"]
+    # the outputs and the run's journal (docs/jobs.md), nothing else: no partial or temp file left
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".deploy-kit-journal.jsonl", "clip.mp4", "p0.png",
+                                                                     "p1.png"]
     script = tmp_path / "loop.py"
     script.write_text(RESTORER_LOOP)
     proc = core_venv.run("python", script, device_bundles["fp16"], tmp_path / "in" / "clip.mp4", cwd=tmp_path)

@@ -12,7 +12,8 @@ from deploy_kit.errors import UsageError
 PKG = os.path.dirname(deploy_kit.__file__)
 # Python package names that equal a backend name: the optional-dependency table (_deps.py) and the
 # ONNX Runtime session factory import the package by that name, which is not a backend name's use.
-PACKAGE_NAME_USES = {("_deps.py", "tensorrt"), ("_deps.py", "onnxruntime"), ("runners/ort.py", "onnxruntime")}
+PACKAGE_NAME_USES = {("_deps.py", "tensorrt"), ("_deps.py", "onnxruntime"), ("runners/ort.py", "onnxruntime"),
+                     ("_deps.py", "openvino"), ("runners/openvino.py", "openvino")}
 
 
 def _string_constants(path):
@@ -36,7 +37,7 @@ def test_a_backend_name_is_declared_only_in_the_registry():
                     found.append(f"{rel}:{line}: {value!r}")
     assert not found, "backend names spelled outside deploy_kit/backends/: " + "; ".join(found)
     declared = [b.name for b in backends.REGISTRY.values()]
-    assert len(declared) == len(set(declared)) == 3
+    assert len(declared) == len(set(declared)) == 4
 
 
 def test_each_backend_module_declares_its_own_name():
@@ -62,9 +63,9 @@ def test_status_on_this_machine_is_explained():
 def test_choices_and_engine_split():
     assert backends.choices()[0] == backends.AUTO
     assert set(backends.names(engines=True)) == {backends.TENSORRT, backends.TENSORRT_RTX}
-    assert backends.names(engines=False) == (backends.ONNXRUNTIME,)
-    with pytest.raises(UsageError, match="unknown backend 'openvino'"):
-        backends.get("openvino")
+    assert backends.names(engines=False) == (backends.ONNXRUNTIME, backends.OPENVINO)
+    with pytest.raises(UsageError, match="unknown backend 'tflite'"):
+        backends.get("tflite")
 
 
 @pytest.mark.skipif(not backends.get(backends.TENSORRT_RTX).installed(), reason="tensorrt-rtx not installed")
@@ -165,3 +166,60 @@ def test_run_options_for_a_backend_auto_chooses():
         backends.as_run_options([{"threads": 1}])
     with pytest.raises(UsageError, match=r"^two OrtRunOptions given; give one$"):
         ort.pick_run_options([mine, backends.OrtRunOptions(threads=2)])
+
+
+def test_openvino_options_and_precision_choice():
+    """OpenVINO's typed options, and deploy-kit's own precision choice given what a CPU offers. The
+    ``offered`` tuples are stand-ins for the CPU capability query: they test deploy-kit's rule (``auto`` is
+    the fastest offered; a named one must be offered), not OpenVINO."""
+    from deploy_kit.runners.openvino import resolve_precision
+
+    ov = backends.get(backends.OPENVINO)
+    assert ov.run_options(precision="fp32", threads=2) == backends.OpenVINORunOptions("fp32", 2, None)
+    assert ov.run_options() == backends.OpenVINORunOptions()
+    assert ov.pick_run_options([backends.OrtRunOptions(threads=1)]) == backends.OpenVINORunOptions()
+    for make, message in ((lambda: ov.run_options(slots=2), "--slots does not apply to the openvino backend; drop it"),
+                          (lambda: backends.OpenVINORunOptions(precision="int4"), "unknown OpenVINO precision 'int4'"),
+                          (lambda: backends.OpenVINORunOptions(threads=-1), "threads must be 0 (OpenVINO's default)"),
+                          (lambda: ov.build_options(), "openvino runs graphs; it builds no engine"),
+                          (lambda: resolve_precision("bf16", ("fp32",)),
+                           "OpenVINO BF16 needs a CPU with AMX or AVX-512-BF16"),
+                          (lambda: resolve_precision("fp16", ("bf16", "fp32")), "OpenVINO FP16 needs a CPU with FP16")):
+        with pytest.raises(UsageError) as err:
+            make()
+        assert str(err.value).startswith(message) and "\n" not in str(err.value), str(err.value)
+    assert resolve_precision("auto", ("bf16", "fp32")) == "bf16"      # a Xeon with AMX (stand-in)
+    assert resolve_precision("auto", ("fp16", "fp32")) == "fp16"      # an ARMv8.2 CPU (stand-in)
+    assert resolve_precision("auto", ("fp32",)) == "fp32"
+    assert resolve_precision("fp32", ("bf16", "fp32")) == "fp32"
+
+
+@pytest.mark.skipif(not backends.get(backends.OPENVINO).installed(), reason="openvino not installed")
+def test_openvino_says_what_this_cpu_runs_and_whether_auto_prefers_it(monkeypatch):
+    """The real query on this CPU, then deploy-kit's rule on stand-in architectures (a stand-in for
+    OpenVINO's CPU query: it tests which architectures ``auto`` prefers OpenVINO on, not OpenVINO)."""
+    from deploy_kit.runners import openvino as ovr
+
+    ov = backends.get(backends.OPENVINO)
+    ok, why = ov.can_run()
+    offered = ov.precisions()
+    assert ok and offered[-1] == "fp32" and set(offered) <= {"bf16", "fp16", "fp32"}
+    assert ": " + ", ".join(p.upper() for p in offered) in why
+    real = ovr.cpu_facts()
+    for arch, preferred in (("intel64", True), ("arm64", False), ("riscv64", False)):
+        monkeypatch.setattr(ovr, "cpu_facts", lambda arch=arch: (arch, real[1], "stand-in CPU"))
+        monkeypatch.setattr("deploy_kit.backends.openvino.cpu_facts", ovr.cpu_facts)
+        got, why = ov.preferred_on_cpu()
+        assert got is preferred and why and "\n" not in why, (arch, why)
+        got, why = ov.preferred_on_cpu("int8")  # Q/DQ graphs stay on ONNX Runtime everywhere
+        assert not got and why.startswith("auto keeps INT8 (Q/DQ) graphs on ONNX Runtime"), why
+
+
+def test_a_row_is_gated_at_the_lossier_precision():
+    from deploy_kit.compare import run_precision
+
+    assert run_precision("fp32", "bf16") == "bf16" and run_precision("fp16", "fp32") == "fp16"
+    assert run_precision("fp16", "bf16") == "bf16" and run_precision("int8", "bf16") == "int8"
+    assert run_precision("fp32", None) == "fp32"
+    with pytest.raises(ValueError):
+        run_precision("fp8", None)

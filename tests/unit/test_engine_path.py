@@ -10,6 +10,7 @@ is real (its version, its ComputeCapability enum, its distribution name); a fake
 from __future__ import annotations
 
 import os
+import sys
 import types
 
 import numpy as np
@@ -38,6 +39,9 @@ def machine(monkeypatch, gpu=RTX4090, driver=13000, nvrtc=True):
     monkeypatch.setattr(cuda, "device_info", lambda device=0: gpu)
     monkeypatch.setattr(cuda, "driver_version", lambda: driver)
     monkeypatch.setattr(cuda, "nvrtc", lambda major: f"libnvrtc.so.{major}" if nvrtc else None)
+    # no openvino importable: these tests check the engines' fallback to ONNX Runtime, whose notes they
+    # read (auto's choice between the CPU runners is tests/integration/test_openvino.py's)
+    monkeypatch.setitem(sys.modules, "openvino", None)
 
 
 def _meta(onnx="g.onnx"):

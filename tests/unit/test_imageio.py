@@ -217,6 +217,51 @@ def test_png_encode_decode_bit_exact(tmp_path, bits, c):
         np.testing.assert_array_equal(ref.astype(np.uint16), src if bits == 8 or c == 1 else src >> 8)
 
 
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("c", [1, 2, 3, 4])
+def test_png_deflated_in_strips_on_threads_is_one_valid_stream(tmp_path, monkeypatch, bits, c):
+    """A PNG written in many strips (the strip size made small), deflated on three threads: each chunk's
+    CRC holds, the IDAT data is one zlib stream whose Adler-32 (combined from the strips') zlib itself
+    checks, every row is Sub-filtered, and OpenCV and Pillow read the pixels back."""
+    from deploy_kit.runtime import imageio
+
+    monkeypatch.setattr(imageio, "_PNG_STRIP_BYTES", 200)
+    monkeypatch.setattr(imageio, "_PNG_THREADS", 3)
+    src = (_u8 if bits == 8 else _u16)(c, seed=30 + c).reshape(H, W, c)
+    info = ImageInfo("PNG", 1 if c <= 2 else 3, c in (2, 4), bits)
+    p = tmp_path / "o.png"
+    encode_image(p, src, info)
+    data, pos, kinds, idat = p.read_bytes(), 8, [], b""
+    while pos < len(data):
+        (n,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]
+        assert struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])[0] == zlib.crc32(kind + body)
+        kinds.append(kind)
+        idat += body if kind == b"IDAT" else b""
+        pos += 12 + n
+    assert kinds[0] == b"IHDR" and kinds[-1] == b"IEND" and kinds.count(b"IDAT") >= 6
+    raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(H, -1)  # raises on a wrong Adler-32
+    assert raw.shape[1] == W * c * bits // 8 + 1 and set(raw[:, 0]) == {1}
+    arr, back = decode_image(p)
+    assert back == info
+    np.testing.assert_array_equal(arr, src)
+    with Image.open(p) as im:
+        ref = np.asarray(im).reshape(H, W, -1)
+        ref = ref[..., [0, 3]] if bits == 16 and c == 2 else ref
+        np.testing.assert_array_equal(ref.astype(np.uint16), src if bits == 8 or c == 1 else src >> 8)
+
+
+def test_adler32_combine_matches_zlib():
+    from deploy_kit.runtime.imageio import _adler32_combine
+
+    rng = np.random.default_rng(5)
+    for n1, n2 in ((0, 0), (0, 7), (1, 1), (65521, 3), (70000, 200000), (5, 65521 * 3 + 2)):
+        a, b = rng.integers(0, 256, n1, dtype=np.uint8).tobytes(), rng.integers(0, 256, n2, dtype=np.uint8).tobytes()
+        assert _adler32_combine(zlib.adler32(a), zlib.adler32(b), len(b)) == zlib.adler32(a + b)
+    ones = b"\xff" * 100000  # the sums near their modulus
+    assert _adler32_combine(zlib.adler32(ones), zlib.adler32(ones), len(ones)) == zlib.adler32(ones + ones)
+
+
 @pytest.mark.parametrize("c", [1, 3])
 def test_tiff_16bit_encode_decode_bit_exact(tmp_path, c):
     src = _u16(c, seed=20 + c).reshape(H, W, c)

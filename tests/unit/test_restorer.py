@@ -227,3 +227,39 @@ def test_close_waits_for_the_stages_before_the_runner_goes(abandon):
     gen.close()
     for t in _stage_threads():
         t.join(timeout=5)
+
+
+def test_one_large_frame_is_quantised_while_its_last_tiles_are_in_the_model():
+    """One frame overlaps its own stages: the finisher quantises the rows no later tile touches
+    (``TileGrid.rows_done``) while the last tiles are still in the model. The runner is a numpy test
+    double (the overlap is the runtime's own logic): its last call waits until some, not all, rows of
+    the frame are quantised. The frame equals the serial ``restore``'s, byte for byte."""
+    frame = (np.random.default_rng(4).random((101, 70, 3)) * 255).astype(np.uint8)
+    gate = threading.Event()
+
+    class Gated(Runner):
+        def __init__(self):
+            self.calls, self.last, self.waited = 0, None, None
+
+        def run(self, x):
+            self.calls += 1
+            if self.calls == self.last:
+                self.waited = gate.wait(timeout=30)
+            return [np.sin(x * np.float32(3.0))]
+
+    class Watching(Restorer):
+        def _quantise(self, job, upto, out=None):
+            super()._quantise(job, upto, out)
+            if 0 < job.quantised < job.grid.out_size[0]:
+                gate.set()
+
+    runner = Gated()
+    with Watching(runner=runner, manifest=_manifest(1), overlap=8) as r:
+        runner.last = r.grid(101, 70).calls
+        assert r.grid(101, 70).rows_done(0) < 101 and runner.last > 3
+        (piped,) = list(r.restore_stream([frame]))
+    assert runner.waited is True
+    runner.calls, runner.last = 0, None
+    with Restorer(runner=runner, manifest=_manifest(1), overlap=8) as r:
+        serial = r.restore(frame)
+    assert piped.tobytes() == serial.tobytes()

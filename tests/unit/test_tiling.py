@@ -138,3 +138,123 @@ def test_origins_on_the_model_multiple_make_strided_models_exact():
     np.testing.assert_allclose(aligned, full, atol=1e-6)
     unaligned = tile_run(img, _pool2_up, (48, 48), 13, multiple=1)  # some origins odd: another pooling grid
     assert np.abs(unaligned - full).max() > 0.01
+
+
+# ---------------------------------------------------------------- blending and quantising, bit for bit
+
+
+def _old_quantise(acc, grid, dtype):
+    """The quantiser as it was (clip, x top, + 0.5, truncating cast on HWC float strips): the reference."""
+    t, _, l, _ = grid.plan.pad
+    h, w = grid.out_size
+    part = np.clip(acc[:, t:t + h, l:l + w].transpose(1, 2, 0), 0.0, 1.0)
+    top = {np.uint8: np.float32(255.0), np.uint16: np.float32(65535.0)}.get(dtype)
+    if top is None:
+        return part.astype(np.float32)
+    part *= top
+    part += 0.5
+    out = np.empty(part.shape, dtype)
+    np.copyto(out, part, casting="unsafe")
+    return out
+
+
+def _edge_values(top):
+    """Values where clip-then-round could differ from round-then-clip: outside [0, 1], infinities, NaN,
+    and every k + 0.5 rounding boundary (k/top + 0.5/top in float32, with its neighbours 1 and 2 ulp away)."""
+    ks = np.arange(int(top) + 1, dtype=np.float64)
+    if top > 255:
+        ks = np.unique(np.concatenate([ks[:600], ks[-600:], ks[:: 97]]))
+    mid = ((ks + 0.5) / float(top)).astype(np.float32)
+    inf = np.float32(np.inf)
+    up1, down1 = np.nextafter(mid, inf), np.nextafter(mid, -inf)
+    near = [mid, up1, down1, np.nextafter(up1, inf), np.nextafter(down1, -inf)]
+    exact = (ks / float(top)).astype(np.float32)
+    specials = np.array([-np.inf, -1e30, -1.0, -1e-8, -0.0, 0.0, 1e-30, 0.5 / float(top), 1.0, 1.0 + 1e-7, 2.0,
+                         1e30, np.inf, np.nan, -np.nan], np.float32)
+    around = [np.nextafter(exact, np.float32(2)), np.nextafter(exact, np.float32(-1))]
+    return np.concatenate([*near, exact, *around, specials])
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")  # NaN, on purpose
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("opencv", [True, False])
+def test_quantise_equals_the_clip_first_form_bit_for_bit(dtype, channels, opencv, monkeypatch):
+    """Every boundary and out-of-range value (NaN included: it reaches the same truncating cast as
+    before, which gives 0 on x86 and ARM) quantises as the old clip-first path did, with OpenCV's
+    merge and with the numpy interleave. ``opencv=False`` replaces deploy-kit's own choice of
+    interleave (``tiling._merge``) with "no OpenCV": it checks the numpy fallback's bytes."""
+    from deploy_kit.runtime import tiling
+
+    if opencv:
+        pytest.importorskip("cv2")
+    else:
+        monkeypatch.setattr(tiling, "_merge", lambda: None)
+    top = {np.uint8: 255.0, np.uint16: 65535.0}.get(dtype, 255.0)
+    vals = _edge_values(top)
+    if dtype != np.float32:  # the set holds exact ties (x * top == k + 0.5), where half-to-even rounding would differ
+        p = vals[np.isfinite(vals) & (vals >= 0) & (vals <= 1)] * np.float32(top)
+        assert np.any(p - np.floor(p) == 0.5)
+    h, w = 37, 53  # not a multiple of the strip: the last strip is short
+    rng = np.random.default_rng(1)
+    grid = tiling.TileGrid(h, w, (16, 16), 4)
+    acc = grid.new_accumulator(channels)
+    flat = (rng.random(acc.size, dtype=np.float32) * 1.4 - 0.2)
+    reps = -(-vals.size // acc.size)
+    for i in range(reps):  # every value at least once, across channels and strip edges
+        chunk = vals[i * acc.size:(i + 1) * acc.size]
+        flat[:chunk.size] = rng.permutation(chunk)
+        acc[...] = flat.reshape(acc.shape)
+        want = _old_quantise(acc, grid, dtype)
+        got = grid.quantise(acc, np.empty((h, w, channels), dtype))
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+        pieces = np.zeros_like(got)
+        for r0, r1 in ((0, 5), (5, 21), (21, 37)):  # in row bands, as the pipelined runtime does
+            grid.quantise(acc, pieces, rows=(r0, r1))
+        assert pieces.tobytes() == want.tobytes()
+
+
+def _old_accumulate(grid, acc, call, outputs):
+    """The blend as it was (``region += o * (wy * wx)`` with temporaries): the reference."""
+    th, tw = grid.out_tile
+    s = grid.scale
+    for i, (y, x) in enumerate(grid.tiles_in(call)):
+        wy, ya, yb = grid._wy[y]
+        wx, xa, xb = grid._wx[x]
+        y, x = s * y, s * x
+        o = outputs[i]
+        region = acc[:, y:y + th, x:x + tw]
+        if ya < yb and xa < xb:
+            region[:, ya:yb, xa:xb] = o[:, ya:yb, xa:xb]
+            for rows in (slice(0, ya), slice(yb, th)):
+                if rows.start < rows.stop:
+                    region[:, rows] += o[:, rows] * (wy[rows, None] * wx[None, :])
+            for cols in (slice(0, xa), slice(xb, tw)):
+                if cols.start < cols.stop:
+                    region[:, ya:yb, cols] += o[:, ya:yb, cols] * wx[None, cols]
+        else:
+            region += o * (wy[:, None] * wx[None, :])
+
+
+@pytest.mark.parametrize("scale,batch,overlap", [(1, 1, 8), (1, 3, 0), (2, 2, 8), (1, 2, 15)])
+def test_blend_equals_the_old_form_and_rows_done_are_final(scale, batch, overlap):
+    from deploy_kit.runtime.tiling import TileGrid
+
+    h, w = 75, 101
+    grid = TileGrid(h, w, (32, 32), overlap, batch=batch, scale=scale)
+    rng = np.random.default_rng(2)
+    acc, ref = grid.new_accumulator(3), grid.new_accumulator(3)
+    th, tw = grid.out_tile
+    snapshots = []
+    for call in range(grid.calls):
+        out = rng.random((batch, 3, th, tw), dtype=np.float32)
+        grid.accumulate(acc, call, out)
+        _old_accumulate(grid, ref, call, out)
+        assert acc.tobytes() == ref.tobytes()
+        snapshots.append((grid.rows_done(call), grid.result(acc).copy()))
+    final = grid.result(acc)
+    assert snapshots[-1][0] == scale * h
+    assert [r for r, _ in snapshots] == sorted(r for r, _ in snapshots)
+    for rows, snap in snapshots:  # rows said to be final are never changed by a later call
+        assert np.array_equal(snap[:, :rows], final[:, :rows])
+    assert any(0 < r < scale * h for r, _ in snapshots)

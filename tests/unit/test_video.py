@@ -325,3 +325,246 @@ def test_phone_rotation_is_kept(tmp_path):
     with av.open(dst) as container:
         frame = next(container.decode(video=0))
         assert frame.rotation == 90 and (frame.width, frame.height) == (96, 64)
+
+
+# --- segments: plan, restore apart, join ------------------------------------------------------
+
+def make_gop_clip(path, *, frames=45, width=64, height=48, fps=30, gop=10, codec="libx264"):
+    """A clip with a keyframe every ``gop`` frames (x264: B-frames on, its default) and an AAC tone."""
+    from tests.media import _audio_frame
+
+    rate = Fraction(fps)
+    with av.open(str(path), "w") as out:
+        v = out.add_stream(codec, rate=rate)
+        v.width, v.height, v.pix_fmt = width, height, "yuv420p"
+        v.codec_context.time_base = 1 / rate
+        v.codec_context.gop_size = gop
+        if codec == "libx264":
+            v.codec_context.options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
+        sound = out.add_stream("aac", rate=AUDIO_RATE, layout="mono")
+        sound.codec_context.time_base = Fraction(1, AUDIO_RATE)
+        total = int(round(frames / rate * AUDIO_RATE))
+        tone = (0.3 * np.sin(2 * np.pi * 440.0 * np.arange(total) / AUDIO_RATE)).astype(np.float32)
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(gradient_frame(i, width, height), format="rgb24")
+            frame.pts, frame.time_base = i, 1 / rate
+            out.mux(v.encode(frame))
+        out.mux(v.encode(None))
+        for start in range(0, total, 1024):
+            out.mux(sound.encode(_audio_frame(av, start, tone[start:start + 1024])))
+        out.mux(sound.encode(None))
+    return str(path)
+
+
+def audio_times(path):
+    """Presentation times of the first audio stream's data packets (seconds). Compared instead of
+    audio_packets' durations: Matroska's demuxer infers the first (priming) packet's duration from
+    the blocks around it, 0 in one file and 21 ms in another holding the same packets."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        return [float(p.pts * stream.time_base) for p in container.demux(stream) if p.size]
+
+
+def frame_times(path):
+    with av.open(str(path)) as container:
+        return [round(f.time, 6) for f in container.decode(video=0)]
+
+
+def keyframe_times(path):
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return {p.pts for p in container.demux(stream) if p.size and p.is_keyframe}
+
+
+def restore_segments(src, tmp_path, segments, ext, **options):
+    """Each segment through an identity restore that records its frames; the part paths and frames."""
+    parts, seen = [], []
+    for segment in segments:
+        got = []
+
+        def keep(frames, got=got):
+            for frame in frames:
+                got.append(frame.copy())
+                yield frame
+
+        stats = transcode(src, tmp_path / f"part{segment.index}{ext}", keep, segment=segment, audio=False,
+                          **options)
+        assert stats.frames == segment.frames == len(got)
+        parts.append(stats.output)
+        seen.append(got)
+    return parts, seen
+
+
+def check_plan(segments, total):
+    assert [s.index for s in segments] == list(range(len(segments)))
+    assert segments[0].first_frame == 0 and segments[-1].end_pts is None
+    for a, b in zip(segments, segments[1:]):
+        assert b.first_frame == a.first_frame + a.frames and a.end_pts == b.start_pts
+    assert sum(s.frames for s in segments) == total and all(s.total_frames == total for s in segments)
+
+
+def test_ffv1_segments_join_equal_to_a_single_pass(tmp_path):
+    src = make_gop_clip(tmp_path / "src.mkv", frames=40, gop=1, codec="ffv1")  # every frame a keyframe
+    segments = video.plan_segments(src, 3)
+    assert len(segments) == 3
+    check_plan(segments, 40)
+    assert [s.frames for s in segments] in ([13, 13, 14], [13, 14, 13], [14, 13, 13])
+    # FFmpeg's FFV1 encoder keys every 12th frame by default (its other frames carry the coder
+    # state on): the plan splits only there
+    keyed = video.plan_segments(make_clip(tmp_path / "g12.mkv", frames=40, codec="ffv1", audio=False), 3)
+    assert [s.first_frame for s in keyed] == [0, 12, 24]
+
+    single = transcode(src, tmp_path / "single.mkv", identity, codec="ffv1", crf=None)
+    parts, seen = restore_segments(src, tmp_path, segments, ".mkv", codec="ffv1", crf=None)
+    for segment, part in zip(segments, parts):
+        assert not probe_video(part).has_audio  # audio=False
+        # stamped as the single pass stamps those frames
+        assert frame_times(part) == frame_times(single.output)[segment.first_frame:][:segment.frames]
+    joined = video.join_segments(parts, src, tmp_path / "joined.mkv")
+    assert joined.frames == 40 and joined.encoder is None
+
+    # frames restore saw == the single pass's decode; the joined output == the single output
+    whole = list(read_frames(src))
+    assert all(np.array_equal(a, b) for a, b in zip([f for got in seen for f in got], whole))
+    ours, theirs = np.stack(list(read_frames(joined.output))), np.stack(list(read_frames(single.output)))
+    assert ours.shape == theirs.shape == (40, 48, 64, 3) and np.array_equal(ours, theirs)
+    assert frame_times(joined.output) == frame_times(single.output)
+    a, b = probe_video(joined.output), probe_video(single.output)
+    assert (a.width, a.height, a.fps, a.frames) == (b.width, b.height, b.fps, b.frames) == (64, 48, Fraction(30), 40)
+    assert audio_times(joined.output) == audio_times(single.output) == audio_times(src)
+    assert sorted(os.listdir(tmp_path)) == sorted(["src.mkv", "g12.mkv", "single.mkv", "joined.mkv"]
+                                                   + [os.path.basename(p) for p in parts])
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_x264_segments_start_at_keyframes_and_join_like_a_single_pass(tmp_path, ext):
+    src = make_gop_clip(tmp_path / "gop.mp4", frames=45, gop=10)
+    segments = video.plan_segments(src, 3)
+    assert len(segments) == 3
+    check_plan(segments, 45)
+    keys = keyframe_times(src)
+    assert all(s.start_pts in keys for s in segments) and [s.first_frame % 10 for s in segments] == [0, 0, 0]
+    assert video.plan_segments(src, 3, decode=True) == segments  # counting by decoding agrees
+
+    single = transcode(src, tmp_path / f"single{ext}", identity)
+    parts, seen = restore_segments(src, tmp_path, segments, ext)
+    # each segment decoded on its own (seek to its keyframe) gives the single pass's frames exactly
+    whole = list(read_frames(src))
+    assert sum(len(got) for got in seen) == len(whole) == 45
+    assert all(np.array_equal(a, b) for a, b in zip([f for got in seen for f in got], whole))
+
+    joined = video.join_segments(parts, src, tmp_path / f"joined{ext}")
+    assert frame_times(joined.output) == frame_times(single.output)
+    a, b = probe_video(joined.output), probe_video(single.output)
+    # (Matroska has no frame count: probe estimates one from the duration, the same for both)
+    assert (a.width, a.height, a.fps, a.frames) == (b.width, b.height, b.fps, b.frames)
+    assert (a.width, a.height, a.fps, len(frame_times(joined.output))) == (64, 48, Fraction(30), 45)
+    # the copied packets decode to the frames each part decodes to on its own (no broken references)
+    from_parts = [f for part in parts for f in read_frames(part)]
+    assert all(np.array_equal(x, y) for x, y in zip(read_frames(joined.output), from_parts))
+    assert len(list(read_frames(joined.output))) == 45
+    # audio copied once, packet for packet, as the single pass copies it
+    assert a.has_audio and audio_times(joined.output) == audio_times(single.output)
+    assert audio_packets(joined.output)[0] == audio_packets(src)[0]
+
+
+def test_plan_has_fewer_segments_than_asked_when_keyframes_are_few(tmp_path):
+    src = make_gop_clip(tmp_path / "gop.mp4", frames=25, gop=10)  # keyframes at 0, 10, 20
+    segments = video.plan_segments(src, 8)
+    check_plan(segments, 25)
+    assert [s.first_frame for s in segments] == [0, 10, 20]
+    one = video.plan_segments(src, 1)
+    assert len(one) == 1 and one[0].whole and one[0].frames == 25
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="positive integer"):
+            video.plan_segments(src, bad)
+
+
+def test_segment_parts_with_audio_carry_their_share(tmp_path):
+    src = make_gop_clip(tmp_path / "gop.mp4", frames=45, gop=10)
+    counts = []
+    for segment in video.plan_segments(src, 3):
+        part = transcode(src, tmp_path / f"a{segment.index}.mp4", identity, segment=segment).output
+        counts.append(audio_packets(part)[0])
+    assert all(c > 0 for c in counts) and sum(counts) == audio_packets(src)[0]
+
+
+def test_join_refuses_missing_or_mismatched_parts(tmp_path):
+    src = make_gop_clip(tmp_path / "gop.mp4", frames=30, gop=10)
+    segments = video.plan_segments(src, 3)
+    parts, _ = restore_segments(src, tmp_path, segments, ".mp4")
+    out = tmp_path / "out"
+    with pytest.raises(ValueError) as err:
+        video.join_segments(parts[:2], src, out / "joined.mp4")
+    assert "20 frames" in one_line(err.value) and "30" in str(err.value)
+    other = transcode(src, tmp_path / "other.mp4", identity, segment=segments[2], audio=False, preset="ultrafast")
+    with pytest.raises(ValueError, match="extradata differs"):
+        video.join_segments(parts[:2] + [other.output], src, out / "joined.mp4")
+    with pytest.raises(ValueError, match="at least one part"):
+        video.join_segments([], src, out / "joined.mp4")
+    assert not out.exists() or os.listdir(out) == []
+    # a segment of another video is refused before any work
+    ffv1 = make_clip(tmp_path / "other.mkv", frames=10, codec="ffv1")
+    with pytest.raises(ValueError, match="another video"):
+        transcode(ffv1, out / "x.mkv", identity, segment=segments[1])
+
+
+# --- encoders: presets, hardware, speed -------------------------------------------------------
+
+def test_unknown_preset_lists_the_valid_ones(clip, tmp_path):
+    with pytest.raises(ValueError) as err:
+        transcode(clip, tmp_path / "x.mp4", identity, preset="fastest")
+    message = one_line(err.value)
+    assert "'fastest'" in message and "ultrafast superfast veryfast" in message and "placebo" in message
+    with pytest.raises(ValueError, match="libx265 presets"):
+        video.check_preset("libx265", "quick")
+    # an encoder without presets: it does not apply
+    with pytest.raises(ValueError, match="preset does not apply to the mpeg4 encoder"):
+        transcode(clip, tmp_path / "x.avi", identity, codec="mpeg4", crf=None, preset="fast")
+    assert os.listdir(tmp_path) == []
+    stats = transcode(clip, tmp_path / "fast.mp4", identity, preset="ultrafast")
+    assert stats.encoder == "libx264" and stats.frames == 12
+    assert video.encoder_presets("h264_nvenc")[:7] == ("p1", "p2", "p3", "p4", "p5", "p6", "p7")
+    assert video.encoder_presets("mpeg4") is None
+
+
+def test_hardware_encoders_are_listed_and_a_missing_device_is_one_line(clip, tmp_path):
+    listed = video.hardware_encoders()
+    assert set(listed) <= set(av.codecs_available)
+    assert "libx264" not in listed and "ffv1" not in listed
+    assert video.encoder_problem("libx264") is None
+    for name in listed:
+        if not name.endswith(("_nvenc", "_qsv", "_amf", "_v4l2m2m")):
+            continue
+        problem = video.encoder_problem(name)
+        if problem is None:
+            continue  # this machine has the device
+        assert name in one_line(ValueError(problem)) and "cannot open here" in problem
+        with pytest.raises(ValueError) as err:
+            transcode(clip, tmp_path / "hw.mp4", identity, codec=name)
+        assert "cannot open here" in one_line(err.value)
+        assert os.listdir(tmp_path) == []
+        break
+
+
+def test_stats_say_how_long_the_encoder_took(clip, tmp_path):
+    stats = transcode(clip, tmp_path / "x.mp4", identity)
+    assert stats.encoder == "libx264"
+    assert 0 < stats.encode_seconds <= stats.seconds and stats.encode_fps >= stats.fps
+    assert 0 < stats.encode_share <= 1
+
+    def slow(frames):
+        import time
+
+        for frame in frames:
+            time.sleep(0.02)  # a model far slower than x264 on 96x64 frames
+            yield frame
+
+    slowed = transcode(clip, tmp_path / "slow.mp4", slow)
+    assert not slowed.encoder_bound and slowed.encode_share < 0.5
+    fast = video.encode_only_fps(128, 96, preset="ultrafast", frames=20)
+    assert fast > 0
+    with pytest.raises(ValueError, match="unknown preset"):
+        video.encode_only_fps(128, 96, preset="nope")
+    with pytest.raises(ValueError, match="positive integer"):
+        video.encode_only_fps(0, 96)
