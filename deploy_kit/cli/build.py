@@ -409,8 +409,9 @@ def bench_cmd(target, variant, weights, height, width, tlc, precision, torch_mod
 @click.option("--threads", type=int, default=0, show_default=True, help="ONNX Runtime intra-op threads per instance (NAME_onnx, and NAME_tiled's tiles with --tiles-through in-process); 0 = ONNX Runtime's default, every core.")
 @click.option("--tiles-through", type=click.Choice(["auto", "plan", "onnx", "in-process"]), default="auto", show_default=True, help="How NAME_tiled runs each tile: plan / onnx = a request to NAME / NAME_onnx inside the server (BLS); auto = plan when the repository has one, else onnx; in-process = deploy-kit's ONNX Runtime runner in the python backend process (CPU nodes, or a server without the onnxruntime backend).")
 @click.option("--overlap", type=int, help="Tile overlap of NAME_tiled in pixels (default: as 'deploy-kit run').")
+@click.option("--cpu-backend", type=click.Choice(backends.names(engines=False)), default=backends.ONNXRUNTIME, show_default=True, help="With --tiles-through in-process: the CPU runner of NAME_tiled's tiles (openvino: docs/cpu.md; it must be installed in the python backend's Python).")
 @click.option("--context", "context", default="tile", show_default=True, metavar="tile|sync[:N]", help="NAME_tiled's context mode for global-context models: 'tile' normalises each tile by its own statistics; 'sync:N' runs N passes (default 2) through the bundle's sync graph on ONNX Runtime in the python backend, so tiles match the full image (config parameter 'context').")
-def triton_cmd(source, repo, name, instances, threads, tiles_through, overlap, context) -> None:
+def triton_cmd(source, repo, name, instances, threads, tiles_through, overlap, cpu_backend, context) -> None:
     """Write Triton Inference Server models for SOURCE (a bundle, or a TensorRT plan built inside one).
 
     \b
@@ -426,7 +427,7 @@ def triton_cmd(source, repo, name, instances, threads, tiles_through, overlap, c
     from ..serving.triton import write_repository
 
     info = write_repository(source, repo, name=name, instances=instances, threads=threads, tiles_through=tiles_through,
-                            overlap=overlap, context=context)
+                            overlap=overlap, context=context, cpu_backend=cpu_backend)
     for model in info.models:
         click.echo(f"model: {model.path} ({model.kind}; {model.note})")
     for note in info.notes:

@@ -99,11 +99,12 @@ class _Source:
 class _Route:
     """How ``<name>_tiled`` runs its tiles."""
 
-    bls: bool  # each tile a request to ``target`` in the server; else ONNX Runtime in the python backend
+    bls: bool  # each tile a request to ``target`` in the server; else ``runner`` in the python backend
     target: str
     context: str  # "tile" or "sync:N"
     passes: int
     sync_file: str | None  # the bundle's sync graph (file name), copied beside the model
+    runner: str = backends.ONNXRUNTIME  # the registry's graph runner of in-process tiles
 
     @property
     def sync(self) -> bool:
@@ -236,7 +237,8 @@ def _describe(m: Manifest) -> str:
 
 
 def write_repository(source: str, repo: str, *, name: str | None = None, instances: int = 1, threads: int = 0,
-                     tiles_through: str = "auto", overlap: int | None = None, context: str = "tile") -> RepositoryInfo:
+                     tiles_through: str = "auto", overlap: int | None = None, context: str = "tile",
+                     cpu_backend: str = backends.ONNXRUNTIME) -> RepositoryInfo:
     """Write (or update) the Triton models of ``source`` into the model repository ``repo``.
 
     Args:
@@ -256,6 +258,9 @@ def write_repository(source: str, repo: str, *, name: str | None = None, instanc
             is then required, on ONNX Runtime in the python backend process: tiles see whole-image
             statistics, as ``deploy-kit run --context sync:N``). A sync graph in the bundle is copied
             into ``<name>_tiled`` in either mode, so editing the parameter switches it.
+        cpu_backend: the registry's graph runner of in-process tiles (``onnxruntime``, or ``openvino``
+            on x86-64 CPU nodes: docs/cpu.md); the config's ``cpu_runner`` parameter. The sync graph's
+            passes stay on ONNX Runtime.
 
     Raises:
         UsageError / ManifestError: bad options, a source that is not a bundle or a plan built in one,
@@ -263,6 +268,10 @@ def write_repository(source: str, repo: str, *, name: str | None = None, instanc
             Nothing is written then.
     """
     _check_options(tiles_through, instances, threads)
+    if cpu_backend not in backends.names(engines=False):
+        raise UsageError(f"--cpu-backend must be one of {', '.join(backends.names(engines=False))}; got {cpu_backend!r}")
+    if cpu_backend != backends.ONNXRUNTIME and tiles_through != "in-process":
+        raise UsageError(f"--cpu-backend {cpu_backend} runs in-process tiles: add --tiles-through in-process")
     mode, passes = parse_context(context)
     src = _resolve(source)
     m = src.bundle.typed
@@ -294,7 +303,7 @@ def write_repository(source: str, repo: str, *, name: str | None = None, instanc
         bls = tiles_through != "in-process"
         target = plan_name if tiles_through == "plan" or (tiles_through == "auto" and src.plan is not None) else onnx_name
         route = _Route(bls=bls, target=target, context="tile" if mode == "tile" else f"sync:{passes}", passes=passes,
-                       sync_file=os.path.basename(m.sync_onnx) if m.sync_onnx else None)
+                       sync_file=os.path.basename(m.sync_onnx) if m.sync_onnx else None, runner=cpu_backend)
         files[tiled_name] = _tiled_model(src, tiled_name, header, inputs, outputs, instances, threads, route,
                                          ov, multiple, info)
     _write(repo, files)
@@ -382,7 +391,7 @@ def _tiled_model(src: _Source, name: str, header: list[str], inputs, outputs, in
     if route.sync_file:
         tiled[f"1/{route.sync_file}"] = ("copy", os.path.join(src.bundle.path, m.sync_onnx))
     through = f"the sync graph, {route.context}, ONNX Runtime in-process" if route.sync else \
-        (route.target if route.bls else "ONNX Runtime in-process")
+        (route.target if route.bls else f"{route.runner} in-process")
     info.models.append(ModelInfo(name, "python", os.path.join(info.repo, name), f"any size, tiles through {through}"))
     if m.global_context and not route.sync:
         hint = "; this bundle has a sync graph: --context sync makes the tiles match the full image" \
@@ -397,7 +406,7 @@ def _tiled_parameters(m: Manifest, inputs, outputs, threads: int, route: _Route,
     _, ch, th, tw = m.input_shape
     return {
         "tiles_through": "bls" if route.bls else "in-process",
-        **({"tile_model": route.target} if route.bls else {"onnx": "model.onnx"}),
+        **({"tile_model": route.target} if route.bls else {"onnx": "model.onnx", "cpu_runner": route.runner}),
         **({"intra_op_threads": str(threads)} if not route.bls or route.sync_file else {}),
         "tile_input": inputs[0].name,
         "tile_input_dtype": inputs[0].dtype,

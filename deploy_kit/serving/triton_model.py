@@ -8,8 +8,9 @@ graph). Each tile goes through a :class:`~deploy_kit.runners.base.Runner`:
 * ``tiles_through: bls`` — :class:`TritonModelRunner`, a BLS request to the fixed-size model
   ``tile_model`` in the same server (the TensorRT plan on a GPU server: one engine in GPU memory,
   scheduled by Triton across every instance and request, with its own statistics);
-* ``tiles_through: in-process`` — deploy-kit's :class:`~deploy_kit.runners.ort.OrtRunner` in
-  this process (CPU nodes, or a server without the onnxruntime backend).
+* ``tiles_through: in-process`` — the registry's graph runner named by ``cpu_runner`` in this
+  process (ONNX Runtime's :class:`~deploy_kit.runners.ort.OrtRunner`, or OpenVINO's; CPU nodes, or a
+  server without the onnxruntime backend).
 
 ``context: sync:N`` (a global-context model whose bundle has a sync graph, copied into the version
 folder as ``sync_onnx``) replaces both: the tiles run N passes through the sync graph on an
@@ -29,7 +30,7 @@ import os
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, backends
 from ..errors import UsageError
 from ..runners.base import Runner
 from ..runners.ort import OrtRunner
@@ -107,8 +108,12 @@ class TritonPythonModel:
                          f"full-image output exactly{hint}")
         if p["tiles_through"] == "in-process":
             path = os.path.join(args["model_repository"], args["model_version"], p["onnx"])
-            self.runner = OrtRunner(path, device="auto", threads=int(p.get("intra_op_threads") or 0),
-                                    input_name=p["tile_input"])
+            # the registry's graph runner the repository names (onnxruntime before cpu_runner existed)
+            runner = backends.get(p.get("cpu_runner") or backends.ONNXRUNTIME)
+            ok, why = runner.can_run()
+            if not ok:
+                raise ValueError(f"{name}: cpu_runner {runner.name} cannot run in this python backend: {why}")
+            self.runner = runner.open_runner(path, runner.run_options(threads=int(p.get("intra_op_threads") or 0)))
         elif p["tiles_through"] == "bls":
             self.runner = TritonModelRunner(pb_utils, p["tile_model"], p["tile_input"], p["tile_output"],
                                             p["tile_input_dtype"])

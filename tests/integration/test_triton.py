@@ -809,3 +809,27 @@ def test_bounded_concurrent_load(served):
     assert not errors, errors[:5]
     assert done[0] == CLIENTS * REQUESTS and not mismatches, (done[0], mismatches[:5])
     assert n == CLIENTS * REQUESTS and figures["server_fail_count"] == 0, figures
+
+
+def test_in_process_tiles_through_openvino_match_onnx_runtime(tmp_path, monkeypatch, tiny_bundle):
+    """``--cpu-backend openvino``: the tiled model opens the registry's OpenVINO runner in the python backend
+    (Triton's module is the stand-in ``_FakePbUtils``; the runners are real), and its images equal ONNX
+    Runtime's within FP32 rounding; without in-process tiles the option is one line."""
+    pytest.importorskip("openvino", reason="the openvino extra is not installed")
+    from deploy_kit.errors import UsageError
+    from deploy_kit.serving.triton import write_repository
+
+    b = tiny_bundle("fp32")
+    x = np.random.default_rng(0).random((1, 3, 100, 90), dtype=np.float32)
+    outs = {}
+    for cpu in ("onnxruntime", "openvino"):
+        repo = tmp_path / cpu
+        write_repository(str(b), str(repo), name="m", tiles_through="in-process", cpu_backend=cpu)
+        assert _params(_config(repo / "m_tiled"))["cpu_runner"] == cpu
+        model = _tiled_model(repo, "m_tiled", monkeypatch)
+        assert model.runner.name == cpu
+        outs[cpu] = model.restore(x)
+    assert outs["openvino"].shape == x.shape
+    assert float(np.abs(outs["openvino"] - outs["onnxruntime"]).max()) < 1e-3
+    with pytest.raises(UsageError, match="--tiles-through in-process"):
+        write_repository(str(b), str(tmp_path / "bls"), name="m", cpu_backend="openvino")

@@ -572,11 +572,11 @@ from deploy_kit.runtime.video import read_frames
 bundle, photo, clip, out = sys.argv[1:5]
 image, _ = decode_image(photo)
 frames = list(read_frames(clip))
-with Restorer(bundle) as r:
+with Restorer(bundle, "onnxruntime") as r:
     one = r.restore(image)
     serial = [r.restore(f) for f in frames]
     piped = list(r.restore_stream(iter(frames)))
-with Restorer(bundle, context="sync:2") as r:
+with Restorer(bundle, "onnxruntime", context="sync:2") as r:
     synced = r.restore(image)
     synced_frames = [r.restore(f) for f in frames]
 assert len(piped) == len(frames) and all(a.tobytes() == b.tobytes() for a, b in zip(serial, piped))
@@ -603,13 +603,17 @@ def jetson_inputs(tmp_path_factory) -> JetsonInputs:
 
 def _device_runs(run, bundle: Path, inputs: JetsonInputs, work: Path) -> dict[str, Path]:
     """verify, run a photo, run a clip with --context sync:2 and the Restorer script, through ``run``
-    (``run("deploy-kit", ...)`` / ``run("python", ...)`` in one environment); returns the outputs."""
+    (``run("deploy-kit", ...)`` / ``run("python", ...)`` in one environment); returns the outputs. ONNX
+    Runtime by name in every environment, so they compare like with like (auto would pick OpenVINO in the
+    dev environment, which has it)."""
     work.mkdir(parents=True, exist_ok=True)
     b = shutil.copytree(bundle, work / bundle.name)  # verify writes its report into the bundle
-    proc = _check(run("deploy-kit", "verify", b), "deploy-kit verify <bundle>")
+    proc = _check(run("deploy-kit", "verify", b, "--backend", "onnxruntime"), "deploy-kit verify <bundle>")
     assert "parity: all gates passed" in proc.stdout and "onnxruntime" in proc.stdout, proc.stdout
-    _check(run("deploy-kit", "run", b, inputs.photo, "--out", work / "photo"), "deploy-kit run <bundle> photo.png")
-    proc = _check(run("deploy-kit", "run", b, inputs.clip, "--context", "sync:2", "--out", work / "clip"),
+    _check(run("deploy-kit", "run", b, inputs.photo, "--out", work / "photo", "--backend", "onnxruntime"),
+           "deploy-kit run <bundle> photo.png")
+    proc = _check(run("deploy-kit", "run", b, inputs.clip, "--context", "sync:2", "--out", work / "clip",
+                      "--backend", "onnxruntime"),
                   "deploy-kit run <bundle> clip.mp4 --context sync:2")
     assert "restored 6 frames" in proc.stdout and "2 passes" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     proc = _check(run("python", inputs.api, b, inputs.photo, inputs.clip, work / "api.npz"), "the Restorer script")

@@ -81,7 +81,7 @@ def test_desktop_tensorrt_without_gpu_is_a_clear_error(tiny_onnx, tmp_path):
 
 def test_unknown_backend():
     with pytest.raises(UsageError, match="unknown backend"):
-        get_backend("openvino")
+        get_backend("no-such-backend")
 
 
 class _CascadeBoxSite(torch.nn.Module):
