@@ -25,7 +25,7 @@ from ..errors import UsageError
 @click.argument("target", type=click.Path())
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder (file names and formats kept; its journal .deploy-kit-journal.jsonl records what is done).")
-@click.option("--backend", type=click.Choice(backends.choices()), default="auto", show_default=True, help="Bundles: a built engine whose runtime works here, else ONNX Runtime.")
+@click.option("--backend", type=click.Choice(backends.choices()), default="auto", show_default=True, help="Bundles: a built engine whose runtime works here, else OpenVINO on an x86-64 CPU where it is installed (FP32/FP16 bundles), else ONNX Runtime (docs/cpu.md).")
 @click.option("--overlap", type=int, help="Tile overlap in pixels (default: the runtime's measured default, at most a quarter of the engine size).")
 @click.option("--max-pixels", type=int, default=None, help="Refuse images whose header claims more pixels than this (decompression bombs). Default: Pillow's limit, 178956970.")
 @click.option("--codec", default="libx264", show_default=True, help="Videos: FFmpeg encoder of the output (libx264 = H.264; e.g. libx265, mpeg4).")
@@ -136,7 +136,7 @@ def run(target, inputs, out_dir, backend, overlap, max_pixels, codec, crf, prese
 
 @click.command()
 @click.argument("artifact", type=click.Path())
-@click.option("--backend", type=click.Choice(backends.choices()), default="auto", show_default=True, help="Bundles: what runs the reference inputs; auto = a built engine whose runtime works here, else ONNX Runtime.")
+@click.option("--backend", type=click.Choice(backends.choices()), default="auto", show_default=True, help="Bundles: what runs the reference inputs; auto = a built engine whose runtime works here, else OpenVINO on an x86-64 CPU where it is installed (FP32/FP16 bundles), else ONNX Runtime.")
 @click.option("--samples", type=int, default=2, show_default=True, help="ONNX/plan artifacts: sample images (bundles carry their own).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None, help="Bundles, with a named CPU backend that takes it (OpenVINO): the inference precision; auto = BF16 where the CPU has AMX/AVX-512-BF16, FP16 on ARM with FP16, else FP32. The row is gated at the lossier of this and the bundle's precision.")
 def verify(artifact, backend, samples, precision) -> None:
@@ -145,7 +145,7 @@ def verify(artifact, backend, samples, precision) -> None:
     \b
     ARTIFACT is one of:
       a bundle folder    on the device, no torch: the reference inputs and PyTorch outputs
-                         travel in the bundle; runs the built engine (or ONNX Runtime)
+                         travel in the bundle; runs the built engine (or a CPU runner)
       an .onnx / .plan   on the build machine: the reference is rebuilt from the metadata
     """
     from ..manifest import target_kind
