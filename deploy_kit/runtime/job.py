@@ -19,12 +19,11 @@ import os
 import time
 from typing import Any, Callable
 
-from ..bundle import open_bundle
 from ..errors import UsageError
-from ..manifest import plan_sidecar, read_typed, target_kind
 from .context import parse_context
 from .journal import JobOptions, JobResult, Journal, check_unique_outputs, fingerprint, input_fault, kill_point
 from .restore import restore_images
+from .target import read_target
 from .tiling import tiling_defaults
 from .video import is_video_path, probe_video, transcode
 
@@ -61,15 +60,7 @@ def job_options(opts: JobOptions, overlap: int) -> dict[str, Any]:
 def _ray_fingerprint(opts: JobOptions) -> dict:
     """The fingerprint of a Ray job, from the target alone (the driver need not run the model): the
     backend recorded is the one asked (``auto`` means what each node picks)."""
-    if not os.path.exists(opts.target):
-        raise UsageError(f"not found: {opts.target}")
-    kind = target_kind(opts.target)
-    if kind == "bundle":
-        manifest = open_bundle(opts.target).typed
-    elif kind == "plan":
-        manifest = read_typed(plan_sidecar(opts.target, "run"))
-    else:
-        raise UsageError(f"{opts.target}: expected a bundle folder or a .plan with its .json manifest")
+    manifest, _ = read_target(opts.target)
     overlap, _ = tiling_defaults(manifest, opts.overlap)
     return fingerprint(opts.target, f"{opts.backend} on Ray", job_options(opts, overlap))
 

@@ -198,6 +198,24 @@ def open_sync(opened: Opened, backend: str = AUTO, run_options: RunOptionsArg = 
     return runner, f"{ort.name} ({runner.device.upper()}) on {m.sync_onnx}"
 
 
+def read_target(target: str) -> tuple[Manifest, Any]:
+    """What a bundle folder (or its manifest.json) or a ``.plan`` with its ``.json`` manifest is, without
+    running it: (its typed manifest, the opened bundle or None for a plan).
+
+    Raises:
+        UsageError / ManifestError: not found, not a bundle or plan, tampered.
+    """
+    if not os.path.exists(target):
+        raise UsageError(f"not found: {target}")
+    kind = target_kind(target)
+    if kind == "bundle":
+        b = open_bundle(target)
+        return b.typed, b
+    if kind == "plan":
+        return read_typed(plan_sidecar(target, "run")), None
+    raise UsageError(f"{target}: expected a bundle folder or a .plan with its .json manifest")
+
+
 def open_target(target: str, backend: str = AUTO, run_options: RunOptionsArg = None) -> Opened:
     """Open a bundle folder (or its manifest.json) or a ``.plan`` with its ``.json`` manifest.
 
@@ -209,27 +227,21 @@ def open_target(target: str, backend: str = AUTO, run_options: RunOptionsArg = N
             here; bad run options.
     """
     run_options = as_run_options(run_options)
-    if not os.path.exists(target):
-        raise UsageError(f"not found: {target}")
-    kind = target_kind(target)
-    if kind == "bundle":
-        b = open_bundle(target)
+    manifest, b = read_target(target)
+    if b is not None:
         runner, note = bundle_runner(b, backend, run_options)
-        return Opened(runner, b.typed, note, b)
-    if kind == "plan":
-        manifest = read_typed(plan_sidecar(target, "run"))
-        name = manifest.backend
-        if backend not in (AUTO, name):
-            raise UsageError(f"{target} is a {name} engine; --backend {backend} cannot run it")
-        eng = backends.REGISTRY.get(name)
-        if eng is None or not eng.engine:
-            raise UsageError(f"{target}: its manifest names an unknown engine backend '{name}'")
-        ok, why = eng.can_run()
-        if not ok:
-            raise UsageError(f"cannot run {target} here: {why}; run a bundle instead to fall back to ONNX Runtime")
-        ok, why = eng.can_run_artifact(manifest)  # another version, GPU or DLA core: rebuild it
-        if not ok:
-            raise UsageError(f"cannot run {target} here: {for_plan(why, target, manifest)}")
-        return Opened(eng.open_runner(target, eng.pick_run_options(run_options), manifest=manifest), manifest,
-                      f"{name} engine")
-    raise UsageError(f"{target}: expected a bundle folder or a .plan with its .json manifest")
+        return Opened(runner, manifest, note, b)
+    name = manifest.backend
+    if backend not in (AUTO, name):
+        raise UsageError(f"{target} is a {name} engine; --backend {backend} cannot run it")
+    eng = backends.REGISTRY.get(name)
+    if eng is None or not eng.engine:
+        raise UsageError(f"{target}: its manifest names an unknown engine backend '{name}'")
+    ok, why = eng.can_run()
+    if not ok:
+        raise UsageError(f"cannot run {target} here: {why}; run a bundle instead to fall back to ONNX Runtime")
+    ok, why = eng.can_run_artifact(manifest)  # another version, GPU or DLA core: rebuild it
+    if not ok:
+        raise UsageError(f"cannot run {target} here: {for_plan(why, target, manifest)}")
+    return Opened(eng.open_runner(target, eng.pick_run_options(run_options), manifest=manifest), manifest,
+                  f"{name} engine")
